@@ -1,0 +1,304 @@
+//! The tracking endpoints: one call per request, batches, the pixel API and the browser's
+//! metrics route. Each request is read (bounded), inflated, decoded, authenticated,
+//! validated and enriched, then handed to [`Ingest`](crate::Ingest); the answer is sent
+//! only after the log said the events and the quarantined items are durable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use ferry_event::{CallType, Ctx, Route};
+use serde::Deserialize;
+
+use crate::{ApiError, ApiStats, AppState, IngestBatch, IngestError, IngestEvent, body};
+
+/// Paths that carry one call, and the call type the path implies.
+pub(crate) const SINGLE_ROUTES: &[(&str, CallType)] = &[
+    ("/v1/track", CallType::Track),
+    ("/v1/identify", CallType::Identify),
+    ("/v1/page", CallType::Page),
+    ("/v1/screen", CallType::Screen),
+    ("/v1/group", CallType::Group),
+    ("/v1/alias", CallType::Alias),
+    ("/v1/t", CallType::Track),
+    ("/v1/i", CallType::Identify),
+    ("/v1/p", CallType::Page),
+    ("/v1/s", CallType::Screen),
+    ("/v1/g", CallType::Group),
+    ("/v1/a", CallType::Alias),
+];
+
+/// Paths that carry a batch envelope.
+pub(crate) const BATCH_ROUTES: &[&str] = &["/v1/batch", "/v1/import", "/v1/b"];
+
+/// How long a client should wait when ferry is over its in-flight budget.
+const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The handler for a single-call route.
+pub(crate) fn single(
+    call: CallType,
+) -> impl Fn(State<AppState>, Request) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> + Clone + Send + 'static
+{
+    move |State(state), request| Box::pin(async move { collect(state, Route::Single(call), request).await })
+}
+
+pub(crate) async fn batch(State(state): State<AppState>, request: Request) -> Response {
+    collect(state, Route::Batch, request).await
+}
+
+async fn collect(state: AppState, route: Route, request: Request) -> Response {
+    state.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+    match collect_inner(&state, route, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            state.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
+            error.into_response()
+        }
+    }
+}
+
+async fn collect_inner(state: &AppState, route: Route, request: Request) -> Result<Response, ApiError> {
+    let inner = &state.inner;
+    let config = &inner.config;
+    let (parts, body) = request.into_parts();
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+
+    // Bound the memory of everything in flight: a permit per KiB the body may take.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(config.max_body_bytes)
+        .min(config.max_body_bytes);
+    let _permit = acquire(state, declared)?;
+    let raw = body::read(&parts.headers, body, config.max_body_bytes).await?;
+    let is_gzip = body::is_gzip(&parts.headers, &raw);
+    let _inflate_permit = if is_gzip { Some(acquire(state, config.max_inflated_bytes)?) } else { None };
+    let body = body::inflate(&parts.headers, raw, config.max_inflated_bytes)?;
+
+    let parsed = ferry_event::parse(&body, route, &config.limits).map_err(request_error)?;
+    let write_key = header_write_key(&parts.headers).or_else(|| parsed.write_key().map(str::to_owned));
+    let Some(write_key) = write_key.filter(|k| !k.is_empty()) else {
+        return Err(ApiError::MissingWriteKey);
+    };
+    let Some(source_id) = config.sources.source_for(&write_key) else {
+        return Err(ApiError::UnknownWriteKey);
+    };
+
+    let client_ip = client_ip(peer, &parts.headers, &config.trusted_proxies);
+    let processed = {
+        let mut new_id = || inner.ids.message_id();
+        let mut ctx = Ctx {
+            received_at: inner.clock.now(),
+            source_id: &source_id,
+            client_ip,
+            limits: &config.limits,
+            new_message_id: &mut new_id,
+        };
+        ferry_event::process(parsed, &mut ctx)
+    };
+    let accepted = processed.accepted.len();
+    let rejected: Vec<_> = processed
+        .rejected
+        .iter()
+        .map(|r| RejectedItem {
+            index: r.index,
+            message_id: r.message_id.clone(),
+            code: r.issue.code,
+            message: r.issue.message.clone(),
+            field: r.issue.field.clone(),
+        })
+        .collect();
+    let batch = IngestBatch {
+        events: processed
+            .accepted
+            .into_iter()
+            .map(|a| IngestEvent { message_id: a.message_id, json: a.json })
+            .collect(),
+        quarantine: processed.rejected.into_iter().map(|r| r.quarantine_json).collect(),
+    };
+    let receipt = inner.ingest.ingest(batch).await.map_err(ingest_error)?;
+
+    ApiStats::add(&inner.stats.accepted, accepted - receipt.duplicates);
+    ApiStats::add(&inner.stats.duplicates, receipt.duplicates);
+    ApiStats::add(&inner.stats.rejected, rejected.len());
+
+    if let Route::Single(_) = route {
+        if let Some(first) = rejected.into_iter().next() {
+            // The event is in quarantine; the client learns why at once.
+            return Err(ApiError::InvalidEvent { code: first.code, message: first.message, field: first.field });
+        }
+        return Ok(success_body());
+    }
+    let body = BatchAnswer { success: true, accepted, duplicates: receipt.duplicates, rejected };
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+#[derive(serde::Serialize)]
+struct BatchAnswer {
+    success: bool,
+    accepted: usize,
+    duplicates: usize,
+    rejected: Vec<RejectedItem>,
+}
+
+#[derive(serde::Serialize)]
+struct RejectedItem {
+    index: usize,
+    #[serde(rename = "messageId")]
+    message_id: Option<String>,
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+fn success_body() -> Response {
+    (StatusCode::OK, axum::Json(serde_json::json!({ "success": true }))).into_response()
+}
+
+fn acquire(state: &AppState, bytes: usize) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    let permits = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    state
+        .inner
+        .inflight
+        .try_acquire_many(permits)
+        .map_err(|_| ApiError::Overloaded { retry_after: OVERLOAD_RETRY_AFTER })
+}
+
+fn request_error(error: ferry_event::RequestError) -> ApiError {
+    match error.code {
+        "payload_too_large" | "too_many_events" => ApiError::TooLarge { code: error.code, message: error.message },
+        _ => ApiError::BadRequest { code: error.code, message: error.message },
+    }
+}
+
+fn ingest_error(error: IngestError) -> ApiError {
+    match error {
+        IngestError::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
+        IngestError::Unavailable { retry_after, reason } => {
+            tracing::error!(%reason, "log refused a write");
+            ApiError::Unavailable { retry_after }
+        }
+    }
+}
+
+/// The write key from `Authorization: Basic` (the username, with or without a colon).
+/// A Bearer token carries no key: the body's `writeKey` is used with it.
+pub(crate) fn header_write_key(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, credentials) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let username = decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user);
+    (!username.is_empty()).then(|| username.to_owned())
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub(crate) fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let hops: Vec<IpAddr> = forwarded.flat_map(|v| v.split(',')).filter_map(|hop| hop.trim().parse().ok()).collect();
+    hops.into_iter().rev().find(|hop| !trusted.contains(hop)).or(Some(peer))
+}
+
+/// `POST /v1/m`: analytics.js reports its own metrics; count the series, keep nothing.
+pub(crate) async fn browser_metrics(State(state): State<AppState>, request: Request) -> Response {
+    let config = &state.inner.config;
+    let (parts, body) = request.into_parts();
+    let read = body::read(&parts.headers, body, config.limits.max_event_bytes).await;
+    let series = read
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<MetricsBody>(&bytes).ok())
+        .map_or(0, |body| body.series.len());
+    state.inner.stats.browser_metrics.fetch_add(series as u64, Ordering::Relaxed);
+    success_body()
+}
+
+#[derive(Deserialize)]
+struct MetricsBody {
+    #[serde(default)]
+    series: Vec<serde::de::IgnoredAny>,
+}
+
+/// A 1×1 transparent GIF, the answer to every pixel request.
+const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+    0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02,
+    0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+#[derive(Deserialize)]
+pub(crate) struct PixelQuery {
+    data: Option<String>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<String>,
+}
+
+/// `GET /v1/pixel/{type}?data=<base64 JSON>`: always a GIF, as Segment answers, even when
+/// the event is refused; refusals are logged and invalid events go to quarantine.
+pub(crate) async fn pixel(
+    State(state): State<AppState>,
+    Path(call): Path<String>,
+    Query(query): Query<PixelQuery>,
+    request: Request,
+) -> Response {
+    if let Err(error) = pixel_inner(&state, &call, query, request).await {
+        let (status, code, message) = error.parts();
+        tracing::info!(%status, code, %message, "pixel event refused");
+    }
+    let mut response = (StatusCode::OK, PIXEL_GIF).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    response
+}
+
+async fn pixel_inner(state: &AppState, call: &str, query: PixelQuery, request: Request) -> Result<(), ApiError> {
+    let call = match call {
+        "track" => CallType::Track,
+        "identify" => CallType::Identify,
+        "page" => CallType::Page,
+        "screen" => CallType::Screen,
+        "group" => CallType::Group,
+        "alias" => CallType::Alias,
+        _ => return Err(ApiError::NotFound),
+    };
+    let data = query.data.unwrap_or_default();
+    let json = decode_base64(&data).ok_or_else(|| ApiError::BadRequest {
+        code: "invalid_base64",
+        message: "the `data` query parameter is not base64".to_owned(),
+    })?;
+    // Reuse the POST path: a pixel is a single call whose body came in the query string.
+    let (mut parts, _) = request.into_parts();
+    if let Some(key) = query.write_key {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+        if let Ok(value) = HeaderValue::from_str(&format!("Basic {token}")) {
+            parts.headers.insert(header::AUTHORIZATION, value);
+        }
+    }
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(json.len()));
+    let request = Request::from_parts(parts, axum::body::Body::from(json));
+    let response = collect_inner(state, Route::Single(call), request).await?;
+    debug_assert!(response.status().is_success());
+    Ok(())
+}
+
+fn decode_base64(data: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let data = data.trim();
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD].iter().find_map(|engine| engine.decode(data).ok())
+}

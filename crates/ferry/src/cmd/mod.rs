@@ -1,0 +1,4 @@
+//! One module per subcommand that has subcommands of its own.
+
+pub(crate) mod log;
+pub(crate) mod quarantine;

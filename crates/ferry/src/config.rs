@@ -1,0 +1,221 @@
+//! `ferry.toml`: the raw configuration as written, every field documented, unknown keys
+//! rejected. Precedence: file < environment (`FERRY_...`) < flags.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Where ferry keeps its data: the event log, quarantine, dedupe index, cursors.
+    #[serde(default = "default_data_dir")]
+    pub(crate) data_dir: PathBuf,
+    /// The HTTP server.
+    #[serde(default)]
+    pub(crate) server: ServerConfig,
+    /// The embedded event log.
+    #[serde(default)]
+    pub(crate) log: LogSection,
+    /// Sources and their write keys. None: ferry runs open (any non-empty key, one source
+    /// per key) and says so at start-up.
+    #[serde(default)]
+    pub(crate) sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub(crate) listen: SocketAddr,
+    /// The URL clients reach ferry at (for the analytics.js settings document); when unset
+    /// the request's `Host` header is used.
+    #[serde(default)]
+    pub(crate) public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed when filling `context.ip`.
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<IpAddr>,
+    /// Largest request body on the wire, in bytes.
+    #[serde(default = "default_max_body")]
+    pub(crate) max_body_bytes: usize,
+    /// Request bytes that may be in flight at once; beyond it requests get 429.
+    #[serde(default = "default_max_inflight")]
+    pub(crate) max_inflight_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            max_body_bytes: default_max_body(),
+            max_inflight_bytes: default_max_inflight(),
+        }
+    }
+}
+
+/// How appends are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Sync {
+    /// fsync before answering, shared by concurrent requests (group commit). The default.
+    Always,
+    /// fsync every `sync_interval_ms`; a crash can lose that window.
+    Interval,
+    /// Never fsync: tests and benchmarks only.
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogSection {
+    /// `always` (default), `interval` or `never`.
+    #[serde(default = "default_sync")]
+    pub(crate) sync: Sync,
+    /// The fsync interval for `sync = "interval"`, in milliseconds.
+    #[serde(default = "default_sync_interval_ms")]
+    pub(crate) sync_interval_ms: u64,
+    /// Keep events at least this many hours after every consumer has read them.
+    #[serde(default = "default_retention_hours")]
+    pub(crate) retention_hours: u64,
+    /// The log's disk budget in bytes; when it is full, ingestion answers 429.
+    #[serde(default = "default_max_disk_bytes")]
+    pub(crate) max_disk_bytes: u64,
+    /// How long a message id is remembered for deduplication, in hours (max 720).
+    #[serde(default = "default_dedupe_hours")]
+    pub(crate) dedupe_window_hours: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            sync: default_sync(),
+            sync_interval_ms: default_sync_interval_ms(),
+            retention_hours: default_retention_hours(),
+            max_disk_bytes: default_max_disk_bytes(),
+            dedupe_window_hours: default_dedupe_hours(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SourceConfig {
+    /// The source's id, stored on every event it sends (a slug such as `web`).
+    pub(crate) id: String,
+    /// The write keys that authenticate as this source.
+    pub(crate) write_keys: Vec<String>,
+}
+
+impl Config {
+    /// Read the file at `path`, or the defaults when there is none.
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(toml::from_str("").context("default configuration")?);
+        };
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Every problem at once, so `ferry check` can print them all.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.log.dedupe_window_hours == 0 || self.log.dedupe_window_hours > 720 {
+            problems.push("log.dedupe_window_hours must be between 1 and 720 (30 days)".to_owned());
+        }
+        if self.log.sync == Sync::Interval && self.log.sync_interval_ms == 0 {
+            problems.push("log.sync_interval_ms must be positive with sync = \"interval\"".to_owned());
+        }
+        let mut seen = HashMap::new();
+        for source in &self.sources {
+            if source.id.is_empty() {
+                problems.push("a source has an empty id".to_owned());
+            }
+            for key in &source.write_keys {
+                if key.is_empty() {
+                    problems.push(format!("source {} has an empty write key", source.id));
+                }
+                if let Some(other) = seen.insert(key.clone(), source.id.clone()) {
+                    problems.push(format!("write key used by two sources: {other} and {}", source.id));
+                }
+            }
+        }
+        problems
+    }
+
+    pub(crate) fn sync_interval(&self) -> Duration {
+        Duration::from_millis(self.log.sync_interval_ms)
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("ferry-data")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8088))
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_max_inflight() -> usize {
+    256 * 1024 * 1024
+}
+fn default_sync() -> Sync {
+    Sync::Always
+}
+fn default_sync_interval_ms() -> u64 {
+    50
+}
+fn default_retention_hours() -> u64 {
+    7 * 24
+}
+fn default_max_disk_bytes() -> u64 {
+    10 * 1024 * 1024 * 1024
+}
+fn default_dedupe_hours() -> u64 {
+    24
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config.server.listen, default_listen());
+        assert_eq!(config.log.sync, Sync::Always);
+        assert!(config.sources.is_empty());
+        assert!(config.problems().is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = toml::from_str::<Config>("[server]\nlisten_addr = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(error.to_string().contains("unknown field `listen_addr`"), "{error}");
+    }
+
+    #[test]
+    fn problems_are_all_reported() {
+        let text = r#"
+            [log]
+            dedupe_window_hours = 0
+            [[sources]]
+            id = "web"
+            write_keys = ["a", ""]
+            [[sources]]
+            id = "ios"
+            write_keys = ["a"]
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        let problems = config.problems();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+}

@@ -1,0 +1,79 @@
+//! The `ferry` binary: command line, configuration, wiring. No business logic lives here.
+
+mod cmd;
+mod config;
+mod ingest;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// ferry: a self-hosted, Segment-compatible customer event pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', env = "FERRY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory; overrides `data_dir` in the file.
+    #[arg(long, env = "FERRY_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the collector: the Segment-compatible HTTP API writing to the durable log.
+    ///
+    /// Examples:
+    ///   ferry serve
+    ///   ferry serve --listen 0.0.0.0:8088 --sync interval
+    Serve(serve::ServeArgs),
+    /// Validate the configuration and print every problem at once.
+    ///
+    /// Example: ferry check --config ferry.toml
+    Check,
+    /// Inspect and repair the embedded event log.
+    ///
+    /// Examples:
+    ///   ferry log stat
+    ///   ferry log cat --from 0 --follow
+    #[command(subcommand)]
+    Log(cmd::log::LogCommand),
+    /// List events that failed validation, with their reasons.
+    ///
+    /// Example: ferry quarantine list --limit 20
+    #[command(subcommand)]
+    Quarantine(cmd::quarantine::QuarantineCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let mut config = config::Config::load(cli.config.as_deref())?;
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = dir;
+    }
+    match cli.command {
+        Command::Serve(args) => serve::run(config, args),
+        Command::Check => check(&config),
+        Command::Log(command) => cmd::log::run(config.data_dir, command),
+        Command::Quarantine(command) => cmd::quarantine::run(&config.data_dir, command),
+    }
+}
+
+fn check(config: &config::Config) -> anyhow::Result<()> {
+    let problems = config.problems();
+    if problems.is_empty() {
+        println!("configuration is valid");
+        return Ok(());
+    }
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    anyhow::bail!("{} problem(s) in the configuration; fix them and run `ferry check` again", problems.len())
+}

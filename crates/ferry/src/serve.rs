@@ -1,0 +1,144 @@
+//! `ferry serve`: open the logs, build the API, listen until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_api::{ApiConfig, AppState, IdGenerator, Sources, SystemClock};
+use ferry_log::{Log, LogConfig, SyncPolicy};
+
+use crate::config::{Config, Sync};
+use crate::ingest::EmbeddedIngest;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on; overrides `server.listen`.
+    #[arg(long, env = "FERRY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Sync policy of the log; overrides `log.sync`.
+    #[arg(long, env = "FERRY_SYNC", value_enum)]
+    sync: Option<Sync>,
+    /// Worker threads of the runtime (default: one per core).
+    #[arg(long, env = "FERRY_THREADS")]
+    threads: Option<usize>,
+}
+
+/// Server-generated message ids are UUID v7 strings: time-ordered, so they keep the
+/// dedupe index and the warehouse's primary-key index local.
+struct UuidV7;
+
+impl IdGenerator for UuidV7 {
+    fn message_id(&self) -> String {
+        uuid::Uuid::now_v7().to_string()
+    }
+}
+
+pub(crate) fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(sync) = args.sync {
+        config.log.sync = sync;
+    }
+    let problems = config.problems();
+    if !problems.is_empty() {
+        anyhow::bail!("invalid configuration: {}; run `ferry check` to see every problem", problems.join("; "));
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    runtime.build().context("cannot start the async runtime")?.block_on(serve(config))
+}
+
+fn log_config(config: &Config, sub_dir: &str) -> LogConfig {
+    let sync = match config.log.sync {
+        Sync::Always => SyncPolicy::Always,
+        Sync::Interval => SyncPolicy::Interval(config.sync_interval()),
+        Sync::Never => SyncPolicy::Never,
+    };
+    LogConfig {
+        dir: config.data_dir.join(sub_dir),
+        sync,
+        retention: Duration::from_secs(config.log.retention_hours * 3600),
+        max_disk_bytes: config.log.max_disk_bytes,
+        dedupe_window: Duration::from_secs(config.log.dedupe_window_hours * 3600),
+        ..LogConfig::default()
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let (events, report) = Log::open(log_config(&config, "log"))
+        .with_context(|| format!("cannot open the event log in {}", config.data_dir.display()))?;
+    if report.truncated_bytes > 0 {
+        tracing::warn!(bytes = report.truncated_bytes, "event log had a torn tail after a crash; truncated it");
+    }
+    let (quarantine, report) = Log::open(log_config(&config, "quarantine"))
+        .with_context(|| format!("cannot open the quarantine log in {}", config.data_dir.display()))?;
+    if report.truncated_bytes > 0 {
+        tracing::warn!(bytes = report.truncated_bytes, "quarantine log had a torn tail after a crash; truncated it");
+    }
+
+    let sources = if config.sources.is_empty() {
+        tracing::warn!("no sources configured: running open, any non-empty write key is accepted as its own source");
+        Sources::Open
+    } else {
+        let keys = config
+            .sources
+            .iter()
+            .flat_map(|s| s.write_keys.iter().map(|k| (k.clone(), s.id.clone())))
+            .collect();
+        Sources::Configured(keys)
+    };
+    let api_config = ApiConfig {
+        sources,
+        public_url: config.server.public_url.clone(),
+        trusted_proxies: config.server.trusted_proxies.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+        max_inflight_bytes: config.server.max_inflight_bytes,
+        ..ApiConfig::default()
+    };
+    let ingest = EmbeddedIngest::new(events, quarantine);
+    let state = AppState::new(api_config, ingest, Arc::new(SystemClock), Arc::new(UuidV7));
+    let app = ferry_api::router(state);
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; is another ferry running? pick another address with --listen", config.server.listen))?;
+    let local = listener.local_addr().context("listener has no address")?;
+    // One machine-readable line on stdout, for scripts and tests that listen on port 0.
+    println!("ferry listening on http://{local}");
+    tracing::info!(address = %local, data_dir = %config.data_dir.display(), sync = ?config.log.sync, "ferry is listening");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("http server failed")?;
+    tracing::info!("ferry stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

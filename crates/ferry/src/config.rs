@@ -219,3 +219,19 @@ mod tests {
         assert_eq!(problems.len(), 3, "{problems:?}");
     }
 }
+
+#[cfg(test)]
+mod example {
+    /// The annotated example in the repo root must stay a valid configuration.
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../../ferry.example.toml");
+        let config: super::Config = toml::from_str(text).expect("ferry.example.toml is valid");
+        assert!(config.problems().is_empty());
+        // Uncommenting the example sources must also be valid.
+        let uncommented: String =
+            text.lines().map(|l| l.strip_prefix("# ").filter(|r| r.starts_with('[') || r.starts_with("id") || r.starts_with("write_keys")).unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        let config: super::Config = toml::from_str(&uncommented).expect("example sources are valid");
+        assert_eq!(config.sources.len(), 2);
+    }
+}

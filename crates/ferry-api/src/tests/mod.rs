@@ -14,6 +14,8 @@ use tower::ServiceExt;
 
 use crate::*;
 
+mod golden;
+
 /// Keeps what it is given; can be told to fail.
 #[derive(Default)]
 struct MemoryIngest {
@@ -47,10 +49,18 @@ impl Ingest for MemoryIngest {
     }
 }
 
-struct FixedClock;
+/// A clock tests set by hand; starts at 2026-11-28T10:37:15Z.
+struct FixedClock(Mutex<jiff::Timestamp>);
+
+impl Default for FixedClock {
+    fn default() -> Self {
+        FixedClock(Mutex::new("2026-11-28T10:37:15.000Z".parse().unwrap()))
+    }
+}
+
 impl Clock for FixedClock {
     fn now(&self) -> jiff::Timestamp {
-        "2026-11-28T10:37:15.000Z".parse().unwrap()
+        *self.0.lock().unwrap()
     }
 }
 
@@ -66,12 +76,14 @@ impl IdGenerator for CountingIds {
 struct Harness {
     app: Router,
     ingest: Arc<MemoryIngest>,
+    clock: Arc<FixedClock>,
 }
 
 fn harness(config: ApiConfig) -> Harness {
     let ingest = Arc::new(MemoryIngest::default());
-    let state = AppState::new(config, ingest.clone(), Arc::new(FixedClock), Arc::new(CountingIds(Mutex::new(0))));
-    Harness { app: router(state), ingest }
+    let clock = Arc::new(FixedClock::default());
+    let state = AppState::new(config, ingest.clone(), clock.clone(), Arc::new(CountingIds(Mutex::new(0))));
+    Harness { app: router(state), ingest, clock }
 }
 
 fn open() -> Harness {

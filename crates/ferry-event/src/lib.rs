@@ -1,10 +1,68 @@
-//! Validation and enrichment: a decoded Segment request becomes canonical events.
+//! Validation and enrichment: a Segment request body becomes canonical stored events, and
+//! each item that cannot be one becomes a quarantine record with its reason.
 //!
-//! SKELETON (interface agreed with ferry-api): the helper owning this crate fills it in.
+//! Pure: no I/O, no clock; the receive time, the client's address and new message ids
+//! arrive in a [`Ctx`]. Bodies are never parsed into a DOM: an item is a list of
+//! `(key, raw value)` pairs and only the fields that must be checked are decoded, so
+//! `properties`, `traits`, `context` and unknown fields are copied byte for byte.
+//!
+//! # Request-level errors ([`RequestError::code`])
+//!
+//! `invalid_utf8`, `invalid_json`, `not_an_object` (the body is JSON but not an object),
+//! `too_deep` (nesting over [`Limits::max_depth`]), `invalid_batch` (no `batch` array),
+//! `payload_too_large` (single body over 32 KiB, batch body over 500 KiB),
+//! `too_many_events` (over 2,500 items).
+//!
+//! # Item-level rejection codes ([`Issue::code`], with the offending `field`)
+//!
+//! | code | when |
+//! | --- | --- |
+//! | `not_an_object` | a batch item is not a JSON object |
+//! | `event_too_large` | an item is over 32 KiB |
+//! | `missing_type`, `invalid_type` | a batch item has no `type`, or not one of the six calls |
+//! | `missing_user_id` | neither `userId` nor `anonymousId` (alias: no `userId`) |
+//! | `invalid_user_id`, `invalid_anonymous_id`, `invalid_group_id`, `invalid_previous_id` | an id that is not a string or a number |
+//! | `missing_event`, `invalid_event` | track without a non-empty string `event` |
+//! | `missing_group_id` | group without `groupId` |
+//! | `missing_previous_id` | alias without `previousId` |
+//! | `invalid_message_id`, `message_id_too_long` | `messageId` not a string or number; over 100 characters |
+//! | `invalid_properties`, `invalid_traits`, `invalid_context`, `invalid_integrations` | present but not an object |
+//! | `invalid_timestamp` | `timestamp`, `originalTimestamp` or `sentAt` not an ISO-8601 date-time |
+//!
+//! Empty strings and JSON `null` count as absent everywhere. Numeric ids become strings.
+//!
+//! # Warnings (stored on the event, never a rejection)
+//!
+//! `revenue_not_number` / `value_not_number` (a numeric string such as `"$19.99"` was turned
+//! into the number), `invalid_revenue` / `invalid_value` (not a number and not numeric; kept
+//! as sent), `invalid_currency` (not an ISO 4217 code; kept as sent).
+//!
+//! # The stored event
+//!
+//! One JSON object, members in this order (absent ones left out):
+//! `type`, `messageId`, `userId`, `anonymousId`, `event`, `name`, `category`, `groupId`,
+//! `previousId`, `properties`, `traits`, `context`, `integrations` (always; `{}` when none),
+//! `channel`, `originalTimestamp`, `sentAt`, `timestamp`, `receivedAt`, `version` (2),
+//! `sourceId`, `_ferry` (only with warnings: `{"warnings": [{"code", "message", "field"}]}`),
+//! then every other member as sent (`_metadata`, `options`, ...). `writeKey` is never stored.
+//! Times are UTC ISO-8601 with milliseconds (`2026-11-28T10:37:14.724Z`);
+//! `timestamp = receivedAt − (sentAt − originalTimestamp)` when both are known, else
+//! `originalTimestamp`, else `receivedAt`. `originalTimestamp` is the caller's `timestamp`
+//! (or its `originalTimestamp`). Batch-envelope `sentAt`, `context` and `integrations` apply
+//! to items lacking their own; objects are merged key by key, the item's keys winning.
+//! `context.ip` is filled from the connection when absent, for client-side events only
+//! (a browser or mobile library in `context.library.name`, or `context.direct: true`).
+//! `channel`, when not sent, is `browser`, `mobile` or `server` from the library name.
 
+mod currency;
+
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::net::IpAddr;
 
+use ferry_wire::{Fields, Kind, as_str, kind};
 pub use ferry_wire::{CallType, Route};
+use serde_json::value::RawValue;
 
 /// Bounds on untrusted input.
 #[derive(Debug, Clone)]
@@ -28,18 +86,6 @@ impl Default for Limits {
     }
 }
 
-/// A request body decoded far enough to authenticate it.
-pub struct Parsed<'a> {
-    _body: &'a [u8],
-}
-
-impl<'a> Parsed<'a> {
-    /// The `writeKey` from the body or the batch envelope.
-    pub fn write_key(&self) -> Option<&str> {
-        todo!()
-    }
-}
-
 /// A request that cannot be taken at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestError {
@@ -47,9 +93,129 @@ pub struct RequestError {
     pub message: String,
 }
 
-/// Decode a (already inflated) request body for a route.
-pub fn parse<'a>(_body: &'a [u8], _route: Route, _limits: &Limits) -> Result<Parsed<'a>, RequestError> {
-    todo!()
+impl RequestError {
+    fn new(code: &'static str, message: impl Into<String>) -> RequestError {
+        RequestError { code, message: message.into() }
+    }
+}
+
+/// A validation problem: a stable snake_case code, a message and the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl Issue {
+    fn new(code: &'static str, field: &str, message: impl Into<String>) -> Issue {
+        Issue { code, message: message.into(), field: Some(field.to_owned()) }
+    }
+}
+
+/// A request body decoded far enough to authenticate it.
+pub struct Parsed<'a> {
+    route: Route,
+    write_key: Option<Cow<'a, str>>,
+    envelope: Envelope<'a>,
+    items: Vec<Item<'a>>,
+}
+
+#[derive(Default)]
+struct Envelope<'a> {
+    sent_at: Option<&'a RawValue>,
+    context: Option<&'a RawValue>,
+    integrations: Option<&'a RawValue>,
+}
+
+struct Item<'a> {
+    raw: &'a str,
+    /// `None` when the item is not an object.
+    fields: Option<Fields<'a>>,
+}
+
+impl Parsed<'_> {
+    /// The `writeKey` from the body or the batch envelope (else the first item that has
+    /// one). Empty counts as absent.
+    pub fn write_key(&self) -> Option<&str> {
+        self.write_key.as_deref()
+    }
+
+    /// How many items the request carries.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Decode an (already inflated) request body for a route.
+pub fn parse<'a>(body: &'a [u8], route: Route, limits: &Limits) -> Result<Parsed<'a>, RequestError> {
+    let max = match route {
+        Route::Single(_) => limits.max_event_bytes,
+        Route::Batch => limits.max_batch_bytes,
+    };
+    if body.len() > max {
+        return Err(RequestError::new("payload_too_large", format!("the body is over {max} bytes")));
+    }
+    let text = std::str::from_utf8(body).map_err(|error| {
+        RequestError::new("invalid_utf8", format!("the body is not valid utf-8 (at byte {})", error.valid_up_to()))
+    })?;
+    if ferry_wire::depth_exceeds(body, limits.max_depth) {
+        return Err(RequestError::new("too_deep", format!("the body nests deeper than {} levels", limits.max_depth)));
+    }
+    let fields = Fields::parse(text).map_err(|error| {
+        if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+            RequestError::new("not_an_object", "the body must be a JSON object")
+        } else {
+            RequestError::new("invalid_json", format!("the body is not valid JSON: {error}"))
+        }
+    })?;
+    let body_key = fields.get("writeKey").and_then(as_str).filter(|k| !k.is_empty());
+    match route {
+        Route::Single(_) => Ok(Parsed {
+            route,
+            write_key: body_key,
+            envelope: Envelope::default(),
+            items: vec![Item { raw: text, fields: Some(fields) }],
+        }),
+        Route::Batch => parse_batch(fields, body_key, limits),
+    }
+}
+
+fn parse_batch<'a>(
+    envelope: Fields<'a>,
+    envelope_key: Option<Cow<'a, str>>,
+    limits: &Limits,
+) -> Result<Parsed<'a>, RequestError> {
+    let batch = envelope
+        .get("batch")
+        .filter(|raw| kind(raw) == Kind::Array)
+        .ok_or_else(|| RequestError::new("invalid_batch", "the body must have a `batch` array"))?;
+    let raws: Vec<&'a RawValue> = serde_json::from_str(batch.get())
+        .map_err(|error| RequestError::new("invalid_json", format!("the batch is not valid JSON: {error}")))?;
+    if raws.len() > limits.max_batch_events {
+        return Err(RequestError::new(
+            "too_many_events",
+            format!("the batch has {} events; at most {} are allowed", raws.len(), limits.max_batch_events),
+        ));
+    }
+    let mut items = Vec::with_capacity(raws.len());
+    for raw in raws {
+        let fields = if kind(raw) == Kind::Object { Fields::parse(raw.get()).ok() } else { None };
+        items.push(Item { raw: raw.get(), fields });
+    }
+    let write_key = envelope_key.or_else(|| {
+        items.iter().filter_map(|i| i.fields.as_ref()?.get("writeKey").and_then(as_str)).find(|k| !k.is_empty())
+    });
+    let envelope = Envelope {
+        sent_at: envelope.get("sentAt"),
+        context: envelope.get("context"),
+        integrations: envelope.get("integrations"),
+    };
+    Ok(Parsed { route: Route::Batch, write_key, envelope, items })
 }
 
 /// What the server knows about a request; time arrives as a value.
@@ -81,20 +247,495 @@ pub struct Rejected {
     pub quarantine_json: Vec<u8>,
 }
 
-/// A validation problem: a stable snake_case code, a message and the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    pub code: &'static str,
-    pub message: String,
-    pub field: Option<String>,
-}
-
+/// Every item of a request, accepted or rejected, in request order within each list.
+#[derive(Debug, Default)]
 pub struct Processed {
     pub accepted: Vec<Accepted>,
     pub rejected: Vec<Rejected>,
 }
 
 /// Validate and enrich every item of a parsed request.
-pub fn process(_parsed: Parsed<'_>, _ctx: &mut Ctx<'_>) -> Processed {
-    todo!()
+pub fn process(parsed: Parsed<'_>, ctx: &mut Ctx<'_>) -> Processed {
+    let mut processed = Processed::default();
+    let received_at = format_time(ctx.received_at);
+    for (index, item) in parsed.items.iter().enumerate() {
+        let message_id = item.fields.as_ref().and_then(|f| f.get("messageId")).and_then(|raw| match kind(raw) {
+            Kind::String => as_str(raw).map(Cow::into_owned),
+            Kind::Number => Some(raw.get().to_owned()),
+            _ => None,
+        });
+        match build(parsed.route, item, &parsed.envelope, ctx, &received_at) {
+            Ok(built) => processed.accepted.push(Accepted {
+                index,
+                message_id: built.message_id,
+                json: built.json,
+                warnings: built.warnings,
+            }),
+            Err(issue) => {
+                let quarantine_json =
+                    quarantine_record(&received_at, ctx.source_id, index, message_id.as_deref(), &issue, item.raw);
+                processed.rejected.push(Rejected { index, message_id, issue, quarantine_json });
+            }
+        }
+    }
+    processed
 }
+
+struct Built {
+    message_id: String,
+    json: Vec<u8>,
+    warnings: Vec<Issue>,
+}
+
+/// Members the canonical event writes itself; everything else passes through.
+const HANDLED: &[&str] = &[
+    "type",
+    "messageId",
+    "userId",
+    "anonymousId",
+    "event",
+    "name",
+    "category",
+    "groupId",
+    "previousId",
+    "properties",
+    "traits",
+    "context",
+    "integrations",
+    "channel",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "receivedAt",
+    "version",
+    "sourceId",
+    "writeKey",
+    "_ferry",
+];
+
+fn build(route: Route, item: &Item<'_>, envelope: &Envelope<'_>, ctx: &mut Ctx<'_>, received_at: &str) -> Result<Built, Issue> {
+    if item.raw.len() > ctx.limits.max_event_bytes {
+        let message = format!("the event is {} bytes; at most {} are allowed", item.raw.len(), ctx.limits.max_event_bytes);
+        return Err(Issue { code: "event_too_large", message, field: None });
+    }
+    let Some(fields) = &item.fields else {
+        return Err(Issue { code: "not_an_object", message: "a batch item must be a JSON object".to_owned(), field: None });
+    };
+    let call = match route {
+        Route::Single(call) => call,
+        Route::Batch => {
+            let raw = fields.get("type").ok_or_else(|| Issue::new("missing_type", "type", "the item has no `type`"))?;
+            as_str(raw).and_then(|t| CallType::parse(&t)).ok_or_else(|| {
+                Issue::new("invalid_type", "type", "`type` must be track, identify, page, screen, group or alias")
+            })?
+        }
+    };
+
+    let message_id = match fields.get("messageId") {
+        None => None,
+        Some(raw) => match kind(raw) {
+            Kind::String | Kind::Number => {
+                let id = as_str(raw).map_or_else(|| raw.get().to_owned(), Cow::into_owned);
+                if id.chars().count() > ctx.limits.max_message_id_chars {
+                    return Err(Issue::new(
+                        "message_id_too_long",
+                        "messageId",
+                        format!("`messageId` is over {} characters", ctx.limits.max_message_id_chars),
+                    ));
+                }
+                (!id.is_empty()).then_some(id)
+            }
+            _ => return Err(Issue::new("invalid_message_id", "messageId", "`messageId` must be a string")),
+        },
+    };
+
+    let user_id = id_field(fields, "userId", "invalid_user_id")?;
+    let anonymous_id = id_field(fields, "anonymousId", "invalid_anonymous_id")?;
+    let mut group_id = None;
+    let mut previous_id = None;
+    let mut event = None;
+    match call {
+        CallType::Alias => {
+            previous_id = id_field(fields, "previousId", "invalid_previous_id")?;
+            if user_id.is_none() {
+                return Err(Issue::new("missing_user_id", "userId", "alias needs `userId`"));
+            }
+            if previous_id.is_none() {
+                return Err(Issue::new("missing_previous_id", "previousId", "alias needs `previousId`"));
+            }
+        }
+        _ if user_id.is_none() && anonymous_id.is_none() => {
+            return Err(Issue::new("missing_user_id", "userId", "the event needs `userId` or `anonymousId`"));
+        }
+        CallType::Track => {
+            let raw = fields.get("event").ok_or_else(|| Issue::new("missing_event", "event", "track needs `event`"))?;
+            let name = as_str(raw).ok_or_else(|| Issue::new("invalid_event", "event", "`event` must be a string"))?;
+            if name.is_empty() {
+                return Err(Issue::new("missing_event", "event", "track needs a non-empty `event`"));
+            }
+            event = Some(raw);
+        }
+        CallType::Group => {
+            group_id = id_field(fields, "groupId", "invalid_group_id")?;
+            if group_id.is_none() {
+                return Err(Issue::new("missing_group_id", "groupId", "group needs `groupId`"));
+            }
+        }
+        _ => {}
+    }
+
+    let properties = object_field(fields, "properties", "invalid_properties")?;
+    let traits = object_field(fields, "traits", "invalid_traits")?;
+    let context = object_field(fields, "context", "invalid_context")?;
+    let integrations = object_field(fields, "integrations", "invalid_integrations")?;
+
+    let original = time_field(fields.get("timestamp"), "timestamp")?
+        .or(time_field(fields.get("originalTimestamp"), "originalTimestamp")?);
+    let sent_at = match fields.get("sentAt") {
+        Some(raw) => time_field(Some(raw), "sentAt")?,
+        None => time_field(envelope.sent_at, "sentAt")?,
+    };
+    let timestamp = match (sent_at, original) {
+        (Some(sent), Some(original)) => {
+            let skew = sent.duration_since(original);
+            ctx.received_at.checked_sub(skew).unwrap_or(original)
+        }
+        (None, Some(original)) => original,
+        _ => ctx.received_at,
+    };
+
+    // Everything is valid: from here on only enrichment.
+    let mut warnings = Vec::new();
+    let context = merge_objects(context, envelope.context);
+    let peek = context.as_deref().map(peek_context).unwrap_or_default();
+    let client_side = peek.direct || library_channel(peek.library.as_deref()) != "server";
+    let context = match (context, ctx.client_ip) {
+        (Some(context), Some(ip)) if client_side && !peek.has_ip => Some(Cow::Owned(with_ip(&context, ip))),
+        (context, _) => context,
+    };
+    let integrations = merge_objects(integrations, envelope.integrations);
+    let properties = match (call, properties) {
+        (CallType::Track | CallType::Page | CallType::Screen, Some(raw)) => {
+            Some(reserved_properties(raw.get(), &mut warnings))
+        }
+        (_, raw) => raw.map(|r| Cow::Borrowed(r.get())),
+    };
+    let message_id = message_id.unwrap_or_else(|| (ctx.new_message_id)());
+
+    let mut out = Vec::with_capacity(item.raw.len() + 256);
+    out.push(b'{');
+    let mut w = Writer { out: &mut out, first: true };
+    w.string("type", call.as_str());
+    w.string("messageId", &message_id);
+    if let Some(id) = &user_id {
+        w.string("userId", id);
+    }
+    if let Some(id) = &anonymous_id {
+        w.string("anonymousId", id);
+    }
+    if let Some(raw) = event {
+        w.raw("event", raw.get());
+    }
+    for key in ["name", "category"] {
+        if let Some(raw) = fields.get(key) {
+            w.raw(key, raw.get());
+        }
+    }
+    if let Some(id) = &group_id {
+        w.string("groupId", id);
+    }
+    if let Some(id) = &previous_id {
+        w.string("previousId", id);
+    }
+    if let Some(raw) = &properties {
+        w.raw("properties", raw);
+    }
+    if let Some(raw) = traits {
+        w.raw("traits", raw.get());
+    }
+    if let Some(raw) = &context {
+        w.raw("context", raw);
+    }
+    w.raw("integrations", integrations.as_deref().unwrap_or("{}"));
+    match fields.get("channel") {
+        Some(raw) => w.raw("channel", raw.get()),
+        None => w.string("channel", library_channel(peek.library.as_deref())),
+    }
+    if let Some(original) = original {
+        w.string("originalTimestamp", &format_time(original));
+    }
+    if let Some(sent) = sent_at {
+        w.string("sentAt", &format_time(sent));
+    }
+    w.string("timestamp", &format_time(timestamp));
+    w.string("receivedAt", received_at);
+    w.raw("version", "2");
+    w.string("sourceId", ctx.source_id);
+    if !warnings.is_empty() {
+        w.raw("_ferry", &warnings_json(&warnings));
+    }
+    let mut seen = HashSet::new();
+    let passthrough: Vec<_> = fields
+        .members
+        .iter()
+        .rev()
+        .filter(|(key, _)| !HANDLED.contains(&key.as_ref()) && seen.insert(key.as_ref()))
+        .collect();
+    for (key, raw) in passthrough.into_iter().rev() {
+        w.raw(key, raw.get());
+    }
+    out.push(b'}');
+    Ok(Built { message_id, json: out, warnings })
+}
+
+/// Writes `"key":value` members, commas between them.
+struct Writer<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl Writer<'_> {
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_json_string(self.out, key);
+        self.out.push(b':');
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_json_string(self.out, value);
+    }
+
+    fn raw(&mut self, key: &str, raw_json: &str) {
+        self.key(key);
+        self.out.extend_from_slice(raw_json.as_bytes());
+    }
+}
+
+fn write_json_string(out: &mut Vec<u8>, value: &str) {
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// An id that may arrive as a string or a number; empty strings and `null` are absent.
+fn id_field(fields: &Fields<'_>, key: &str, code: &'static str) -> Result<Option<String>, Issue> {
+    let Some(raw) = fields.get(key) else { return Ok(None) };
+    match kind(raw) {
+        Kind::String => Ok(as_str(raw).map(Cow::into_owned).filter(|s| !s.is_empty())),
+        Kind::Number => Ok(Some(raw.get().to_owned())),
+        _ => Err(Issue::new(code, key, format!("`{key}` must be a string or a number"))),
+    }
+}
+
+fn object_field<'a>(fields: &Fields<'a>, key: &str, code: &'static str) -> Result<Option<&'a RawValue>, Issue> {
+    match fields.get(key) {
+        Some(raw) if kind(raw) != Kind::Object => Err(Issue::new(code, key, format!("`{key}` must be an object"))),
+        other => Ok(other),
+    }
+}
+
+fn time_field(raw: Option<&RawValue>, key: &str) -> Result<Option<jiff::Timestamp>, Issue> {
+    let Some(raw) = raw else { return Ok(None) };
+    let invalid = || Issue::new("invalid_timestamp", key, format!("`{key}` must be an ISO-8601 date-time"));
+    let text = as_str(raw).ok_or_else(invalid)?;
+    parse_time(&text).map(Some).ok_or_else(invalid)
+}
+
+/// ISO-8601 with `Z` or an offset; without an offset the time is taken as UTC.
+pub fn parse_time(text: &str) -> Option<jiff::Timestamp> {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Some(ts);
+    }
+    let civil: jiff::civil::DateTime = text.parse().ok()?;
+    jiff::tz::TimeZone::UTC.to_timestamp(civil).ok()
+}
+
+/// UTC ISO-8601 with milliseconds, truncating finer precision.
+pub fn format_time(ts: jiff::Timestamp) -> String {
+    let millis = ts.as_millisecond();
+    let ts = jiff::Timestamp::from_millisecond(millis).unwrap_or(ts);
+    format!("{ts:.3}")
+}
+
+/// Merge two raw objects key by key (the item's keys win); either may be absent.
+fn merge_objects<'a>(item: Option<&'a RawValue>, envelope: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+    let envelope = envelope.filter(|raw| kind(raw) == Kind::Object);
+    match (item, envelope) {
+        (None, None) => None,
+        (Some(item), None) => Some(Cow::Borrowed(item.get())),
+        (None, Some(envelope)) => Some(Cow::Borrowed(envelope.get())),
+        (Some(item), Some(envelope)) => {
+            let (Ok(item_fields), Ok(envelope_fields)) = (Fields::parse(item.get()), Fields::parse(envelope.get())) else {
+                return Some(Cow::Borrowed(item.get()));
+            };
+            let mut out = Vec::with_capacity(item.get().len() + envelope.get().len());
+            out.push(b'{');
+            let mut w = Writer { out: &mut out, first: true };
+            for (key, raw) in &item_fields.members {
+                w.raw(key, raw.get());
+            }
+            for (key, raw) in &envelope_fields.members {
+                if !item_fields.members.iter().any(|(k, _)| k == key) {
+                    w.raw(key, raw.get());
+                }
+            }
+            out.push(b'}');
+            Some(Cow::Owned(String::from_utf8(out).unwrap_or_default()))
+        }
+    }
+}
+
+#[derive(Default)]
+struct ContextPeek {
+    library: Option<String>,
+    has_ip: bool,
+    direct: bool,
+}
+
+fn peek_context(context: &str) -> ContextPeek {
+    let Ok(fields) = Fields::parse(context) else { return ContextPeek::default() };
+    let library = fields
+        .get("library")
+        .and_then(|raw| Fields::parse(raw.get()).ok())
+        .and_then(|lib| lib.get("name").and_then(as_str).map(Cow::into_owned));
+    ContextPeek {
+        library,
+        has_ip: fields.get("ip").is_some(),
+        direct: fields.get("direct").is_some_and(|raw| raw.get() == "true"),
+    }
+}
+
+/// `browser`, `mobile` or `server`, from `context.library.name`.
+fn library_channel(library: Option<&str>) -> &'static str {
+    let Some(name) = library else { return "server" };
+    let name = name.to_ascii_lowercase();
+    if name == "analytics.js" || name.starts_with("analytics-next") || name.contains("analytics.js") {
+        return "browser";
+    }
+    const MOBILE: &[&str] = &["ios", "android", "react-native", "kotlin", "swift", "flutter", "xamarin"];
+    if MOBILE.iter().any(|m| name.contains(m)) { "mobile" } else { "server" }
+}
+
+/// `context` with `"ip"` added as its first member.
+fn with_ip(context: &str, ip: IpAddr) -> String {
+    let rest = context.trim_start().strip_prefix('{').unwrap_or("}");
+    let separator = if rest.trim_start().starts_with('}') { "" } else { "," };
+    format!("{{\"ip\":\"{ip}\"{separator}{rest}")
+}
+
+/// Check `revenue`, `value` and `currency`; numeric strings become numbers (with a warning).
+fn reserved_properties<'a>(properties: &'a str, warnings: &mut Vec<Issue>) -> Cow<'a, str> {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow, default)]
+        revenue: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        value: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        currency: Option<&'a RawValue>,
+    }
+    let Ok(peek) = serde_json::from_str::<Peek<'_>>(properties) else { return Cow::Borrowed(properties) };
+    if peek.revenue.is_none() && peek.value.is_none() && peek.currency.is_none() {
+        return Cow::Borrowed(properties);
+    }
+    let mut replacements: Vec<(&str, String)> = Vec::new();
+    for (key, raw, not_number, invalid) in [
+        ("revenue", peek.revenue, "revenue_not_number", "invalid_revenue"),
+        ("value", peek.value, "value_not_number", "invalid_value"),
+    ] {
+        let Some(raw) = raw.filter(|r| r.get() != "null") else { continue };
+        if kind(raw) == Kind::Number {
+            continue;
+        }
+        let field = format!("properties.{key}");
+        match as_str(raw).as_deref().and_then(numeric_string) {
+            Some(number) => {
+                warnings.push(Issue::new(
+                    not_number,
+                    &field,
+                    format!("`{key}` should be a number; the string {} was stored as {number}", raw.get()),
+                ));
+                replacements.push((key, number));
+            }
+            None => warnings.push(Issue::new(invalid, &field, format!("`{key}` must be a number; kept as sent"))),
+        }
+    }
+    if let Some(raw) = peek.currency.filter(|r| r.get() != "null") {
+        let valid = as_str(raw).is_some_and(|c| currency::is_iso4217(&c));
+        if !valid {
+            warnings.push(Issue::new(
+                "invalid_currency",
+                "properties.currency",
+                format!("`currency` must be an ISO 4217 code such as USD; got {}", raw.get()),
+            ));
+        }
+    }
+    if replacements.is_empty() {
+        return Cow::Borrowed(properties);
+    }
+    let Ok(fields) = Fields::parse(properties) else { return Cow::Borrowed(properties) };
+    let mut out = Vec::with_capacity(properties.len());
+    out.push(b'{');
+    let mut w = Writer { out: &mut out, first: true };
+    for (key, raw) in &fields.members {
+        match replacements.iter().find(|(k, _)| k == key) {
+            Some((_, number)) => w.raw(key, number),
+            None => w.raw(key, raw.get()),
+        }
+    }
+    out.push(b'}');
+    Cow::Owned(String::from_utf8(out).unwrap_or_default())
+}
+
+/// `"$19.99"`, `"19.99"`, `" 1,299.50 "` → the number as JSON text; `None` if not numeric.
+fn numeric_string(text: &str) -> Option<String> {
+    let cleaned: String = text.trim().trim_start_matches('$').chars().filter(|c| *c != ',').collect();
+    let number: f64 = cleaned.trim().parse().ok()?;
+    if !number.is_finite() {
+        return None;
+    }
+    serde_json::Number::from_f64(number).map(|n| n.to_string())
+}
+
+fn warnings_json(warnings: &[Issue]) -> String {
+    let list: Vec<serde_json::Value> = warnings
+        .iter()
+        .map(|w| serde_json::json!({ "code": w.code, "message": w.message, "field": w.field }))
+        .collect();
+    serde_json::json!({ "warnings": list }).to_string()
+}
+
+fn quarantine_record(
+    received_at: &str,
+    source_id: &str,
+    index: usize,
+    message_id: Option<&str>,
+    issue: &Issue,
+    raw_item: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw_item.len() + 256);
+    out.push(b'{');
+    let mut w = Writer { out: &mut out, first: true };
+    w.string("receivedAt", received_at);
+    w.string("sourceId", source_id);
+    w.raw("index", &index.to_string());
+    w.string("code", issue.code);
+    w.string("message", &issue.message);
+    match &issue.field {
+        Some(field) => w.string("field", field),
+        None => w.raw("field", "null"),
+    }
+    match message_id {
+        Some(id) => w.string("messageId", id),
+        None => w.raw("messageId", "null"),
+    }
+    w.raw("item", raw_item);
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -65,7 +65,11 @@ fn request(capture: &serde_json::Value) -> Request<Body> {
     } else {
         body
     };
-    builder.body(Body::from(body)).unwrap()
+    let mut request = builder.body(Body::from(body)).unwrap();
+    // The captures came over loopback; browser events get this as `context.ip`.
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 50_000));
+    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    request
 }
 
 #[tokio::test]

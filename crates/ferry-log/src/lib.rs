@@ -1,27 +1,121 @@
-//! The durable, embedded append-only log. Stores opaque records.
+//! The durable, embedded append-only log. It stores opaque records (ferry stores one
+//! event's JSON per record) and knows nothing about Segment.
 //!
-//! SKELETON (interface agreed with the binary and the API wiring): the helper owning this
-//! crate replaces it, keeping these names or updating their two callers.
+//! # Guarantees
+//!
+//! - [`Log::append`] returns only when its records are durable under the [`SyncPolicy`]:
+//!   with `Always` (the default) they are written and `fdatasync`'d. One writer thread
+//!   takes every request queued while the previous sync ran, writes them as one frame and
+//!   syncs once (group commit), so concurrent appends share an fsync.
+//! - Offsets increase by one per stored record and are never reused.
+//! - Records may carry a dedupe key; a key seen within the dedupe window is answered
+//!   [`Appended::Duplicate`] and not stored. The check-and-insert happens in the writer
+//!   thread, so it is race-free; a key is remembered only once its record is written.
+//! - A failed write or sync poisons the log: every later append fails.
+//! - Readers see only records the writer has finished (and, with `Always`, synced).
+//!
+//! # On-disk format, version 1
+//!
+//! A log directory holds chunk files `<base offset, 20 digits>.chunk`, `cursors.json`
+//! and a `LOCK` file (held with an advisory lock by the one process writing).
+//!
+//! Chunk file: a 32-byte header — magic `FERRYLOG`, format version (u32 LE, 1), 4 reserved
+//! bytes, base offset (u64 LE), creation time in ms since the Unix epoch (u64 LE) — then
+//! frames, one per group commit. A frame is a 36-byte header — magic `FRM1`, body length
+//! (u32), CRC-32 (IEEE) of everything after the CRC field up to the end of the body (u32),
+//! flags (u16; bit 0: payload zstd-compressed), 2 reserved bytes, first offset (u64),
+//! record count (u32), append time in ms (u64) — then the body: for each record a 17-byte
+//! key slot (flag byte 1 and the 128-bit xxh3 hash of the key, or 17 zero bytes), then the
+//! payload section, zstd level 1 when that is smaller: for each record its length (u32 LE)
+//! and bytes. All integers are little-endian.
+//!
+//! `cursors.json` is `{"version": 1, "cursors": {"<name>": <next offset to read>}}`,
+//! replaced atomically (write, fsync, rename, fsync the directory).
+//!
+//! # Recovery
+//!
+//! On open every chunk is read and every frame's checksum verified (about one second per
+//! GB). Bytes after the last valid frame of the last chunk that hold no valid frame are a
+//! torn tail (a crash mid-write): they are cut off and reported in [`OpenReport`]. A bad
+//! frame followed by valid ones, or a bad frame in any chunk but the last, is corruption:
+//! open fails naming the file and byte position, and `ferry log verify` / `ferry log
+//! salvage` let an operator inspect it and rewrite the chunk without the bad frames.
+//!
+//! # Retention and budget
+//!
+//! A chunk other than the one being written is deleted when every cursor has passed it and
+//! either its newest record is older than both the retention and the dedupe window, or the
+//! log is over its disk budget. When the budget is spent and nothing can be deleted, append
+//! fails with [`AppendError::DiskFull`]; nothing is buffered in memory instead.
 
-use std::ops::Range;
-use std::path::PathBuf;
-use std::time::Duration;
+mod chunk;
+mod dedupe;
+mod format;
+pub mod inspect;
 
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chunk::{Chunk, FrameMeta};
+use tokio::sync::{oneshot, watch};
+
+/// How appends are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncPolicy {
+    /// fdatasync before an append returns (group commit). The default.
     Always,
+    /// fdatasync at most this often; an append returns once written. A crash (of the
+    /// machine, not only the process) can lose the last interval.
     Interval(Duration),
+    /// Never fsync: tests and benchmarks only.
     Never,
 }
 
+/// Where and how the log keeps its records.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// The log directory (created if missing).
     pub dir: PathBuf,
     pub sync: SyncPolicy,
+    /// A chunk file is closed and a new one started past this size.
     pub chunk_bytes: u64,
+    /// Chunks are kept at least this long after their newest record.
     pub retention: Duration,
+    /// Disk budget for chunk files; beyond it old chunks are deleted early, and when none
+    /// can be, appends fail with [`AppendError::DiskFull`].
     pub max_disk_bytes: u64,
+    /// How long a dedupe key is remembered (24 h by default, up to 30 days).
     pub dedupe_window: Duration,
+    /// At most this many keys are held in memory (about 46 bytes each).
+    pub dedupe_max_ids: usize,
+    /// Milliseconds since the Unix epoch; replaceable for tests.
+    pub clock: fn() -> u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            dir: PathBuf::from("ferry-data/log"),
+            sync: SyncPolicy::Always,
+            chunk_bytes: 128 * 1024 * 1024,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_disk_bytes: 10 * 1024 * 1024 * 1024,
+            dedupe_window: Duration::from_secs(24 * 3600),
+            dedupe_max_ids: 20_000_000,
+            clock: system_clock_ms,
+        }
+    }
+}
+
+/// The wall clock in milliseconds since the Unix epoch.
+pub fn system_clock_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One record to append; `key` (for example a message id) enables dedupe.
@@ -31,52 +125,576 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
+/// What happened to one appended record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
+    /// Stored at this offset.
     At(u64),
+    /// Its key was seen within the dedupe window; not stored again.
     Duplicate,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    #[error("disk budget exhausted")]
+    #[error("log disk budget exhausted and nothing can be deleted")]
     DiskFull { retry_after: Duration },
     #[error("log is closed")]
     Closed,
     #[error("log i/o failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[from] io::Error),
+    #[error("log is poisoned by an earlier write failure: {0}")]
+    Poisoned(String),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("log i/o failed: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("log i/o failed in {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("log directory {0} is in use by another process")]
+    Locked(PathBuf),
+    #[error("corrupt log chunk {path} at byte {position}: {reason}; run `ferry log verify` and `ferry log salvage`")]
+    Corrupt { path: PathBuf, position: u64, reason: String },
 }
 
-#[derive(Debug, Default)]
+/// What opening found.
+#[derive(Debug, Default, Clone)]
 pub struct OpenReport {
+    /// Bytes of a torn tail that were cut off.
     pub truncated_bytes: u64,
+    pub chunks: usize,
+    pub next_offset: u64,
+    /// Dedupe keys restored from the log.
+    pub dedupe_keys: usize,
 }
 
+/// A handle on an open log; clones share it. The writer stops when the last handle is
+/// dropped or [`Log::close`] is called.
 #[derive(Clone)]
-pub struct Log {}
+pub struct Log {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Message>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    config: LogConfig,
+    chunks: RwLock<Vec<Chunk>>,
+    visible: watch::Sender<u64>,
+    poisoned: Mutex<Option<String>>,
+    full: AtomicBool,
+    cursors: Mutex<BTreeMap<String, u64>>,
+    dedupe_len: AtomicU64,
+    dedupe_evicted: AtomicU64,
+}
+
+enum Message {
+    Append { records: Vec<Record>, reply: oneshot::Sender<Result<Vec<Appended>, AppendError>> },
+    Close { done: oneshot::Sender<()> },
+}
+
+const CURSORS_FILE: &str = "cursors.json";
+const CURSORS_VERSION: u64 = 1;
+/// A group commit takes queued requests up to this many payload bytes.
+const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// How often the writer runs retention when busy.
+const RETENTION_EVERY: Duration = Duration::from_secs(10);
+/// What a full disk budget tells clients.
+const DISK_FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io { path: path.to_owned(), source }
+}
 
 impl Log {
-    pub fn open(_config: LogConfig) -> Result<(Log, OpenReport), OpenError> {
-        todo!()
+    /// Open (or create) the log in `config.dir`, recovering from a crash if needed.
+    pub fn open(config: LogConfig) -> Result<(Log, OpenReport), OpenError> {
+        let dir = config.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir)),
+            Err(std::fs::TryLockError::Error(source)) => return Err(OpenError::Io { path: lock_path, source }),
+        }
+
+        let mut report = OpenReport::default();
+        let mut chunks = Vec::new();
+        let paths = chunk::list_chunks(&dir).map_err(io_err(&dir))?;
+        for (i, path) in paths.iter().enumerate() {
+            let is_last = i + 1 == paths.len();
+            let scan = chunk::scan(path).map_err(io_err(path))?;
+            if let Some((position, reason)) = scan.corrupt {
+                return Err(OpenError::Corrupt { path: path.clone(), position, reason });
+            }
+            if scan.torn_bytes > 0 {
+                if !is_last {
+                    return Err(OpenError::Corrupt {
+                        path: path.clone(),
+                        position: scan.chunk.len,
+                        reason: "unreadable bytes at the end of a chunk that is not the last".to_owned(),
+                    });
+                }
+                let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+                file.set_len(scan.chunk.len).map_err(io_err(path))?;
+                file.sync_all().map_err(io_err(path))?;
+                tracing::warn!(file = %path.display(), bytes = scan.torn_bytes, "cut off a torn tail after a crash");
+                report.truncated_bytes += scan.torn_bytes;
+            }
+            chunks.push(scan.chunk);
+        }
+        let next_offset = chunks.last().map_or(0, Chunk::end_offset);
+        let now = (config.clock)();
+        let window_ms = config.dedupe_window.as_millis() as u64;
+        let mut dedupe = dedupe::Dedupe::new(window_ms, config.dedupe_max_ids);
+        for chunk in &chunks {
+            if chunk.last_append_ms() + window_ms < now {
+                continue;
+            }
+            let file = File::open(&chunk.path).map_err(io_err(&chunk.path))?;
+            for frame in &chunk.frames {
+                if frame.header.appended_ms + window_ms < now {
+                    continue;
+                }
+                let body = chunk::read_frame(&file, &chunk.path, frame).map_err(io_err(&chunk.path))?;
+                for key in format::decode_keys(&frame.header, &body).into_iter().flatten() {
+                    dedupe.insert(key, frame.header.appended_ms);
+                }
+            }
+        }
+        report.chunks = chunks.len();
+        report.next_offset = next_offset;
+        report.dedupe_keys = dedupe.len();
+
+        let cursors = read_cursors(&dir).map_err(io_err(&dir.join(CURSORS_FILE)))?;
+        let (visible, _) = watch::channel(next_offset);
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            config: config.clone(),
+            chunks: RwLock::new(chunks),
+            visible,
+            poisoned: Mutex::new(None),
+            full: AtomicBool::new(false),
+            cursors: Mutex::new(cursors),
+            dedupe_len: AtomicU64::new(dedupe.len() as u64),
+            dedupe_evicted: AtomicU64::new(0),
+        });
+        let mut writer = Writer::new(shared.clone(), dedupe, next_offset, lock).map_err(io_err(&dir))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("ferry-log-writer".to_owned())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(&dir))?;
+        Ok((Log { shared, tx }, report))
     }
-    pub async fn append(&self, _records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
-        todo!()
+
+    /// Append records; resolves when they are durable under the sync policy.
+    pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Message::Append { records, reply }).map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
     }
+
+    /// [`Log::append`] for callers outside an async runtime.
+    pub fn append_blocking(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Message::Append { records, reply }).map_err(|_| AppendError::Closed)?;
+        answer.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Stop the writer after what is queued, sync, and release the directory lock.
+    pub fn close(self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Close { done }).is_ok() {
+            let _ = wait.blocking_recv();
+        }
+    }
+
+    /// The offset the next stored record will get (one past the last visible one).
     pub fn next_offset(&self) -> u64 {
-        todo!()
+        *self.shared.visible.borrow()
     }
-    pub fn read(&self, _from: u64, _max: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
-        todo!()
+
+    /// Up to `max` visible records at offsets `>= from`, in order. Records before the
+    /// oldest chunk (deleted by retention) are skipped.
+    pub fn read(&self, from: u64, max: usize) -> io::Result<Vec<(u64, Vec<u8>)>> {
+        let end = self.next_offset();
+        let chunks = self.shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?.clone();
+        chunk::read_records(&chunks, from, end, max)
     }
+
+    /// Wait until a record at `offset` (or later) is visible. Wakes on appends; no polling.
+    pub async fn wait_for(&self, offset: u64) -> Result<(), AppendError> {
+        let mut rx = self.shared.visible.subscribe();
+        rx.wait_for(|end| *end > offset).await.map(|_| ()).map_err(|_| AppendError::Closed)
+    }
+
+    /// A watch of the visible end offset, for followers.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.visible.subscribe()
+    }
+
+    /// The first offset appended at or after `ms` (Unix ms), for time-range replays.
+    pub fn offset_at_time(&self, ms: u64) -> u64 {
+        let chunks = self.shared.chunks.read().map(|c| c.clone()).unwrap_or_default();
+        for chunk in &chunks {
+            if let Some(frame) = chunk.frames.iter().find(|f| f.header.appended_ms >= ms) {
+                return frame.header.first_offset;
+            }
+        }
+        self.next_offset()
+    }
+
+    /// A consumer's durable position: the next offset it will read.
+    pub fn cursor(&self, name: &str) -> Option<u64> {
+        self.shared.cursors.lock().ok()?.get(name).copied()
+    }
+
+    /// Every consumer and its position.
+    pub fn cursors(&self) -> Vec<(String, u64)> {
+        self.shared.cursors.lock().map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default()
+    }
+
+    /// Durably record that consumer `name` will next read `offset`.
+    pub fn commit_cursor(&self, name: &str, offset: u64) -> io::Result<()> {
+        let mut cursors = self.shared.cursors.lock().map_err(|_| io::Error::other("cursor lock poisoned"))?;
+        cursors.insert(name.to_owned(), offset);
+        write_cursors(&self.shared.dir, &cursors)
+    }
+
+    /// Forget a consumer (it no longer holds back retention).
+    pub fn remove_cursor(&self, name: &str) -> io::Result<()> {
+        let mut cursors = self.shared.cursors.lock().map_err(|_| io::Error::other("cursor lock poisoned"))?;
+        cursors.remove(name);
+        write_cursors(&self.shared.dir, &cursors)
+    }
+
+    /// Whether appends can succeed now: not poisoned, not over budget.
     pub fn writable(&self) -> bool {
-        todo!()
+        self.shared.poisoned.lock().map(|p| p.is_none()).unwrap_or(false) && !self.shared.full.load(Ordering::Relaxed)
     }
-    #[allow(dead_code)]
-    fn _r(_: Range<u64>) {}
+
+    /// Chunk files and their bytes.
+    pub fn disk_bytes(&self) -> u64 {
+        self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0)
+    }
+
+    /// Dedupe keys held in memory, and keys forgotten early because of the memory cap.
+    pub fn dedupe_stats(&self) -> (u64, u64) {
+        (self.shared.dedupe_len.load(Ordering::Relaxed), self.shared.dedupe_evicted.load(Ordering::Relaxed))
+    }
+
+    /// Delete what retention allows now (the writer also does this on its own).
+    pub fn run_retention(&self) -> io::Result<usize> {
+        retention(&self.shared, None)
+    }
 }
+
+fn read_cursors(dir: &Path) -> io::Result<BTreeMap<String, u64>> {
+    let path = dir.join(CURSORS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e),
+    };
+    #[derive(serde::Deserialize)]
+    struct File {
+        version: u64,
+        cursors: BTreeMap<String, u64>,
+    }
+    let file: File = serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    if file.version != CURSORS_VERSION {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("cursors file version {} is not supported", file.version)));
+    }
+    Ok(file.cursors)
+}
+
+fn write_cursors(dir: &Path, cursors: &BTreeMap<String, u64>) -> io::Result<()> {
+    let text = serde_json::to_string(&serde_json::json!({ "version": CURSORS_VERSION, "cursors": cursors }))?;
+    let tmp = dir.join("cursors.json.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(CURSORS_FILE))?;
+    File::open(dir)?.sync_all()
+}
+
+/// Delete chunks that every cursor has passed and that are old enough (or the log is over
+/// its budget). Never the chunk being written. Returns how many were deleted.
+fn retention(shared: &Shared, needed: Option<u64>) -> io::Result<usize> {
+    let only_for_budget = needed.is_some();
+    let now = (shared.config.clock)();
+    let min_cursor = shared.cursors.lock().map_err(|_| io::Error::other("cursor lock poisoned"))?.values().copied().min();
+    let keep_ms = shared.config.retention.max(shared.config.dedupe_window).as_millis() as u64;
+    let mut deleted = 0;
+    loop {
+        let victim = {
+            let chunks = shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+            let total: u64 = chunks.iter().map(|c| c.len).sum();
+            let over_budget = total + needed.unwrap_or(0) > shared.config.max_disk_bytes;
+            match chunks.first() {
+                Some(first) if chunks.len() > 1 => {
+                    let passed = min_cursor.is_none_or(|m| first.end_offset() <= m);
+                    let old = !only_for_budget && first.last_append_ms() + keep_ms < now;
+                    (passed && (old || over_budget)).then(|| first.path.clone())
+                }
+                _ => None,
+            }
+        };
+        let Some(path) = victim else { return Ok(deleted) };
+        std::fs::remove_file(&path)?;
+        tracing::info!(file = %path.display(), "retention deleted a log chunk");
+        shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?.remove(0);
+        deleted += 1;
+    }
+}
+
+/// The single writer: owns the open chunk and the dedupe index.
+struct Writer {
+    shared: Arc<Shared>,
+    dedupe: dedupe::Dedupe,
+    next_offset: u64,
+    file: File,
+    file_len: u64,
+    dirty_since: Option<Instant>,
+    last_retention: Instant,
+    /// The directory lock; released before `close` reports done.
+    lock: Option<File>,
+}
+
+type Pending = (Vec<Record>, oneshot::Sender<Result<Vec<Appended>, AppendError>>);
+
+impl Writer {
+    fn new(shared: Arc<Shared>, dedupe: dedupe::Dedupe, next_offset: u64, lock: File) -> io::Result<Writer> {
+        let last = shared.chunks.read().map_err(|_| io::Error::other("lock poisoned"))?.last().cloned();
+        let (file, file_len) = match last {
+            Some(chunk) if chunk.len < shared.config.chunk_bytes => {
+                let file = OpenOptions::new().append(true).open(&chunk.path)?;
+                (file, chunk.len)
+            }
+            _ => new_chunk(&shared, next_offset)?,
+        };
+        Ok(Writer { shared, dedupe, next_offset, file, file_len, dirty_since: None, last_retention: Instant::now(), lock: Some(lock) })
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<Message>) {
+        loop {
+            let first = match self.sync_deadline() {
+                Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(message) => message,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.sync_if_due(true);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                },
+            };
+            let mut group: Vec<Pending> = Vec::new();
+            let mut bytes = 0;
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Append { records, reply } => {
+                        bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
+                        group.push((records, reply));
+                    }
+                    Message::Close { done } => {
+                        close = Some(done);
+                        break;
+                    }
+                }
+                if bytes < MAX_GROUP_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                self.commit(group);
+            }
+            if let Some(done) = close {
+                self.sync_if_due(true);
+                drop(self.lock.take());
+                let _ = done.send(());
+                return;
+            }
+        }
+        self.sync_if_due(true);
+    }
+
+    fn sync_deadline(&self) -> Option<Instant> {
+        match (self.shared.config.sync, self.dirty_since) {
+            (SyncPolicy::Interval(every), Some(since)) => Some(since + every),
+            _ => None,
+        }
+    }
+
+    fn sync_if_due(&mut self, force: bool) {
+        let Some(since) = self.dirty_since else { return };
+        let due = match self.shared.config.sync {
+            SyncPolicy::Interval(every) => force || since.elapsed() >= every,
+            _ => force,
+        };
+        if !due || self.shared.config.sync == SyncPolicy::Never {
+            return;
+        }
+        if let Err(error) = self.file.sync_data() {
+            self.poison(format!("fdatasync failed: {error}"));
+        }
+        self.dirty_since = None;
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(%reason, "event log poisoned; restart ferry after fixing the disk");
+        if let Ok(mut p) = self.shared.poisoned.lock() {
+            p.get_or_insert(reason);
+        }
+    }
+
+    fn commit(&mut self, group: Vec<Pending>) {
+        if let Some(reason) = self.shared.poisoned.lock().ok().and_then(|p| p.clone()) {
+            for (_, reply) in group {
+                let _ = reply.send(Err(AppendError::Poisoned(reason.clone())));
+            }
+            return;
+        }
+        let now = (self.shared.config.clock)();
+        self.dedupe.expire(now);
+
+        // Decide each record: duplicate, or the next offset.
+        let mut answers: Vec<Vec<Appended>> = Vec::with_capacity(group.len());
+        let mut keys: Vec<Option<u128>> = Vec::new();
+        let mut payloads: Vec<&[u8]> = Vec::new();
+        let mut in_group: HashSet<u128> = HashSet::new();
+        let mut offset = self.next_offset;
+        for (records, _) in &group {
+            let mut answer = Vec::with_capacity(records.len());
+            for record in records {
+                let key = record.key.as_deref().map(format::key_hash);
+                if let Some(hash) = key {
+                    if self.dedupe.contains(hash) || !in_group.insert(hash) {
+                        answer.push(Appended::Duplicate);
+                        continue;
+                    }
+                }
+                answer.push(Appended::At(offset));
+                offset += 1;
+                keys.push(key);
+                payloads.push(&record.payload);
+            }
+            answers.push(answer);
+        }
+
+        let result = if payloads.is_empty() { Ok(()) } else { self.write_frame(now, &keys, &payloads) };
+        match result {
+            Ok(()) => {
+                for key in keys.iter().flatten() {
+                    self.dedupe.insert(*key, now);
+                }
+                self.next_offset = offset;
+                self.shared.dedupe_len.store(self.dedupe.len() as u64, Ordering::Relaxed);
+                self.shared.dedupe_evicted.store(self.dedupe.evicted_early(), Ordering::Relaxed);
+                self.shared.visible.send_replace(offset);
+                for ((_, reply), answer) in group.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(error) => {
+                let disk_full = matches!(error, WriteError::DiskFull);
+                if let WriteError::Io(error) = &error {
+                    self.poison(format!("write failed: {error}"));
+                }
+                for (_, reply) in group {
+                    let answer = if disk_full {
+                        AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER }
+                    } else {
+                        AppendError::Poisoned(self.shared.poisoned.lock().ok().and_then(|p| p.clone()).unwrap_or_default())
+                    };
+                    let _ = reply.send(Err(answer));
+                }
+            }
+        }
+        if self.last_retention.elapsed() >= RETENTION_EVERY {
+            self.last_retention = Instant::now();
+            if let Err(error) = retention(&self.shared, None) {
+                tracing::warn!(%error, "log retention failed");
+            }
+        }
+    }
+
+    fn write_frame(&mut self, now: u64, keys: &[Option<u128>], payloads: &[&[u8]]) -> Result<(), WriteError> {
+        let mut frame = Vec::new();
+        format::encode_frame(self.next_offset, now, keys, payloads, &mut frame)?;
+
+        // The disk budget: make room, or refuse.
+        let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);
+        if used + frame.len() as u64 > self.shared.config.max_disk_bytes {
+            retention(&self.shared, Some(frame.len() as u64))?;
+            let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);
+            if used + frame.len() as u64 > self.shared.config.max_disk_bytes {
+                self.shared.full.store(true, Ordering::Relaxed);
+                return Err(WriteError::DiskFull);
+            }
+        }
+        self.shared.full.store(false, Ordering::Relaxed);
+
+        if self.file_len + frame.len() as u64 > self.shared.config.chunk_bytes
+            && self.file_len > format::CHUNK_HEADER_LEN as u64
+        {
+            self.sync_if_due(true);
+            let (file, len) = new_chunk(&self.shared, self.next_offset)?;
+            self.file = file;
+            self.file_len = len;
+        }
+        self.file.write_all(&frame)?;
+        match self.shared.config.sync {
+            SyncPolicy::Always => self.file.sync_data()?,
+            SyncPolicy::Interval(_) => {
+                self.dirty_since.get_or_insert_with(Instant::now);
+                self.sync_if_due(false);
+            }
+            SyncPolicy::Never => {}
+        }
+        let header = format::FrameHeader::decode(frame[..format::FRAME_HEADER_LEN].try_into().unwrap_or(&[0; 36]))
+            .ok_or_else(|| io::Error::other("encoded frame does not decode"))?;
+        let meta = FrameMeta { pos: self.file_len, header };
+        self.file_len += frame.len() as u64;
+        let mut chunks = self.shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+        if let Some(last) = chunks.last_mut() {
+            last.frames.push(meta);
+            last.len = self.file_len;
+        }
+        Ok(())
+    }
+}
+
+enum WriteError {
+    DiskFull,
+    Io(io::Error),
+}
+
+impl From<io::Error> for WriteError {
+    fn from(error: io::Error) -> Self {
+        WriteError::Io(error)
+    }
+}
+
+/// Create the chunk file for `base_offset`, durable (file and directory entry).
+fn new_chunk(shared: &Shared, base_offset: u64) -> io::Result<(File, u64)> {
+    let path = chunk::chunk_path(&shared.dir, base_offset);
+    let created = (shared.config.clock)();
+    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    file.write_all(&format::encode_chunk_header(base_offset, created))?;
+    file.sync_all()?;
+    File::open(&shared.dir)?.sync_all()?;
+    let len = format::CHUNK_HEADER_LEN as u64;
+    let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+    chunks.push(Chunk { path, base_offset, created_ms: created, frames: Vec::new(), len });
+    Ok((file, len))
+}
+
+#[cfg(test)]
+mod tests;

@@ -35,6 +35,26 @@ pub fn open_view(dir: &Path) -> io::Result<LogView> {
 }
 
 impl LogView {
+    /// Pick up what was appended since: rescan the last chunk and any new ones (chunks
+    /// deleted by retention are dropped).
+    pub fn refresh(&mut self) -> io::Result<()> {
+        let paths = chunk::list_chunks(&self.dir)?;
+        self.chunks.retain(|c| paths.contains(&c.path));
+        let known_last = self.chunks.pop();
+        for path in paths {
+            let known = self.chunks.iter().any(|c| c.path == path);
+            if !known {
+                let scan = chunk::scan(&path)?;
+                if scan.corrupt.is_some() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("corrupt chunk {}", path.display())));
+                }
+                self.chunks.push(scan.chunk);
+            }
+        }
+        drop(known_last);
+        Ok(())
+    }
+
     /// One past the last record.
     pub fn next_offset(&self) -> u64 {
         self.chunks.last().map_or(0, Chunk::end_offset)

@@ -1,7 +1,7 @@
 //! Shared helpers for the binary's end-to-end tests: run `ferry serve` as a real process,
 //! speak minimal HTTP/1.1 to it, and read the log back with `ferry log cat`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

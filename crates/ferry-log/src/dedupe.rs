@@ -14,7 +14,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-pub(crate) struct Dedupe {
+pub struct Dedupe {
     window_ms: u64,
     max_ids: usize,
     seen: HashSet<u128, xxhash_rust::xxh3::Xxh3Builder>,
@@ -25,7 +25,7 @@ pub(crate) struct Dedupe {
 /// A hasher for keys that are already uniform 128-bit hashes would be ideal; xxh3 of 16
 /// bytes is a few nanoseconds, cheap enough.
 impl Dedupe {
-    pub(crate) fn new(window_ms: u64, max_ids: usize) -> Dedupe {
+    pub fn new(window_ms: u64, max_ids: usize) -> Dedupe {
         Dedupe {
             window_ms,
             max_ids: max_ids.max(1),
@@ -36,12 +36,12 @@ impl Dedupe {
     }
 
     /// Whether `key` was inserted within the window before `now_ms`.
-    pub(crate) fn contains(&self, key: u128) -> bool {
+    pub fn contains(&self, key: u128) -> bool {
         self.seen.contains(&key)
     }
 
     /// Remember `key` as appended at `now_ms`. Returns false if it was already there.
-    pub(crate) fn insert(&mut self, key: u128, now_ms: u64) -> bool {
+    pub fn insert(&mut self, key: u128, now_ms: u64) -> bool {
         if !self.seen.insert(key) {
             return false;
         }
@@ -56,7 +56,7 @@ impl Dedupe {
     }
 
     /// Forget keys older than the window.
-    pub(crate) fn expire(&mut self, now_ms: u64) {
+    pub fn expire(&mut self, now_ms: u64) {
         let horizon = now_ms.saturating_sub(self.window_ms);
         while let Some(&(at, key)) = self.order.front() {
             if at >= horizon {
@@ -67,11 +67,11 @@ impl Dedupe {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.order.len()
     }
 
-    pub(crate) fn evicted_early(&self) -> u64 {
+    pub fn evicted_early(&self) -> u64 {
         self.evicted_early
     }
 }

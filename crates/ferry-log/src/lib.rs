@@ -49,7 +49,8 @@
 //! fails with [`AppendError::DiskFull`]; nothing is buffered in memory instead.
 
 mod chunk;
-mod dedupe;
+#[doc(hidden)]
+pub mod dedupe;
 mod format;
 pub mod inspect;
 

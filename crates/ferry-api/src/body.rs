@@ -13,21 +13,22 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Read the whole body, refusing it once it passes `max_bytes`.
 pub(crate) async fn read(headers: &HeaderMap, body: Body, max_bytes: usize) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max_bytes as u64) {
         return Err(too_large(max_bytes));
     }
     axum::body::to_bytes(body, max_bytes).await.map_err(|error| {
         // `to_bytes` fails on a body over the limit or on a broken connection.
-        let is_limit = std::error::Error::source(&error)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        let is_limit =
+            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if is_limit {
             too_large(max_bytes)
         } else {
-            ApiError::BadRequest { code: "body_read_failed", message: format!("could not read the request body: {error}") }
+            ApiError::BadRequest {
+                code: "body_read_failed",
+                message: format!("could not read the request body: {error}"),
+            }
         }
     })
 }

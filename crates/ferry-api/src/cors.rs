@@ -16,11 +16,7 @@ const MAX_AGE_SECS: u32 = 600;
 pub(crate) async fn cors(request: Request, next: Next) -> Response {
     let origin = request.headers().get(header::ORIGIN).cloned();
     let is_preflight = request.method() == Method::OPTIONS;
-    let mut response = if is_preflight {
-        preflight(request.headers())
-    } else {
-        next.run(request).await
-    };
+    let mut response = if is_preflight { preflight(request.headers()) } else { next.run(request).await };
     allow_origin(response.headers_mut(), origin);
     response
 }

@@ -189,10 +189,22 @@ struct Inner {
 }
 
 impl AppState {
-    pub fn new(config: ApiConfig, ingest: Arc<dyn Ingest>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGenerator>) -> AppState {
+    pub fn new(
+        config: ApiConfig,
+        ingest: Arc<dyn Ingest>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+    ) -> AppState {
         let permits = (config.max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         AppState {
-            inner: Arc::new(Inner { config, ingest, clock, ids, inflight: Semaphore::new(permits), stats: ApiStats::default() }),
+            inner: Arc::new(Inner {
+                config,
+                ingest,
+                clock,
+                ids,
+                inflight: Semaphore::new(permits),
+                stats: ApiStats::default(),
+            }),
         }
     }
 
@@ -224,7 +236,9 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+async fn ready(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if state.inner.ingest.ready() {
         Ok(axum::Json(serde_json::json!({ "status": "ready" })))
     } else {

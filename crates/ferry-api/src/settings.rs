@@ -51,9 +51,7 @@ pub(crate) async fn settings(
         "remotePlugins": []
     });
     let mut response = axum::Json(document).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("public, max-age=60"));
+    response.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("public, max-age=60"));
     Ok(response)
 }
 

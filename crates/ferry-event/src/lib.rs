@@ -60,8 +60,8 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use ferry_wire::{Fields, Kind, as_str, kind};
 pub use ferry_wire::{CallType, Route};
+use ferry_wire::{Fields, Kind, as_str, kind};
 use serde_json::value::RawValue;
 
 /// Bounds on untrusted input.
@@ -313,13 +313,24 @@ const HANDLED: &[&str] = &[
     "_ferry",
 ];
 
-fn build(route: Route, item: &Item<'_>, envelope: &Envelope<'_>, ctx: &mut Ctx<'_>, received_at: &str) -> Result<Built, Issue> {
+fn build(
+    route: Route,
+    item: &Item<'_>,
+    envelope: &Envelope<'_>,
+    ctx: &mut Ctx<'_>,
+    received_at: &str,
+) -> Result<Built, Issue> {
     if item.raw.len() > ctx.limits.max_event_bytes {
-        let message = format!("the event is {} bytes; at most {} are allowed", item.raw.len(), ctx.limits.max_event_bytes);
+        let message =
+            format!("the event is {} bytes; at most {} are allowed", item.raw.len(), ctx.limits.max_event_bytes);
         return Err(Issue { code: "event_too_large", message, field: None });
     }
     let Some(fields) = &item.fields else {
-        return Err(Issue { code: "not_an_object", message: "a batch item must be a JSON object".to_owned(), field: None });
+        return Err(Issue {
+            code: "not_an_object",
+            message: "a batch item must be a JSON object".to_owned(),
+            field: None,
+        });
     };
     let call = match route {
         Route::Single(call) => call,
@@ -568,7 +579,8 @@ fn merge_objects<'a>(item: Option<&'a RawValue>, envelope: Option<&'a RawValue>)
         (Some(item), None) => Some(Cow::Borrowed(item.get())),
         (None, Some(envelope)) => Some(Cow::Borrowed(envelope.get())),
         (Some(item), Some(envelope)) => {
-            let (Ok(item_fields), Ok(envelope_fields)) = (Fields::parse(item.get()), Fields::parse(envelope.get())) else {
+            let (Ok(item_fields), Ok(envelope_fields)) = (Fields::parse(item.get()), Fields::parse(envelope.get()))
+            else {
                 return Some(Cow::Borrowed(item.get()));
             };
             let mut out = Vec::with_capacity(item.get().len() + envelope.get().len());

@@ -75,7 +75,13 @@ fn route_sets_the_type_and_member_order_is_canonical() {
     let body = br#"{"type":"identify","userId":"u1","messageId":"m","traits":{"a":1}}"#;
     let parsed = parse(body, Route::Single(CallType::Page), &limits).unwrap();
     let mut ids = || "x".to_owned();
-    let mut ctx = Ctx { received_at: RECEIVED.parse().unwrap(), source_id: "s", client_ip: None, limits: &limits, new_message_id: &mut ids };
+    let mut ctx = Ctx {
+        received_at: RECEIVED.parse().unwrap(),
+        source_id: "s",
+        client_ip: None,
+        limits: &limits,
+        new_message_id: &mut ids,
+    };
     let json = String::from_utf8(process(parsed, &mut ctx).accepted.remove(0).json).unwrap();
     assert_eq!(
         json,
@@ -85,7 +91,11 @@ fn route_sets_the_type_and_member_order_is_canonical() {
 
 #[test]
 fn message_id_is_generated_when_absent_null_or_empty() {
-    for body in [r#"{"event":"E","userId":"u"}"#, r#"{"event":"E","userId":"u","messageId":null}"#, r#"{"event":"E","userId":"u","messageId":""}"#] {
+    for body in [
+        r#"{"event":"E","userId":"u"}"#,
+        r#"{"event":"E","userId":"u","messageId":null}"#,
+        r#"{"event":"E","userId":"u","messageId":""}"#,
+    ] {
         assert_eq!(one(body, TRACK)["messageId"], "gen-1", "{body}");
     }
     assert_eq!(one(r#"{"event":"E","userId":"u","messageId":42}"#, TRACK)["messageId"], "42");
@@ -128,7 +138,14 @@ fn every_rejection_code() {
         (r#"{"userId":"u","event":"E","integrations":true}"#.into(), TRACK, "invalid_integrations"),
         (r#"{"userId":"u","event":"E","timestamp":"yesterday"}"#.into(), TRACK, "invalid_timestamp"),
         (r#"{"userId":"u","event":"E","sentAt":12}"#.into(), TRACK, "invalid_timestamp"),
-        (batch(&format!(r#"{{"type":"track","userId":"u","event":"E","properties":{{"x":"{}"}}}}"#, "a".repeat(33 * 1024))), Route::Batch, "event_too_large"),
+        (
+            batch(&format!(
+                r#"{{"type":"track","userId":"u","event":"E","properties":{{"x":"{}"}}}}"#,
+                "a".repeat(33 * 1024)
+            )),
+            Route::Batch,
+            "event_too_large",
+        ),
     ];
     for (body, route, code) in cases {
         assert_eq!(rejected_code(&body, route), code, "{}", &body[..body.len().min(120)]);
@@ -147,7 +164,11 @@ fn every_request_error_code() {
         (b"[1]".to_vec(), Route::Batch, "not_an_object"),
         (b"\"s\"".to_vec(), TRACK, "not_an_object"),
         ("[".repeat(10_000).into_bytes(), Route::Batch, "too_deep"),
-        (format!(r#"{{"batch":[{{"properties":{}{}}}]}}"#, r#"{"a":"#.repeat(100), "}".repeat(100)).into_bytes(), Route::Batch, "too_deep"),
+        (
+            format!(r#"{{"batch":[{{"properties":{}{}}}]}}"#, r#"{"a":"#.repeat(100), "}".repeat(100)).into_bytes(),
+            Route::Batch,
+            "too_deep",
+        ),
         (br#"{"writeKey":"k"}"#.to_vec(), Route::Batch, "invalid_batch"),
         (br#"{"batch":{}}"#.to_vec(), Route::Batch, "invalid_batch"),
         (br#"{"batch":null}"#.to_vec(), Route::Batch, "invalid_batch"),
@@ -212,7 +233,8 @@ fn envelope_applies_to_items_lacking_their_own() {
 
 #[test]
 fn ip_is_added_for_client_side_events_only() {
-    let browser = r#"{"event":"E","anonymousId":"a","context":{"library":{"name":"analytics.js","version":"npm:next-1.84.3"}}}"#;
+    let browser =
+        r#"{"event":"E","anonymousId":"a","context":{"library":{"name":"analytics.js","version":"npm:next-1.84.3"}}}"#;
     let event = run(browser, TRACK, Some("203.0.113.9")).unwrap().accepted.remove(0);
     assert_eq!(event["context"]["ip"], "203.0.113.9");
     assert_eq!(event["channel"], "browser");
@@ -230,7 +252,8 @@ fn ip_is_added_for_client_side_events_only() {
     let own_ip = r#"{"event":"E","anonymousId":"a","context":{"ip":"198.51.100.1","library":{"name":"analytics.js"}}}"#;
     let event = run(own_ip, TRACK, Some("203.0.113.9")).unwrap().accepted.remove(0);
     assert_eq!(event["context"]["ip"], "198.51.100.1");
-    let sent_channel = r#"{"event":"E","anonymousId":"a","channel":"server","context":{"library":{"name":"analytics.js"}}}"#;
+    let sent_channel =
+        r#"{"event":"E","anonymousId":"a","channel":"server","context":{"library":{"name":"analytics.js"}}}"#;
     assert_eq!(one(sent_channel, TRACK)["channel"], "server");
 }
 
@@ -238,7 +261,11 @@ fn ip_is_added_for_client_side_events_only() {
 fn reserved_properties_warn_but_never_reject() {
     let run_props = |props: &str| {
         let outcome = run(&format!(r#"{{"event":"E","userId":"u","properties":{props}}}"#), TRACK, None).unwrap();
-        (outcome.accepted[0]["properties"].clone(), outcome.warnings[0].iter().map(|w| w.code).collect::<Vec<_>>(), outcome.accepted[0].clone())
+        (
+            outcome.accepted[0]["properties"].clone(),
+            outcome.warnings[0].iter().map(|w| w.code).collect::<Vec<_>>(),
+            outcome.accepted[0].clone(),
+        )
     };
     let (props, codes, _) = run_props(r#"{"revenue":19.99,"currency":"EUR","value":5}"#);
     assert_eq!(props, json!({"revenue":19.99,"currency":"EUR","value":5}));
@@ -259,7 +286,8 @@ fn reserved_properties_warn_but_never_reject() {
 
 #[test]
 fn quarantine_records_keep_the_raw_item_and_reason() {
-    let outcome = run(r#"{"batch":[{"type":"track","userId":"u","messageId":"q1","x":[1,2]}]}"#, Route::Batch, None).unwrap();
+    let outcome =
+        run(r#"{"batch":[{"type":"track","userId":"u","messageId":"q1","x":[1,2]}]}"#, Route::Batch, None).unwrap();
     assert_eq!(outcome.rejected, vec![(0, "missing_event", Some("event".to_owned()))]);
     assert_eq!(
         outcome.quarantine[0],

@@ -173,7 +173,7 @@ fn fsync_latency(path: &Path) -> (Duration, Duration) {
 
 fn dedupe_lookups_per_s() -> f64 {
     let mut dedupe = ferry_log::dedupe::Dedupe::new(u64::MAX, 10_000_000);
-    let keys: Vec<u128> = (0..1_000_000u64).map(|i| xxhash(i)).collect();
+    let keys: Vec<u128> = (0..1_000_000u64).map(mixed).collect();
     for (i, k) in keys.iter().enumerate() {
         dedupe.insert(*k, i as u64);
     }
@@ -188,7 +188,7 @@ fn dedupe_lookups_per_s() -> f64 {
     4_000_000.0 / start.elapsed().as_secs_f64()
 }
 
-fn xxhash(i: u64) -> u128 {
+fn mixed(i: u64) -> u128 {
     u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) ^ u128::from(i)
 }
 
@@ -198,15 +198,23 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is read.
-    let root: PathBuf = std::env::var_os("BENCH_DIR").map_or_else(|| std::env::temp_dir().join("ferry-log-bench"), PathBuf::from);
+    let root: PathBuf =
+        std::env::var_os("BENCH_DIR").map_or_else(|| std::env::temp_dir().join("ferry-log-bench"), PathBuf::from);
     std::fs::create_dir_all(&root).unwrap();
     let raw = root.join("raw.bin");
 
     let mut seq: Vec<f64> = (0..ROUNDS).map(|_| sequential_write_mb_s(&raw)).collect();
     let (fsync_p50, fsync_p99) = fsync_latency(&raw);
-    println!("disk: sequential write {:.0} MB/s; 4 KiB write + fdatasync p50 {} ms, p99 {} ms", median(&mut seq), ms(fsync_p50), ms(fsync_p99));
+    println!(
+        "disk: sequential write {:.0} MB/s; 4 KiB write + fdatasync p50 {} ms, p99 {} ms",
+        median(&mut seq),
+        ms(fsync_p50),
+        ms(fsync_p99)
+    );
     println!();
-    println!("| workload | minimal loop appends/s | ferry-log appends/s | ratio | ferry-log MB/s (raw) | ferry-log p50 ms | p99 ms | minimal p50 / p99 ms |");
+    println!(
+        "| workload | minimal loop appends/s | ferry-log appends/s | ratio | ferry-log MB/s (raw) | ferry-log p50 ms | p99 ms | minimal p50 / p99 ms |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for (writers, batch) in [(1, 1), (16, 1), (64, 1), (1, 100), (16, 100)] {
         let mut minimal = Vec::new();

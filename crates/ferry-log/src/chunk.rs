@@ -19,7 +19,10 @@ pub(crate) fn list_chunks(dir: &Path) -> io::Result<Vec<PathBuf>> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let is_chunk = path.extension().is_some_and(|e| e == "chunk")
-            && path.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()));
+            && path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|s| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()));
         if is_chunk {
             paths.push(path);
         }
@@ -104,12 +107,12 @@ pub(crate) fn scan(path: &Path) -> io::Result<Scan> {
     let mut after = Vec::new();
     let mut probe = bad_pos as usize + 1;
     while probe + FRAME_HEADER_LEN <= bytes.len() {
-        if bytes[probe..probe + 4] == format::FRAME_MAGIC.to_le_bytes() {
-            if let Ok(header) = frame_at(&bytes, probe) {
-                after.push(FrameMeta { pos: probe as u64, header });
-                probe += header.frame_len();
-                continue;
-            }
+        if bytes[probe..probe + 4] == format::FRAME_MAGIC.to_le_bytes()
+            && let Ok(header) = frame_at(&bytes, probe)
+        {
+            after.push(FrameMeta { pos: probe as u64, header });
+            probe += header.frame_len();
+            continue;
         }
         probe += 1;
     }
@@ -126,9 +129,11 @@ fn frame_at(bytes: &[u8], pos: usize) -> Result<FrameHeader, String> {
     let Some(header_bytes) = bytes.get(pos..pos + FRAME_HEADER_LEN) else {
         return Err("partial frame header".to_owned());
     };
-    let header_bytes: &[u8; FRAME_HEADER_LEN] = header_bytes.try_into().map_err(|_| "partial frame header".to_owned())?;
+    let header_bytes: &[u8; FRAME_HEADER_LEN] =
+        header_bytes.try_into().map_err(|_| "partial frame header".to_owned())?;
     let header = FrameHeader::decode(header_bytes).ok_or_else(|| "bad frame header".to_owned())?;
-    let body = bytes.get(pos + FRAME_HEADER_LEN..pos + header.frame_len()).ok_or_else(|| "partial frame body".to_owned())?;
+    let body =
+        bytes.get(pos + FRAME_HEADER_LEN..pos + header.frame_len()).ok_or_else(|| "partial frame body".to_owned())?;
     if !header.check(header_bytes, body) {
         return Err("checksum mismatch".to_owned());
     }
@@ -144,7 +149,11 @@ pub(crate) fn read_frame(file: &File, path: &Path, frame: &FrameMeta) -> io::Res
     if FrameHeader::decode(&header) != Some(frame.header) || !frame.header.check(&header, &body) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("corrupt frame in {} at byte {}: checksum mismatch; run `ferry log verify`", path.display(), frame.pos),
+            format!(
+                "corrupt frame in {} at byte {}: checksum mismatch; run `ferry log verify`",
+                path.display(),
+                frame.pos
+            ),
         ));
     }
     Ok(body)

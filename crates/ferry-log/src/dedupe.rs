@@ -71,6 +71,10 @@ impl Dedupe {
         self.order.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
     pub fn evicted_early(&self) -> u64 {
         self.evicted_early
     }

@@ -39,7 +39,9 @@ pub(crate) fn decode_chunk_header(bytes: &[u8]) -> Result<(u64, u64), String> {
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
     if version != CHUNK_VERSION {
-        return Err(format!("chunk format version {version} is not supported (this ferry reads version {CHUNK_VERSION})"));
+        return Err(format!(
+            "chunk format version {version} is not supported (this ferry reads version {CHUNK_VERSION})"
+        ));
     }
     let base = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
     let created = u64::from_le_bytes(bytes[24..32].try_into().unwrap_or_default());
@@ -169,8 +171,10 @@ pub(crate) fn decode_records(header: &FrameHeader, body: &[u8]) -> io::Result<Ve
     let mut records = Vec::with_capacity(header.count as usize);
     let mut at = 0;
     for _ in 0..header.count {
-        let len_bytes: [u8; 4] =
-            section.get(at..at + 4).and_then(|b| b.try_into().ok()).ok_or_else(|| io::Error::other("truncated record length"))?;
+        let len_bytes: [u8; 4] = section
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| io::Error::other("truncated record length"))?;
         let len = u32::from_le_bytes(len_bytes) as usize;
         let record = section.get(at + 4..at + 4 + len).ok_or_else(|| io::Error::other("truncated record"))?;
         records.push(record.to_vec());

@@ -46,7 +46,10 @@ impl LogView {
             if !known {
                 let scan = chunk::scan(&path)?;
                 if scan.corrupt.is_some() {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("corrupt chunk {}", path.display())));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("corrupt chunk {}", path.display()),
+                    ));
                 }
                 self.chunks.push(scan.chunk);
             }

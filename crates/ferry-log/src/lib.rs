@@ -212,7 +212,8 @@ impl Log {
         let dir = config.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        let lock =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir)),
@@ -405,7 +406,10 @@ fn read_cursors(dir: &Path) -> io::Result<BTreeMap<String, u64>> {
     }
     let file: File = serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     if file.version != CURSORS_VERSION {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("cursors file version {} is not supported", file.version)));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("cursors file version {} is not supported", file.version),
+        ));
     }
     Ok(file.cursors)
 }
@@ -425,7 +429,8 @@ fn write_cursors(dir: &Path, cursors: &BTreeMap<String, u64>) -> io::Result<()> 
 fn retention(shared: &Shared, needed: Option<u64>) -> io::Result<usize> {
     let only_for_budget = needed.is_some();
     let now = (shared.config.clock)();
-    let min_cursor = shared.cursors.lock().map_err(|_| io::Error::other("cursor lock poisoned"))?.values().copied().min();
+    let min_cursor =
+        shared.cursors.lock().map_err(|_| io::Error::other("cursor lock poisoned"))?.values().copied().min();
     let keep_ms = shared.config.retention.max(shared.config.dedupe_window).as_millis() as u64;
     let mut deleted = 0;
     loop {
@@ -475,7 +480,16 @@ impl Writer {
             }
             _ => new_chunk(&shared, next_offset)?,
         };
-        Ok(Writer { shared, dedupe, next_offset, file, file_len, dirty_since: None, last_retention: Instant::now(), lock: Some(lock) })
+        Ok(Writer {
+            shared,
+            dedupe,
+            next_offset,
+            file,
+            file_len,
+            dirty_since: None,
+            last_retention: Instant::now(),
+            lock: Some(lock),
+        })
     }
 
     fn run(&mut self, rx: mpsc::Receiver<Message>) {
@@ -575,11 +589,11 @@ impl Writer {
             let mut answer = Vec::with_capacity(records.len());
             for record in records {
                 let key = record.key.as_deref().map(format::key_hash);
-                if let Some(hash) = key {
-                    if self.dedupe.contains(hash) || !in_group.insert(hash) {
-                        answer.push(Appended::Duplicate);
-                        continue;
-                    }
+                if let Some(hash) = key
+                    && (self.dedupe.contains(hash) || !in_group.insert(hash))
+                {
+                    answer.push(Appended::Duplicate);
+                    continue;
                 }
                 answer.push(Appended::At(offset));
                 offset += 1;
@@ -612,7 +626,9 @@ impl Writer {
                     let answer = if disk_full {
                         AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER }
                     } else {
-                        AppendError::Poisoned(self.shared.poisoned.lock().ok().and_then(|p| p.clone()).unwrap_or_default())
+                        AppendError::Poisoned(
+                            self.shared.poisoned.lock().ok().and_then(|p| p.clone()).unwrap_or_default(),
+                        )
                     };
                     let _ = reply.send(Err(answer));
                 }

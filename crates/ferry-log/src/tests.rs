@@ -2,8 +2,8 @@
 //! restarts (clean and with a torn tail), budget, and golden files of the format.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
 
@@ -80,7 +80,8 @@ fn dedupe_window_expires() {
 #[test]
 fn concurrent_appends_share_groups_and_never_duplicate_a_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(LogConfig { sync: SyncPolicy::Always, chunk_bytes: 1 << 20, ..config(dir.path()) }).unwrap();
+    let (log, _) =
+        Log::open(LogConfig { sync: SyncPolicy::Always, chunk_bytes: 1 << 20, ..config(dir.path()) }).unwrap();
     let mut threads = Vec::new();
     for t in 0..8 {
         let log = log.clone();
@@ -216,7 +217,8 @@ fn golden_chunk_v1_is_read_and_written_byte_for_byte() {
     let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1");
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(LogConfig { chunk_bytes: 1 << 20, ..fake_config(dir.path()) }).unwrap();
-    let big = br#"{"type":"track","event":"Order Completed","properties":{"revenue":19.99,"currency":"EUR"}}"#.repeat(8);
+    let big =
+        br#"{"type":"track","event":"Order Completed","properties":{"revenue":19.99,"currency":"EUR"}}"#.repeat(8);
     log.append_blocking(vec![rec(Some("m1"), b"{\"small\":1}"), rec(None, b"")]).unwrap();
     log.append_blocking(vec![rec(Some("m2"), &big)]).unwrap();
     log.commit_cursor("warehouse", 2).unwrap();

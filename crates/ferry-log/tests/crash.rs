@@ -44,7 +44,8 @@ fn crash_child() {
                 // Some batches, some single records; ids unique per round.
                 let n = 1 + (i % 3);
                 let ids: Vec<String> = (0..n).map(|j| format!("r{round}-t{t}-{i}-{j}")).collect();
-                let records = ids.iter().map(|id| Record { key: Some(id.clone().into_bytes()), payload: payload(id) }).collect();
+                let records =
+                    ids.iter().map(|id| Record { key: Some(id.clone().into_bytes()), payload: payload(id) }).collect();
                 let answers = log.append_blocking(records).expect("append");
                 let mut line = String::new();
                 for (id, answer) in ids.iter().zip(answers) {

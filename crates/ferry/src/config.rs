@@ -118,9 +118,10 @@ impl Config {
     /// Read the file at `path`, or the defaults when there is none.
     pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let Some(path) = path else {
-            return Ok(toml::from_str("").context("default configuration")?);
+            return toml::from_str("").context("default configuration");
         };
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -229,8 +230,15 @@ mod example {
         let config: super::Config = toml::from_str(text).expect("ferry.example.toml is valid");
         assert!(config.problems().is_empty());
         // Uncommenting the example sources must also be valid.
-        let uncommented: String =
-            text.lines().map(|l| l.strip_prefix("# ").filter(|r| r.starts_with('[') || r.starts_with("id") || r.starts_with("write_keys")).unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| r.starts_with('[') || r.starts_with("id") || r.starts_with("write_keys"))
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
         let config: super::Config = toml::from_str(&uncommented).expect("example sources are valid");
         assert_eq!(config.sources.len(), 2);
     }

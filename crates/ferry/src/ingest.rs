@@ -29,10 +29,7 @@ impl EmbeddedIngest {
         let quarantine: Vec<Record> =
             batch.quarantine.into_iter().map(|item| Record { key: None, payload: item }).collect();
         // Both appends run at once; each shares its fsync with concurrent requests.
-        let (events, quarantine) = tokio::join!(
-            append(&self.events, events),
-            append(&self.quarantine, quarantine)
-        );
+        let (events, quarantine) = tokio::join!(append(&self.events, events), append(&self.quarantine, quarantine));
         quarantine?;
         let appended = events?;
         let duplicates = appended.iter().filter(|a| matches!(a, Appended::Duplicate)).count();

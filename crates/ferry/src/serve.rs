@@ -87,11 +87,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("no sources configured: running open, any non-empty write key is accepted as its own source");
         Sources::Open
     } else {
-        let keys = config
-            .sources
-            .iter()
-            .flat_map(|s| s.write_keys.iter().map(|k| (k.clone(), s.id.clone())))
-            .collect();
+        let keys = config.sources.iter().flat_map(|s| s.write_keys.iter().map(|k| (k.clone(), s.id.clone()))).collect();
         Sources::Configured(keys)
     };
     let api_config = ApiConfig {
@@ -106,9 +102,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(api_config, ingest, Arc::new(SystemClock), Arc::new(UuidV7));
     let app = ferry_api::router(state);
 
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}; is another ferry running? pick another address with --listen", config.server.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}; is another ferry running? pick another address with --listen",
+            config.server.listen
+        )
+    })?;
     let local = listener.local_addr().context("listener has no address")?;
     // One machine-readable line on stdout, for scripts and tests that listen on port 0.
     println!("ferry listening on http://{local}");

@@ -48,13 +48,23 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
                 // Segment library does.
                 loop {
                     let target = *addr.lock().unwrap();
-                    match http(target, "POST", "/v1/batch", &[("Authorization", &auth), ("Content-Type", "application/json")], &body) {
+                    match http(
+                        target,
+                        "POST",
+                        "/v1/batch",
+                        &[("Authorization", &auth), ("Content-Type", "application/json")],
+                        &body,
+                    ) {
                         Ok((200, _)) => {
                             acked.lock().unwrap().extend(ids.iter().cloned());
                             break;
                         }
                         Ok((status, body)) => {
-                            assert!(status == 429 || status == 503, "unexpected {status}: {}", String::from_utf8_lossy(&body));
+                            assert!(
+                                status == 429 || status == 503,
+                                "unexpected {status}: {}",
+                                String::from_utf8_lossy(&body)
+                            );
                         }
                         Err(_) => {}
                     }
@@ -98,6 +108,11 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     let missing: Vec<_> = acked.iter().filter(|id| !seen.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged events lost, e.g. {:?}", missing.len(), missing.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        missing.iter().take(5).collect::<Vec<_>>()
+    );
     eprintln!("kill test: {} acknowledged events, {} stored, {KILLS} kills", acked.len(), seen.len());
 }

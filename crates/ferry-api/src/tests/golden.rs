@@ -43,7 +43,9 @@ fn request(capture: &serde_json::Value) -> Request<Body> {
     if let Some(query) = capture["query"].as_object().filter(|q| !q.is_empty()) {
         let pairs: Vec<String> = query
             .iter()
-            .flat_map(|(k, vs)| vs.as_array().into_iter().flatten().map(move |v| format!("{k}={}", v.as_str().unwrap_or(""))))
+            .flat_map(|(k, vs)| {
+                vs.as_array().into_iter().flatten().map(move |v| format!("{k}={}", v.as_str().unwrap_or("")))
+            })
             .collect();
         uri = format!("{uri}?{}", pairs.join("&"));
     }
@@ -99,7 +101,8 @@ async fn real_client_requests_match_golden_files() {
         let actual = serde_json::json!({ "answers": answers, "stored": events, "quarantine": quarantine });
         let actual = serde_json::to_string_pretty(&actual).unwrap() + "\n";
 
-        let name = file.strip_prefix(fixture_dir()).unwrap().to_string_lossy().replace('/', "__").replace(".jsonl", ".json");
+        let name =
+            file.strip_prefix(fixture_dir()).unwrap().to_string_lossy().replace('/', "__").replace(".jsonl", ".json");
         let golden = golden_dir().join(name);
         if update {
             std::fs::create_dir_all(golden_dir()).unwrap();

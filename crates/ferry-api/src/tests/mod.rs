@@ -102,7 +102,8 @@ struct Answer {
 
 impl Answer {
     fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not json ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not json ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
     fn code(&self) -> String {
         self.json()["code"].as_str().unwrap_or_default().to_owned()
@@ -125,7 +126,8 @@ fn post(path: &str, auth: Option<&str>, body: impl Into<Body>) -> Request<Body> 
     builder.body(body.into()).unwrap()
 }
 
-const TRACK: &str = r#"{"type":"track","event":"Signed Up","userId":"u1","messageId":"m1","properties":{"plan":"pro"}}"#;
+const TRACK: &str =
+    r#"{"type":"track","event":"Signed Up","userId":"u1","messageId":"m1","properties":{"plan":"pro"}}"#;
 
 #[tokio::test]
 async fn single_track_is_stored_and_answered_success() {
@@ -339,14 +341,24 @@ async fn bad_json_deep_nesting_and_invalid_utf8_are_clean_400s() {
     let cases: Vec<Vec<u8>> = vec![
         b"not json".to_vec(),
         format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
-        format!(r#"{{"batch":[{{"type":"track","event":"E","userId":"u","properties":{}1{}}}]}}"#, r#"{"a":"#.repeat(10_000), "}".repeat(10_000)).into_bytes(),
+        format!(
+            r#"{{"batch":[{{"type":"track","event":"E","userId":"u","properties":{}1{}}}]}}"#,
+            r#"{"a":"#.repeat(10_000),
+            "}".repeat(10_000)
+        )
+        .into_bytes(),
         b"{\"batch\":[{\"type\":\"track\",\"event\":\"\xff\xfe\",\"userId\":\"u\"}]}".to_vec(),
         b"[1,2,3]".to_vec(),
         b"{\"batch\":{}}".to_vec(),
     ];
     for body in cases {
         let answer = send(&h.app, post("/v1/batch", Some(&basic("wk")), body.clone())).await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{:?}", String::from_utf8_lossy(&body[..body.len().min(80)]));
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{:?}",
+            String::from_utf8_lossy(&body[..body.len().min(80)])
+        );
         assert_eq!(answer.json()["success"], false);
         assert!(!answer.code().is_empty());
     }
@@ -426,7 +438,8 @@ async fn cors_preflight_on_any_path_and_allow_origin_everywhere() {
 #[tokio::test]
 async fn settings_document_points_back_at_this_server() {
     let h = open();
-    let request = Request::get("/v1/projects/wk_1/settings").header(header::HOST, "127.0.0.1:9999").body(Body::empty()).unwrap();
+    let request =
+        Request::get("/v1/projects/wk_1/settings").header(header::HOST, "127.0.0.1:9999").body(Body::empty()).unwrap();
     let answer = send(&h.app, request).await;
     assert_eq!(answer.status, StatusCode::OK);
     let json = answer.json();

@@ -52,7 +52,11 @@ fn event(id: u64, run: u64) -> String {
 fn request(mode: &str, batch: usize, run: u64) -> (Vec<u8>, u64) {
     let (path, body, events) = if mode == "batch" {
         let items: Vec<String> = (0..batch).map(|_| event(NEXT_ID.fetch_add(1, Ordering::Relaxed), run)).collect();
-        ("/v1/batch", format!(r#"{{"batch":[{}],"sentAt":"2026-11-28T10:37:15.000Z","writeKey":"wk_bench"}}"#, items.join(",")), batch)
+        (
+            "/v1/batch",
+            format!(r#"{{"batch":[{}],"sentAt":"2026-11-28T10:37:15.000Z","writeKey":"wk_bench"}}"#, items.join(",")),
+            batch,
+        )
     } else {
         ("/v1/t", event(NEXT_ID.fetch_add(1, Ordering::Relaxed), run), 1)
     };
@@ -101,7 +105,14 @@ async fn read_response(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) ->
     }
 }
 
-async fn connection(args: Arc<Args>, start: Instant, end: Instant, interval: Option<Duration>, offset: Duration, run: u64) -> Stats {
+async fn connection(
+    args: Arc<Args>,
+    start: Instant,
+    end: Instant,
+    interval: Option<Duration>,
+    offset: Duration,
+    run: u64,
+) -> Stats {
     let mut stats = Stats { latencies: Vec::new(), events: 0, statuses: BTreeMap::new(), errors: 0 };
     let mut stream = match tokio::net::TcpStream::connect(args.target).await {
         Ok(s) => s,
@@ -151,7 +162,8 @@ fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     anyhow::ensure!(args.target.ip().is_loopback(), "loadgen only targets loopback addresses");
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()?;
     let (stats, elapsed) = runtime.block_on(async {
         let start = Instant::now();
         let end = start + Duration::from_secs_f64(args.duration);
@@ -179,7 +191,8 @@ fn main() -> anyhow::Result<()> {
             *statuses.entry(*k).or_default() += v;
         }
     }
-    let pct = |p: f64| latencies.get(((requests.max(1) - 1) as f64 * p) as usize).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    let pct =
+        |p: f64| latencies.get(((requests.max(1) - 1) as f64 * p) as usize).map_or(0.0, |d| d.as_secs_f64() * 1e3);
     let statuses: Vec<String> = statuses.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
     println!(
         r#"{{"requests":{requests},"events":{events},"seconds":{elapsed:.3},"rps":{:.1},"eps":{:.1},"p50_ms":{:.3},"p99_ms":{:.3},"max_ms":{:.3},"errors":{errors},"statuses":{{{}}}}}"#,

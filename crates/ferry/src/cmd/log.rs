@@ -62,7 +62,10 @@ pub(crate) fn run(data_dir: PathBuf, command: LogCommand) -> anyhow::Result<()> 
 
 fn open(dir: &Path) -> anyhow::Result<inspect::LogView> {
     inspect::open_view(dir).with_context(|| {
-        format!("cannot read the log in {}; is --data-dir right? (`ferry log verify` checks a damaged log)", dir.display())
+        format!(
+            "cannot read the log in {}; is --data-dir right? (`ferry log verify` checks a damaged log)",
+            dir.display()
+        )
     })
 }
 
@@ -73,12 +76,18 @@ fn stat(dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("log        {}", stat.dir);
-    println!("offsets    {} .. {} ({} records kept)", stat.first_offset, stat.next_offset, stat.next_offset - stat.first_offset);
+    println!(
+        "offsets    {} .. {} ({} records kept)",
+        stat.first_offset,
+        stat.next_offset,
+        stat.next_offset - stat.first_offset
+    );
     println!("disk       {} bytes in {} chunks", stat.disk_bytes, stat.chunks.len());
     println!();
     println!("{:<28} {:>12} {:>12} {:>8} {:>12}  last append", "chunk", "first", "end", "frames", "bytes");
     for c in &stat.chunks {
-        let last = jiff::Timestamp::from_millisecond(c.last_append_ms as i64).map(|t| t.to_string()).unwrap_or_default();
+        let last =
+            jiff::Timestamp::from_millisecond(c.last_append_ms as i64).map(|t| t.to_string()).unwrap_or_default();
         println!("{:<28} {:>12} {:>12} {:>8} {:>12}  {last}", c.file, c.base_offset, c.end_offset, c.frames, c.bytes);
     }
     println!();
@@ -144,7 +153,9 @@ fn verify(dir: &Path) -> anyhow::Result<()> {
     let report = inspect::verify(dir, &mut progress).with_context(|| format!("cannot verify {}", dir.display()))?;
     println!("{} chunks, {} frames, {} records, {} bytes", report.chunks, report.frames, report.records, report.bytes);
     if let Some((file, bytes)) = &report.torn_tail {
-        println!("torn tail: {bytes} bytes at the end of {file} (an interrupted write; cut off when ferry next opens the log)");
+        println!(
+            "torn tail: {bytes} bytes at the end of {file} (an interrupted write; cut off when ferry next opens the log)"
+        );
     }
     for problem in &report.problems {
         println!(

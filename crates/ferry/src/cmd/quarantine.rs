@@ -30,7 +30,8 @@ pub(crate) fn run(data_dir: &Path, command: QuarantineCommand) -> anyhow::Result
         println!("quarantine is empty (no {} yet)", dir.display());
         return Ok(());
     }
-    let view = ferry_log::inspect::open_view(&dir).with_context(|| format!("cannot read the quarantine in {}", dir.display()))?;
+    let view = ferry_log::inspect::open_view(&dir)
+        .with_context(|| format!("cannot read the quarantine in {}", dir.display()))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut next = from;

@@ -62,10 +62,17 @@ impl Drop for Server {
 }
 
 /// One HTTP/1.1 exchange on a fresh connection. `Err` for connection failures.
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -105,7 +112,8 @@ pub fn basic(write_key: &str) -> String {
 
 /// Every record of the event log, via `ferry log cat`.
 pub fn log_cat(data_dir: &Path) -> Vec<serde_json::Value> {
-    let output = Command::new(FERRY).args(["log", "cat", "--data-dir"]).arg(data_dir).output().expect("run ferry log cat");
+    let output =
+        Command::new(FERRY).args(["log", "cat", "--data-dir"]).arg(data_dir).output().expect("run ferry log cat");
     assert!(output.status.success(), "ferry log cat failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout)
         .expect("utf-8")

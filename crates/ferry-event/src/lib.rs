@@ -128,10 +128,180 @@ struct Envelope<'a> {
     integrations: Option<&'a RawValue>,
 }
 
+/// One call of a request. A single call keeps its raw body; a batch item is decoded in
+/// the same pass as its envelope, so its raw text is rebuilt only when it is needed (its
+/// size from the members, its JSON for quarantine).
 struct Item<'a> {
-    raw: &'a str,
+    /// The item as received, when the body was the item itself.
+    raw: Option<&'a str>,
     /// `None` when the item is not an object.
     fields: Option<Fields<'a>>,
+    /// The JSON of an item that is not an object.
+    other: Option<String>,
+}
+
+impl Item<'_> {
+    /// Bytes of the item: exact for a single call, the compact size of its members for a
+    /// batch item (whitespace between members is not counted).
+    fn size(&self) -> usize {
+        if let Some(raw) = self.raw {
+            return raw.len();
+        }
+        match &self.fields {
+            Some(fields) => 2 + fields.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>(),
+            None => self.other.as_ref().map_or(0, String::len),
+        }
+    }
+
+    /// The item's JSON, for quarantine.
+    fn json(&self) -> Cow<'_, str> {
+        if let Some(raw) = self.raw {
+            return Cow::Borrowed(raw);
+        }
+        match &self.fields {
+            Some(fields) => {
+                let mut out = Vec::with_capacity(self.size());
+                out.push(b'{');
+                let mut w = Writer { out: &mut out, first: true };
+                for (key, raw) in &fields.members {
+                    w.raw(key, raw.get());
+                }
+                out.push(b'}');
+                Cow::Owned(String::from_utf8(out).unwrap_or_default())
+            }
+            None => Cow::Borrowed(self.other.as_deref().unwrap_or("null")),
+        }
+    }
+}
+
+/// A batch envelope decoded in one pass: its members, and the items of `batch`.
+struct EnvelopeDe<'a> {
+    fields: Fields<'a>,
+    batch: Option<Vec<Item<'a>>>,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for EnvelopeDe<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = EnvelopeDe<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a batch envelope object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<EnvelopeDe<'a>, M::Error> {
+                let mut fields = Fields::default();
+                let mut batch = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == "batch" {
+                        let items: MaybeItems<'a> = map.next_value()?;
+                        batch = items.0;
+                    } else {
+                        let value: &'de RawValue = map.next_value()?;
+                        fields.members.push((key, value));
+                    }
+                }
+                Ok(EnvelopeDe { fields, batch })
+            }
+        }
+        deserializer.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// `batch`: an array of items, or anything else (then `None`).
+struct MaybeItems<'a>(Option<Vec<Item<'a>>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for MaybeItems<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = MaybeItems<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a batch array")
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<MaybeItems<'a>, S::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(2500));
+                while let Some(item) = seq.next_element::<ItemDe<'a>>()? {
+                    items.push(item.0);
+                }
+                Ok(MaybeItems(Some(items)))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<MaybeItems<'a>, M::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(MaybeItems(None))
+            }
+            fn visit_unit<E>(self) -> Result<MaybeItems<'a>, E> {
+                Ok(MaybeItems(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<MaybeItems<'a>, E> {
+                Ok(MaybeItems(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<MaybeItems<'a>, E> {
+                Ok(MaybeItems(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<MaybeItems<'a>, E> {
+                Ok(MaybeItems(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<MaybeItems<'a>, E> {
+                Ok(MaybeItems(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<MaybeItems<'a>, E> {
+                Ok(MaybeItems(None))
+            }
+        }
+        deserializer.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// One batch item: an object's members, or the JSON of whatever else it is.
+struct ItemDe<'a>(Item<'a>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for ItemDe<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        fn other<'a>(json: String) -> ItemDe<'a> {
+            ItemDe(Item { raw: None, fields: None, other: Some(json) })
+        }
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = ItemDe<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a batch item")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<ItemDe<'a>, M::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    members.push((key, value));
+                }
+                Ok(ItemDe(Item { raw: None, fields: Some(Fields { members }), other: None }))
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<ItemDe<'a>, S::Error> {
+                let mut parts = Vec::new();
+                while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+                    parts.push(raw.get());
+                }
+                Ok(other(format!("[{}]", parts.join(","))))
+            }
+            fn visit_unit<E>(self) -> Result<ItemDe<'a>, E> {
+                Ok(other("null".to_owned()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<ItemDe<'a>, E> {
+                Ok(other(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<ItemDe<'a>, E> {
+                Ok(other(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<ItemDe<'a>, E> {
+                Ok(other(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<ItemDe<'a>, E> {
+                Ok(other(serde_json::Number::from_f64(v).map_or_else(|| "null".to_owned(), |n| n.to_string())))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ItemDe<'a>, E> {
+                Ok(other(serde_json::to_string(v).unwrap_or_default()))
+            }
+        }
+        deserializer.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 impl Parsed<'_> {
@@ -166,54 +336,40 @@ pub fn parse<'a>(body: &'a [u8], route: Route, limits: &Limits) -> Result<Parsed
     if ferry_wire::depth_exceeds(body, limits.max_depth) {
         return Err(RequestError::new("too_deep", format!("the body nests deeper than {} levels", limits.max_depth)));
     }
-    let fields = Fields::parse(text).map_err(|error| {
+    let not_json = |error: serde_json::Error| {
         if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
             RequestError::new("not_an_object", "the body must be a JSON object")
         } else {
             RequestError::new("invalid_json", format!("the body is not valid JSON: {error}"))
         }
-    })?;
-    let body_key = fields.get("writeKey").and_then(as_str).filter(|k| !k.is_empty());
-    match route {
-        Route::Single(_) => Ok(Parsed {
+    };
+    if let Route::Single(_) = route {
+        let fields = Fields::parse(text).map_err(not_json)?;
+        let write_key = fields.get("writeKey").and_then(as_str).filter(|k| !k.is_empty());
+        return Ok(Parsed {
             route,
-            write_key: body_key,
+            write_key,
             envelope: Envelope::default(),
-            items: vec![Item { raw: text, fields: Some(fields) }],
-        }),
-        Route::Batch => parse_batch(fields, body_key, limits),
+            items: vec![Item { raw: Some(text), fields: Some(fields), other: None }],
+        });
     }
-}
-
-fn parse_batch<'a>(
-    envelope: Fields<'a>,
-    envelope_key: Option<Cow<'a, str>>,
-    limits: &Limits,
-) -> Result<Parsed<'a>, RequestError> {
-    let batch = envelope
-        .get("batch")
-        .filter(|raw| kind(raw) == Kind::Array)
-        .ok_or_else(|| RequestError::new("invalid_batch", "the body must have a `batch` array"))?;
-    let raws: Vec<&'a RawValue> = serde_json::from_str(batch.get())
-        .map_err(|error| RequestError::new("invalid_json", format!("the batch is not valid JSON: {error}")))?;
-    if raws.len() > limits.max_batch_events {
+    let envelope: EnvelopeDe<'a> = serde_json::from_str(text).map_err(not_json)?;
+    let items =
+        envelope.batch.ok_or_else(|| RequestError::new("invalid_batch", "the body must have a `batch` array"))?;
+    if items.len() > limits.max_batch_events {
         return Err(RequestError::new(
             "too_many_events",
-            format!("the batch has {} events; at most {} are allowed", raws.len(), limits.max_batch_events),
+            format!("the batch has {} events; at most {} are allowed", items.len(), limits.max_batch_events),
         ));
     }
-    let mut items = Vec::with_capacity(raws.len());
-    for raw in raws {
-        let fields = if kind(raw) == Kind::Object { Fields::parse(raw.get()).ok() } else { None };
-        items.push(Item { raw: raw.get(), fields });
-    }
-    let write_key = envelope_key.or_else(|| {
+    let fields = envelope.fields;
+    let write_key = fields.get("writeKey").and_then(as_str).filter(|k| !k.is_empty()).or_else(|| {
         items.iter().filter_map(|i| i.fields.as_ref()?.get("writeKey").and_then(as_str)).find(|k| !k.is_empty())
     });
     let envelope = Envelope {
-        sent_at: envelope.get("sentAt"),
-        context: envelope.get("context"),
-        integrations: envelope.get("integrations"),
+        sent_at: fields.get("sentAt"),
+        context: fields.get("context"),
+        integrations: fields.get("integrations"),
     };
     Ok(Parsed { route: Route::Batch, write_key, envelope, items })
 }
@@ -273,7 +429,7 @@ pub fn process(parsed: Parsed<'_>, ctx: &mut Ctx<'_>) -> Processed {
             }),
             Err(issue) => {
                 let quarantine_json =
-                    quarantine_record(&received_at, ctx.source_id, index, message_id.as_deref(), &issue, item.raw);
+                    quarantine_record(&received_at, ctx.source_id, index, message_id.as_deref(), &issue, &item.json());
                 processed.rejected.push(Rejected { index, message_id, issue, quarantine_json });
             }
         }
@@ -320,9 +476,9 @@ fn build(
     ctx: &mut Ctx<'_>,
     received_at: &str,
 ) -> Result<Built, Issue> {
-    if item.raw.len() > ctx.limits.max_event_bytes {
-        let message =
-            format!("the event is {} bytes; at most {} are allowed", item.raw.len(), ctx.limits.max_event_bytes);
+    let size = item.size();
+    if size > ctx.limits.max_event_bytes {
+        let message = format!("the event is {size} bytes; at most {} are allowed", ctx.limits.max_event_bytes);
         return Err(Issue { code: "event_too_large", message, field: None });
     }
     let Some(fields) = &item.fields else {
@@ -433,7 +589,7 @@ fn build(
     };
     let message_id = message_id.unwrap_or_else(|| (ctx.new_message_id)());
 
-    let mut out = Vec::with_capacity(item.raw.len() + 256);
+    let mut out = Vec::with_capacity(size + 256);
     out.push(b'{');
     let mut w = Writer { out: &mut out, first: true };
     w.string("type", call.as_str());

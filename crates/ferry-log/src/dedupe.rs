@@ -55,6 +55,15 @@ impl Dedupe {
         true
     }
 
+    /// Undo the last `n` inserts (their records could not be written).
+    pub fn rollback(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some((_, key)) = self.order.pop_back() {
+                self.seen.remove(&key);
+            }
+        }
+    }
+
     /// Forget keys older than the window.
     pub fn expire(&mut self, now_ms: u64) {
         let horizon = now_ms.saturating_sub(self.window_ms);
@@ -95,6 +104,17 @@ mod tests {
         d.expire(1001);
         assert!(!d.contains(1));
         assert!(d.insert(1, 1001));
+    }
+
+    #[test]
+    fn rollback_forgets_the_newest_inserts() {
+        let mut d = Dedupe::new(1000, 100);
+        d.insert(1, 0);
+        d.insert(2, 1);
+        d.insert(3, 2);
+        d.rollback(2);
+        assert!(d.contains(1) && !d.contains(2) && !d.contains(3));
+        assert!(d.insert(2, 3));
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub mod dedupe;
 mod format;
 pub mod inspect;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -583,17 +583,20 @@ impl Writer {
         let mut answers: Vec<Vec<Appended>> = Vec::with_capacity(group.len());
         let mut keys: Vec<Option<u128>> = Vec::new();
         let mut payloads: Vec<&[u8]> = Vec::new();
-        let mut in_group: HashSet<u128> = HashSet::new();
+        // Keys are inserted as they are decided (this also catches repeats within the
+        // group) and rolled back if the frame cannot be written.
+        let mut inserted = 0;
         let mut offset = self.next_offset;
         for (records, _) in &group {
             let mut answer = Vec::with_capacity(records.len());
             for record in records {
                 let key = record.key.as_deref().map(format::key_hash);
-                if let Some(hash) = key
-                    && (self.dedupe.contains(hash) || !in_group.insert(hash))
-                {
-                    answer.push(Appended::Duplicate);
-                    continue;
+                if let Some(hash) = key {
+                    if !self.dedupe.insert(hash, now) {
+                        answer.push(Appended::Duplicate);
+                        continue;
+                    }
+                    inserted += 1;
                 }
                 answer.push(Appended::At(offset));
                 offset += 1;
@@ -606,9 +609,6 @@ impl Writer {
         let result = if payloads.is_empty() { Ok(()) } else { self.write_frame(now, &keys, &payloads) };
         match result {
             Ok(()) => {
-                for key in keys.iter().flatten() {
-                    self.dedupe.insert(*key, now);
-                }
                 self.next_offset = offset;
                 self.shared.dedupe_len.store(self.dedupe.len() as u64, Ordering::Relaxed);
                 self.shared.dedupe_evicted.store(self.dedupe.evicted_early(), Ordering::Relaxed);
@@ -618,6 +618,7 @@ impl Writer {
                 }
             }
             Err(error) => {
+                self.dedupe.rollback(inserted);
                 let disk_full = matches!(error, WriteError::DiskFull);
                 if let WriteError::Io(error) = &error {
                     self.poison(format!("write failed: {error}"));

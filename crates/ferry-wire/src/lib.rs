@@ -132,33 +132,39 @@ pub fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
 }
 
-/// The deepest nesting of arrays and objects in `json`, scanning bytes (strings skipped),
-/// stopping early once `limit` is passed. Cheap enough to run before any recursive parse.
+/// Whether `json` nests arrays and objects deeper than `limit` (brackets inside strings
+/// do not count). It jumps between structural bytes with `memchr`, so it costs far less
+/// than a parse, and it runs before any recursive parse can meet the nesting.
 pub fn depth_exceeds(json: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
+    let mut at = 0;
+    while let Some(found) = memchr::memchr3(b'"', b'{', b'[', &json[at..]) {
+        // Closing brackets between `at` and the next opener lower the depth.
+        let segment = &json[at..at + found];
+        depth = depth.saturating_sub(segment.iter().filter(|b| matches!(b, b'}' | b']')).count());
+        at += found;
+        if json[at] == b'"' {
+            // Skip the string: find its closing quote, honouring backslash escapes.
+            at += 1;
+            loop {
+                match memchr::memchr2(b'"', b'\\', &json[at..]) {
+                    Some(i) if json[at + i] == b'\\' => at += i + 2,
+                    Some(i) => {
+                        at += i + 1;
+                        break;
+                    }
+                    None => return false,
+                }
+                if at >= json.len() {
+                    return false;
                 }
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
+        } else {
+            depth += 1;
+            if depth > limit {
+                return true;
+            }
+            at += 1;
         }
     }
     false
@@ -191,6 +197,11 @@ mod tests {
         assert!(depth_exceeds(b"[[[]]]", 2));
         assert!(!depth_exceeds(b"[[]]", 2));
         assert!(!depth_exceeds(br#"{"a":"\"[[[["}"#, 1));
+        assert!(!depth_exceeds(br#"{"a":"\\"}"#, 1));
+        assert!(depth_exceeds(br#"{"a":"\\",{"b":1}}"#, 1));
+        // Closing brackets lower the depth before the next opener.
+        assert!(!depth_exceeds(b"[[]][[]][[]]", 2));
+        assert!(depth_exceeds(b"[[]][[[]]]", 2));
         let deep = "[".repeat(10_000);
         assert!(depth_exceeds(deep.as_bytes(), 64));
     }

@@ -55,6 +55,7 @@ pub(crate) fn key_hash(key: &[u8]) -> u128 {
 
 /// Encode one frame holding `payloads` at offsets `first_offset..`.
 pub(crate) fn encode_frame(
+    compressor: &mut zstd::bulk::Compressor<'static>,
     first_offset: u64,
     appended_ms: u64,
     keys: &[Option<u128>],
@@ -69,7 +70,7 @@ pub(crate) fn encode_frame(
         records.extend_from_slice(payload);
     }
     let (flags, section) = if records.len() >= COMPRESS_MIN_BYTES {
-        let compressed = zstd::bulk::compress(&records, 1)?;
+        let compressed = compressor.compress(&records)?;
         if compressed.len() < records.len() { (FLAG_ZSTD, compressed) } else { (0, records) }
     } else {
         (0, records)

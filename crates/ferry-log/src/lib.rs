@@ -466,6 +466,9 @@ struct Writer {
     last_retention: Instant,
     /// The directory lock; released before `close` reports done.
     lock: Option<File>,
+    /// One zstd context for the writer's life (creating one per frame costs more than
+    /// compressing a small frame).
+    compressor: zstd::bulk::Compressor<'static>,
 }
 
 type Pending = (Vec<Record>, oneshot::Sender<Result<Vec<Appended>, AppendError>>);
@@ -489,6 +492,7 @@ impl Writer {
             dirty_since: None,
             last_retention: Instant::now(),
             lock: Some(lock),
+            compressor: zstd::bulk::Compressor::new(1)?,
         })
     }
 
@@ -645,7 +649,7 @@ impl Writer {
 
     fn write_frame(&mut self, now: u64, keys: &[Option<u128>], payloads: &[&[u8]]) -> Result<(), WriteError> {
         let mut frame = Vec::new();
-        format::encode_frame(self.next_offset, now, keys, payloads, &mut frame)?;
+        format::encode_frame(&mut self.compressor, self.next_offset, now, keys, payloads, &mut frame)?;
 
         // The disk budget: make room, or refuse.
         let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);

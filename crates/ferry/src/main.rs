@@ -9,6 +9,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the ingest path allocates many short-lived buffers per event; glibc malloc
+/// showed up at about a tenth of the server's CPU in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// ferry: a self-hosted, Segment-compatible customer event pipeline.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, long_about = None)]

@@ -6,36 +6,55 @@
 //! `(key, raw value)` pairs and only the fields that must be checked are decoded, so
 //! `properties`, `traits`, `context` and unknown fields are copied byte for byte.
 //!
+//! # Entry points
+//!
+//! [`parse`] decodes an already inflated body for a [`Route`] far enough to read the write
+//! key ([`Parsed::write_key`]); [`process`] validates and enriches every item into
+//! [`Accepted`] events and [`Rejected`] quarantine records. The pixel API
+//! (`GET /v1/pixel/{type}?data=<base64>`) is `parse(decoded, Route::Single(type), ..)`.
+//! [`fuzz_one`] runs both on arbitrary bytes.
+//!
 //! # Request-level errors ([`RequestError::code`])
 //!
-//! `invalid_utf8`, `invalid_json`, `not_an_object` (the body is JSON but not an object),
-//! `too_deep` (nesting over [`Limits::max_depth`]), `invalid_batch` (no `batch` array),
-//! `payload_too_large` (single body over 32 KiB, batch body over 500 KiB),
-//! `too_many_events` (over 2,500 items).
+//! | code | when | HTTP |
+//! | --- | --- | --- |
+//! | `payload_too_large` | a single-call body over [`Limits::max_event_bytes`] (32 KiB), a batch body over [`Limits::max_batch_bytes`] (500 KiB) | 413 |
+//! | `too_many_events` | a batch of more than [`Limits::max_batch_events`] (2,500) items | 413 |
+//! | `invalid_utf8` | the body is not UTF-8 (checked before JSON, so never `invalid_json`) | 400 |
+//! | `too_deep` | arrays/objects nested deeper than [`Limits::max_depth`] (64); found by a byte scan before any recursive parse, so 10,000-deep input is refused cheaply | 400 |
+//! | `invalid_json` | not JSON | 400 |
+//! | `not_an_object` | JSON, but not an object | 400 |
+//! | `invalid_batch` | a batch body without a `batch` array, or whose envelope `context` / `integrations` is not an object | 400 |
 //!
 //! # Item-level rejection codes ([`Issue::code`], with the offending `field`)
 //!
-//! | code | when |
-//! | --- | --- |
-//! | `not_an_object` | a batch item is not a JSON object |
-//! | `event_too_large` | an item is over 32 KiB |
-//! | `missing_type`, `invalid_type` | a batch item has no `type`, or not one of the six calls |
-//! | `missing_user_id` | neither `userId` nor `anonymousId` (alias: no `userId`) |
-//! | `invalid_user_id`, `invalid_anonymous_id`, `invalid_group_id`, `invalid_previous_id` | an id that is not a string or a number |
-//! | `missing_event`, `invalid_event` | track without a non-empty string `event` |
-//! | `missing_group_id` | group without `groupId` |
-//! | `missing_previous_id` | alias without `previousId` |
-//! | `invalid_message_id`, `message_id_too_long` | `messageId` not a string or number; over 100 characters |
-//! | `invalid_properties`, `invalid_traits`, `invalid_context`, `invalid_integrations` | present but not an object |
-//! | `invalid_timestamp` | `timestamp`, `originalTimestamp` or `sentAt` not an ISO-8601 date-time |
+//! Checked in this order; the first failure rejects the item.
 //!
-//! Empty strings and JSON `null` count as absent everywhere. Numeric ids become strings.
+//! | code | field | when |
+//! | --- | --- | --- |
+//! | `event_too_large` | – | an item is over 32 KiB |
+//! | `not_an_object` | – | a batch item is not a JSON object |
+//! | `missing_type`, `invalid_type` | `type` | a batch item has no `type`, or not one of the six calls (single routes take the type from the path, whatever the body says) |
+//! | `invalid_message_id`, `message_id_too_long` | `messageId` | not a string or a number (numbers are kept as their text); over 100 characters |
+//! | `invalid_user_id`, `invalid_anonymous_id` | `userId`, `anonymousId` | not a string or a number |
+//! | `missing_user_id` | `userId` | neither `userId` nor `anonymousId` (alias: no `userId`) |
+//! | `invalid_previous_id`, `missing_previous_id` | `previousId` | alias: not a string or number; absent |
+//! | `missing_event`, `invalid_event` | `event` | track without `event`, or with an empty one; `event` not a string |
+//! | `invalid_group_id`, `missing_group_id` | `groupId` | group: not a string or number; absent |
+//! | `invalid_properties`, `invalid_traits`, `invalid_context`, `invalid_integrations` | that field | present but not an object |
+//! | `invalid_timestamp` | `timestamp`, `originalTimestamp` or `sentAt` | not an RFC 3339 / ISO-8601 date-time string (a time without an offset is read as UTC; epoch numbers are refused) |
+//!
+//! Empty strings and JSON `null` count as absent everywhere. Numeric ids become strings
+//! (`42` → `"42"`). Messages are lowercase with no trailing period.
 //!
 //! # Warnings (stored on the event, never a rejection)
 //!
-//! `revenue_not_number` / `value_not_number` (a numeric string such as `"$19.99"` was turned
-//! into the number), `invalid_revenue` / `invalid_value` (not a number and not numeric; kept
-//! as sent), `invalid_currency` (not an ISO 4217 code; kept as sent).
+//! On `properties` of track, page and screen calls: `revenue_not_number` /
+//! `value_not_number` (a numeric string such as `"$19.99"` or `"1,299"` was stored as the
+//! number), `invalid_revenue` / `invalid_value` (not a number and not numeric; kept as
+//! sent), `invalid_currency` (not an active ISO 4217 code in upper case; kept as sent).
+//! `revenue` without `currency` is fine: it means [`DEFAULT_CURRENCY`] (USD), which
+//! destinations apply; it is not written into `properties`.
 //!
 //! # The stored event
 //!
@@ -44,15 +63,32 @@
 //! `previousId`, `properties`, `traits`, `context`, `integrations` (always; `{}` when none),
 //! `channel`, `originalTimestamp`, `sentAt`, `timestamp`, `receivedAt`, `version` (2),
 //! `sourceId`, `_ferry` (only with warnings: `{"warnings": [{"code", "message", "field"}]}`),
-//! then every other member as sent (`_metadata`, `options`, ...). `writeKey` is never stored.
-//! Times are UTC ISO-8601 with milliseconds (`2026-11-28T10:37:14.724Z`);
+//! then every other member as sent (`_metadata`, `options`, ...; the last of duplicate
+//! keys). `writeKey` is never stored; a caller's `sourceId`, `_ferry`, `receivedAt` and
+//! `version` are replaced. `messageId` is the caller's, else one from [`Ctx::new_message_id`].
+//! Sub-objects (`properties`, `traits`, `context`, unknown members) are copied byte for byte,
+//! except for the edits named here.
+//!
+//! Times are UTC ISO-8601 with milliseconds (`2026-11-28T10:37:14.724Z`; finer precision is
+//! truncated). `originalTimestamp` is the caller's `timestamp` (or, without one, its
+//! `originalTimestamp`); `sentAt` is the item's or the envelope's;
 //! `timestamp = receivedAt − (sentAt − originalTimestamp)` when both are known, else
-//! `originalTimestamp`, else `receivedAt`. `originalTimestamp` is the caller's `timestamp`
-//! (or its `originalTimestamp`). Batch-envelope `sentAt`, `context` and `integrations` apply
-//! to items lacking their own; objects are merged key by key, the item's keys winning.
-//! `context.ip` is filled from the connection when absent, for client-side events only
-//! (a browser or mobile library in `context.library.name`, or `context.direct: true`).
-//! `channel`, when not sent, is `browser`, `mobile` or `server` from the library name.
+//! `originalTimestamp`, else `receivedAt`.
+//!
+//! Batch-envelope `sentAt`, `context` and `integrations` apply to items lacking their own;
+//! objects are merged key by key at their top level, the item's keys winning.
+//! `context.ip` is set from [`Ctx::client_ip`] (as the first member of `context`) when
+//! `context` has no `ip` and the event is client-side: a browser or mobile library in
+//! `context.library.name` (see `channel`), or `context.direct: true`.
+//! `channel`, when not sent, is `browser` (analytics.js and other JavaScript browser
+//! libraries), `mobile` (analytics-ios, -android, -react-native, -kotlin, -swift, -flutter,
+//! -xamarin) or `server` (anything else, or no library).
+//!
+//! # Quarantine records ([`Rejected::quarantine_json`])
+//!
+//! `{"receivedAt", "sourceId", "index", "code", "message", "field", "messageId", "item"}`,
+//! `field` and `messageId` `null` when unknown, `item` the item's JSON as received (a batch
+//! item's members as sent, re-joined without the whitespace between them).
 
 mod currency;
 
@@ -63,6 +99,10 @@ use std::net::IpAddr;
 pub use ferry_wire::{CallType, Route};
 use ferry_wire::{Fields, Kind, as_str, kind};
 use serde_json::value::RawValue;
+
+/// The currency of a `revenue` sent without `currency`. It is not written into the stored
+/// event: destinations apply it, as Segment's do.
+pub const DEFAULT_CURRENCY: &str = "USD";
 
 /// Bounds on untrusted input.
 #[derive(Debug, Clone)]
@@ -311,6 +351,11 @@ impl Parsed<'_> {
         self.write_key.as_deref()
     }
 
+    /// The route the body was decoded for.
+    pub fn route(&self) -> Route {
+        self.route
+    }
+
     /// How many items the request carries.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -366,12 +411,58 @@ pub fn parse<'a>(body: &'a [u8], route: Route, limits: &Limits) -> Result<Parsed
     let write_key = fields.get("writeKey").and_then(as_str).filter(|k| !k.is_empty()).or_else(|| {
         items.iter().filter_map(|i| i.fields.as_ref()?.get("writeKey").and_then(as_str)).find(|k| !k.is_empty())
     });
+    for key in ["context", "integrations"] {
+        if fields.get(key).is_some_and(|raw| kind(raw) != Kind::Object) {
+            return Err(RequestError::new("invalid_batch", format!("the envelope's `{key}` must be an object")));
+        }
+    }
     let envelope = Envelope {
         sent_at: fields.get("sentAt"),
         context: fields.get("context"),
         integrations: fields.get("integrations"),
     };
     Ok(Parsed { route: Route::Batch, write_key, envelope, items })
+}
+
+/// Run arbitrary bytes through [`parse`] and [`process`] as a batch body and as the body of
+/// a single call, with a fixed clock; for fuzzing. Panics only if an accepted event or a
+/// quarantine record is not valid JSON, which would be a bug.
+pub fn fuzz_one(data: &[u8]) {
+    let limits = Limits::default();
+    let routes = [Route::Batch, Route::Single(CallType::Track), Route::Single(CallType::Alias)];
+    // The first byte, when there is one, picks a further single-call route.
+    let extra = data.first().map_or(CallType::Page, |b| match b % 4 {
+        0 => CallType::Identify,
+        1 => CallType::Page,
+        2 => CallType::Screen,
+        _ => CallType::Group,
+    });
+    for route in routes.into_iter().chain([Route::Single(extra)]) {
+        let Ok(parsed) = parse(data, route, &limits) else { continue };
+        let _ = parsed.write_key();
+        let mut n = 0u64;
+        let mut ids = || {
+            n += 1;
+            format!("fuzz-{n}")
+        };
+        let mut ctx = Ctx {
+            received_at: jiff::Timestamp::from_second(1_795_862_235).unwrap_or_default(),
+            source_id: "fuzz",
+            client_ip: Some(IpAddr::from([127, 0, 0, 1])),
+            limits: &limits,
+            new_message_id: &mut ids,
+        };
+        let processed = process(parsed, &mut ctx);
+        for json in
+            processed.accepted.iter().map(|a| &a.json).chain(processed.rejected.iter().map(|r| &r.quarantine_json))
+        {
+            assert!(
+                serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok(),
+                "output is not JSON: {}",
+                String::from_utf8_lossy(json)
+            );
+        }
+    }
 }
 
 /// What the server knows about a request; time arrives as a value.
@@ -556,8 +647,11 @@ fn build(
     let context = object_field(fields, "context", "invalid_context")?;
     let integrations = object_field(fields, "integrations", "invalid_integrations")?;
 
-    let original = time_field(fields.get("timestamp"), "timestamp")?
-        .or(time_field(fields.get("originalTimestamp"), "originalTimestamp")?);
+    // The caller's `timestamp`, else its `originalTimestamp` (checked only when used).
+    let original = match fields.get("timestamp") {
+        Some(raw) => time_field(Some(raw), "timestamp")?,
+        None => time_field(fields.get("originalTimestamp"), "originalTimestamp")?,
+    };
     let sent_at = match fields.get("sentAt") {
         Some(raw) => time_field(Some(raw), "sentAt")?,
         None => time_field(envelope.sent_at, "sentAt")?,
@@ -600,7 +694,9 @@ fn build(
     if let Some(id) = &anonymous_id {
         w.string("anonymousId", id);
     }
-    if let Some(raw) = event {
+    // `event`, `groupId` and `previousId` are checked only for the call that needs them;
+    // on any other call they pass through as sent.
+    if let Some(raw) = event.or_else(|| fields.get("event")) {
         w.raw("event", raw.get());
     }
     for key in ["name", "category"] {
@@ -608,11 +704,15 @@ fn build(
             w.raw(key, raw.get());
         }
     }
-    if let Some(id) = &group_id {
-        w.string("groupId", id);
+    match (&group_id, fields.get("groupId")) {
+        (Some(id), _) => w.string("groupId", id),
+        (None, Some(raw)) => w.raw("groupId", raw.get()),
+        (None, None) => {}
     }
-    if let Some(id) = &previous_id {
-        w.string("previousId", id);
+    match (&previous_id, fields.get("previousId")) {
+        (Some(id), _) => w.string("previousId", id),
+        (None, Some(raw)) => w.raw("previousId", raw.get()),
+        (None, None) => {}
     }
     if let Some(raw) = &properties {
         w.raw("properties", raw);
@@ -776,15 +876,21 @@ fn peek_context(context: &str) -> ContextPeek {
     }
 }
 
-/// `browser`, `mobile` or `server`, from `context.library.name`.
+/// `browser`, `mobile` or `server`, from `context.library.name`: analytics.js (and other
+/// JavaScript browser SDKs) is `browser`; the iOS, Android, React Native, Kotlin, Swift,
+/// Flutter and Xamarin libraries are `mobile`; everything else (and no library) `server`.
 fn library_channel(library: Option<&str>) -> &'static str {
+    const BROWSER: &[&str] = &["analytics.js", "analytics-next", "analytics-js", "javascript"];
+    const MOBILE: &[&str] = &["ios", "android", "react-native", "kotlin", "swift", "flutter", "xamarin"];
     let Some(name) = library else { return "server" };
     let name = name.to_ascii_lowercase();
-    if name == "analytics.js" || name.starts_with("analytics-next") || name.contains("analytics.js") {
-        return "browser";
+    if BROWSER.iter().any(|b| name.contains(b)) {
+        "browser"
+    } else if MOBILE.iter().any(|m| name.contains(m)) {
+        "mobile"
+    } else {
+        "server"
     }
-    const MOBILE: &[&str] = &["ios", "android", "react-native", "kotlin", "swift", "flutter", "xamarin"];
-    if MOBILE.iter().any(|m| name.contains(m)) { "mobile" } else { "server" }
 }
 
 /// `context` with `"ip"` added as its first member.
@@ -861,7 +967,11 @@ fn reserved_properties<'a>(properties: &'a str, warnings: &mut Vec<Issue>) -> Co
 /// `"$19.99"`, `"19.99"`, `" 1,299.50 "` → the number as JSON text; `None` if not numeric.
 fn numeric_string(text: &str) -> Option<String> {
     let cleaned: String = text.trim().trim_start_matches('$').chars().filter(|c| *c != ',').collect();
-    let number: f64 = cleaned.trim().parse().ok()?;
+    let cleaned = cleaned.trim();
+    if let Ok(integer) = cleaned.parse::<i64>() {
+        return Some(integer.to_string());
+    }
+    let number: f64 = cleaned.parse().ok()?;
     if !number.is_finite() {
         return None;
     }

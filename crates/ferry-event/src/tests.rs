@@ -271,9 +271,15 @@ fn reserved_properties_warn_but_never_reject() {
     assert_eq!(props, json!({"revenue":19.99,"currency":"EUR","value":5}));
     assert!(codes.is_empty());
     let (props, codes, event) = run_props(r#"{"revenue":"$19.99","value":"7","other":1}"#);
-    assert_eq!(props, json!({"revenue":19.99,"value":7.0,"other":1}));
+    assert_eq!(props, json!({"revenue":19.99,"value":7,"other":1}));
     assert_eq!(codes, ["revenue_not_number", "value_not_number"]);
     assert_eq!(event["_ferry"]["warnings"][0]["field"], "properties.revenue");
+    let (props, codes, _) = run_props(r#"{"revenue":" 1,299.50 ","currency":"USD"}"#);
+    assert_eq!(props, json!({"revenue":1299.5,"currency":"USD"}));
+    assert_eq!(codes, ["revenue_not_number"]);
+    // Identify has no reserved properties.
+    let event = one(r#"{"userId":"u","properties":{"revenue":"x"}}"#, Route::Single(CallType::Identify));
+    assert!(event.get("_ferry").is_none());
     let (props, codes, _) = run_props(r#"{"revenue":"lots","currency":"euro"}"#);
     assert_eq!(props, json!({"revenue":"lots","currency":"euro"}));
     assert_eq!(codes, ["invalid_revenue", "invalid_currency"]);
@@ -350,4 +356,82 @@ fn every_real_client_capture_is_accepted_whole() {
         }
     }
     assert!(events >= 60, "only {events} events in the captures");
+}
+
+#[test]
+fn fields_checked_for_one_call_pass_through_on_others() {
+    let event = one(r#"{"event":"E","userId":"u","groupId":"g","previousId":7}"#, TRACK);
+    assert_eq!(event["groupId"], "g");
+    assert_eq!(event["previousId"], 7);
+    let event = one(r#"{"userId":"u","event":"Viewed","name":"Home"}"#, Route::Single(CallType::Page));
+    assert_eq!(event["event"], "Viewed");
+    assert_eq!(event["name"], "Home");
+}
+
+#[test]
+fn original_timestamp_is_used_only_without_timestamp() {
+    let body = r#"{"event":"E","userId":"u","timestamp":"2026-11-28T10:00:00Z","originalTimestamp":"garbage"}"#;
+    assert_eq!(one(body, TRACK)["originalTimestamp"], "2026-11-28T10:00:00.000Z");
+    let body = r#"{"event":"E","userId":"u","originalTimestamp":"2026-11-28T09:00:00.123456-01:00"}"#;
+    assert_eq!(one(body, TRACK)["originalTimestamp"], "2026-11-28T10:00:00.123Z");
+    let body = r#"{"event":"E","userId":"u","originalTimestamp":"garbage"}"#;
+    assert_eq!(rejected_code(body, TRACK), "invalid_timestamp");
+}
+
+#[test]
+fn envelope_context_must_be_an_object() {
+    for body in [r#"{"batch":[],"context":"x"}"#, r#"{"batch":[],"integrations":[1]}"#] {
+        assert_eq!(run(body, Route::Batch, None).err().unwrap().code, "invalid_batch");
+    }
+    // null is absent.
+    assert!(run(r#"{"batch":[],"context":null}"#, Route::Batch, None).is_ok());
+}
+
+#[test]
+fn channel_is_inferred_from_the_library() {
+    let channel = |library: &str| {
+        let body = format!(r#"{{"event":"E","userId":"u","context":{{"library":{{"name":"{library}"}}}}}}"#);
+        one(&body, TRACK)["channel"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(channel("analytics.js"), "browser");
+    assert_eq!(channel("RudderLabs JavaScript SDK"), "browser");
+    for mobile in [
+        "analytics-ios",
+        "analytics-android",
+        "analytics-react-native",
+        "analytics-kotlin",
+        "analytics-swift",
+        "analytics-flutter",
+    ] {
+        assert_eq!(channel(mobile), "mobile", "{mobile}");
+    }
+    for server in ["analytics-python", "@segment/analytics-node", "analytics-ruby", "rudder-sdk-node"] {
+        assert_eq!(channel(server), "server", "{server}");
+    }
+    assert_eq!(one(r#"{"event":"E","userId":"u"}"#, TRACK)["channel"], "server");
+}
+
+#[test]
+fn pixel_data_parses_as_a_single_call() {
+    // The HTTP layer base64-decodes `data`; the JSON is one call of the path's type.
+    let event = one(r#"{"writeKey":"wk","event":"Opened Email","userId":"u"}"#, TRACK);
+    assert_eq!(event["type"], "track");
+    assert!(event.get("writeKey").is_none());
+}
+
+#[test]
+fn fuzz_entry_point_survives_hostile_input() {
+    let deep = "[".repeat(10_000);
+    let deep_object = r#"{"a":"#.repeat(10_000);
+    for input in [
+        b"".as_slice(),
+        b"\xff\xfe",
+        deep.as_bytes(),
+        deep_object.as_bytes(),
+        br#"{"batch":[1,"x",null,[],{"type":"track"},{"type":"track","event":"E","userId":"u","messageId":5}]}"#,
+        br#"{"event":"E","userId":"u","context":{"library":{"name":"analytics.js"}},"properties":{"revenue":"$1"}}"#,
+        br#"{"event":"E","userId":"u","timestamp":"-009999-01-01T00:00:00Z","sentAt":"9999-12-31T23:59:59Z"}"#,
+    ] {
+        fuzz_one(input);
+    }
 }

@@ -505,13 +505,16 @@ pub struct Processed {
 pub fn process(parsed: Parsed<'_>, ctx: &mut Ctx<'_>) -> Processed {
     let mut processed = Processed::default();
     let received_at = format_time(ctx.received_at);
+    let ip = ctx.client_ip.map(|ip| ip.to_string());
+    let shared =
+        Shared { route: parsed.route, envelope: &parsed.envelope, received_at: &received_at, ip: ip.as_deref() };
     for (index, item) in parsed.items.iter().enumerate() {
         let message_id = item.fields.as_ref().and_then(|f| f.get("messageId")).and_then(|raw| match kind(raw) {
             Kind::String => as_str(raw).map(Cow::into_owned),
             Kind::Number => Some(raw.get().to_owned()),
             _ => None,
         });
-        match build(parsed.route, item, &parsed.envelope, ctx, &received_at) {
+        match build(&shared, item, ctx) {
             Ok(built) => processed.accepted.push(Accepted {
                 index,
                 message_id: built.message_id,
@@ -560,13 +563,18 @@ const HANDLED: &[&str] = &[
     "_ferry",
 ];
 
-fn build(
+/// What every item of one request shares, rendered once.
+struct Shared<'r, 'a> {
     route: Route,
-    item: &Item<'_>,
-    envelope: &Envelope<'_>,
-    ctx: &mut Ctx<'_>,
-    received_at: &str,
-) -> Result<Built, Issue> {
+    envelope: &'r Envelope<'a>,
+    /// `receivedAt` as stored.
+    received_at: &'r str,
+    /// The client's address as text.
+    ip: Option<&'r str>,
+}
+
+fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<Built, Issue> {
+    let Shared { route, envelope, received_at, .. } = *shared;
     let size = item.size();
     if size > ctx.limits.max_event_bytes {
         let message = format!("the event is {size} bytes; at most {} are allowed", ctx.limits.max_event_bytes);
@@ -670,7 +678,7 @@ fn build(
     let context = merge_objects(context, envelope.context);
     let peek = context.as_deref().map(peek_context).unwrap_or_default();
     let client_side = peek.direct || library_channel(peek.library.as_deref()) != "server";
-    let context = match (context, ctx.client_ip) {
+    let context = match (context, shared.ip) {
         (Some(context), Some(ip)) if client_side && !peek.has_ip => Some(Cow::Owned(with_ip(&context, ip))),
         (context, _) => context,
     };
@@ -729,30 +737,42 @@ fn build(
         None => w.string("channel", library_channel(peek.library.as_deref())),
     }
     if let Some(original) = original {
-        w.string("originalTimestamp", &format_time(original));
+        w.time("originalTimestamp", original);
     }
     if let Some(sent) = sent_at {
-        w.string("sentAt", &format_time(sent));
+        w.time("sentAt", sent);
     }
-    w.string("timestamp", &format_time(timestamp));
+    w.time("timestamp", timestamp);
     w.string("receivedAt", received_at);
     w.raw("version", "2");
     w.string("sourceId", ctx.source_id);
     if !warnings.is_empty() {
         w.raw("_ferry", &warnings_json(&warnings));
     }
-    let mut seen = HashSet::new();
-    let passthrough: Vec<_> = fields
-        .members
-        .iter()
-        .rev()
-        .filter(|(key, _)| !HANDLED.contains(&key.as_ref()) && seen.insert(key.as_ref()))
-        .collect();
-    for (key, raw) in passthrough.into_iter().rev() {
-        w.raw(key, raw.get());
-    }
+    write_passthrough(&mut w, &fields.members);
     out.push(b'}');
     Ok(Built { message_id, json: out, warnings })
+}
+
+/// Write the members the canonical event does not handle itself, as sent; of duplicate
+/// keys only the last, at its place.
+fn write_passthrough(w: &mut Writer<'_>, members: &[(Cow<'_, str>, &RawValue)]) {
+    let unknown = |key: &str| !HANDLED.contains(&key);
+    if members.len() <= 64 {
+        // Few members: a scan of the later ones beats hashing.
+        for (i, (key, raw)) in members.iter().enumerate() {
+            if unknown(key) && !members[i + 1..].iter().any(|(later, _)| later == key) {
+                w.raw(key, raw.get());
+            }
+        }
+        return;
+    }
+    let mut seen = HashSet::new();
+    let mut last: Vec<_> = members.iter().rev().filter(|(key, _)| unknown(key) && seen.insert(key.as_ref())).collect();
+    last.reverse();
+    for (key, raw) in last {
+        w.raw(key, raw.get());
+    }
 }
 
 /// Writes `"key":value` members, commas between them.
@@ -780,9 +800,23 @@ impl Writer<'_> {
         self.key(key);
         self.out.extend_from_slice(raw_json.as_bytes());
     }
+
+    fn time(&mut self, key: &str, ts: jiff::Timestamp) {
+        self.key(key);
+        self.out.push(b'"');
+        write_time(self.out, ts);
+        self.out.push(b'"');
+    }
 }
 
 fn write_json_string(out: &mut Vec<u8>, value: &str) {
+    // Most keys and ids need no escaping: copy them between quotes.
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Serializing a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, value);
 }
@@ -820,11 +854,48 @@ pub fn parse_time(text: &str) -> Option<jiff::Timestamp> {
     jiff::tz::TimeZone::UTC.to_timestamp(civil).ok()
 }
 
-/// UTC ISO-8601 with milliseconds, truncating finer precision.
+/// UTC ISO-8601 with milliseconds, truncating finer precision: `2026-11-28T10:37:14.724Z`.
 pub fn format_time(ts: jiff::Timestamp) -> String {
-    let millis = ts.as_millisecond();
-    let ts = jiff::Timestamp::from_millisecond(millis).unwrap_or(ts);
-    format!("{ts:.3}")
+    let mut out = Vec::with_capacity(24);
+    write_time(&mut out, ts);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`format_time`] into a buffer, without going through `fmt` for years 0 to 9999.
+fn write_time(out: &mut Vec<u8>, ts: jiff::Timestamp) {
+    let dt = jiff::tz::Offset::UTC.to_datetime(ts);
+    let Ok(year) = u32::try_from(dt.year()) else {
+        // Negative years keep jiff's own signed six-digit spelling.
+        let ts = jiff::Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts);
+        out.extend_from_slice(format!("{ts:.3}").as_bytes());
+        return;
+    };
+    push_digits(out, year, 4);
+    // Every part is non-negative and within its width, so the casts cannot wrap.
+    let parts = [
+        (b'-', dt.month() as u32, 2),
+        (b'-', dt.day() as u32, 2),
+        (b'T', dt.hour() as u32, 2),
+        (b':', dt.minute() as u32, 2),
+        (b':', dt.second() as u32, 2),
+        (b'.', dt.subsec_nanosecond() as u32 / 1_000_000, 3),
+    ];
+    for (separator, value, width) in parts {
+        out.push(separator);
+        push_digits(out, value, width);
+    }
+    out.push(b'Z');
+}
+
+/// `value` as exactly `width` (at most 4) decimal digits, zero-padded.
+fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
+    let mut buf = [b'0'; 4];
+    let mut rest = value;
+    for slot in buf[..width].iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&buf[..width]);
 }
 
 /// Merge two raw objects key by key (the item's keys win); either may be absent.
@@ -864,6 +935,33 @@ struct ContextPeek {
 }
 
 fn peek_context(context: &str) -> ContextPeek {
+    /// The three members looked at; the rest are skipped without being decoded.
+    #[derive(serde::Deserialize)]
+    struct Typed<'a> {
+        #[serde(borrow, default)]
+        library: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        ip: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        direct: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Library<'a> {
+        #[serde(borrow, default)]
+        name: Option<&'a RawValue>,
+    }
+    // The typed peek refuses duplicate keys; then the slower member list decides.
+    if let Ok(typed) = serde_json::from_str::<Typed<'_>>(context) {
+        let library = typed
+            .library
+            .and_then(|raw| serde_json::from_str::<Library<'_>>(raw.get()).ok())
+            .and_then(|lib| lib.name.and_then(as_str).map(Cow::into_owned));
+        return ContextPeek {
+            library,
+            has_ip: typed.ip.is_some_and(|raw| raw.get() != "null"),
+            direct: typed.direct.is_some_and(|raw| raw.get() == "true"),
+        };
+    }
     let Ok(fields) = Fields::parse(context) else { return ContextPeek::default() };
     let library = fields
         .get("library")
@@ -894,10 +992,16 @@ fn library_channel(library: Option<&str>) -> &'static str {
 }
 
 /// `context` with `"ip"` added as its first member.
-fn with_ip(context: &str, ip: IpAddr) -> String {
+fn with_ip(context: &str, ip: &str) -> String {
     let rest = context.trim_start().strip_prefix('{').unwrap_or("}");
     let separator = if rest.trim_start().starts_with('}') { "" } else { "," };
-    format!("{{\"ip\":\"{ip}\"{separator}{rest}")
+    let mut out = String::with_capacity(context.len() + ip.len() + 8);
+    out.push_str("{\"ip\":\"");
+    out.push_str(ip);
+    out.push('"');
+    out.push_str(separator);
+    out.push_str(rest);
+    out
 }
 
 /// Check `revenue`, `value` and `currency`; numeric strings become numbers (with a warning).

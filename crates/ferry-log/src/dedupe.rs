@@ -1,18 +1,44 @@
-//! The dedupe index: "was this key appended within the last W?".
+//! The dedupe index: "was this key appended within the last W?", exact, bounded in memory,
+//! surviving restarts.
 //!
 //! Keys are 128-bit xxh3 hashes of the caller's key bytes (message ids): with n ids in the
 //! window the chance of any false positive is about n² / 2¹²⁹ (10⁻²⁰ for a billion ids),
-//! so the index is exact for practical purposes. It lives in memory: a hash set of the
-//! hashes plus a queue in append order for expiry, about 46 bytes per id (46 MB per million
-//! ids). It is rebuilt on open from the key sections of the chunk frames inside the window
-//! (frames keep keys uncompressed, so no payload is decompressed), which is why retention
-//! keeps every chunk younger than the window.
+//! so the index is exact for practical purposes. It has two layers:
 //!
-//! Memory is bounded by `max_ids`: when the window holds more ids than that, the oldest
-//! are forgotten early and counted in [`Dedupe::evicted_early`]; the effective window is
-//! then shorter than configured, never longer.
+//! - **Recent, in memory**: a hash set of the newest keys plus a queue in append order,
+//!   about 46 bytes per key, at most `max_ids` keys (20 M by default: about 0.9 GB).
+//! - **Older, on disk**: when the recent layer is full, its oldest keys (up to 1 M at a
+//!   time) are sorted and written to a run file `<dir>/<max ms>-<seq>.run`, fsync'd, and
+//!   dropped from memory. In memory each run keeps only a sparse index (one key in 4,096),
+//!   and one cuckoo filter with 16-bit fingerprints covers every run key: about 2–4 bytes
+//!   of RAM per key on disk (16 bytes on disk). A lookup that misses the recent layer asks
+//!   the filter; only on a filter hit (a real duplicate, or about 1 in 5,000 fresh keys)
+//!   are the runs searched (a binary search in the sparse index and one read of a block).
+//!   A run is deleted, and its keys removed from the filter, once all its keys are older
+//!   than the window.
+//!
+//! On open the runs are loaded (their keys re-read to rebuild the filter) and the recent
+//! layer is rebuilt by the log from the key slots of frames appended since the newest run.
+//! Without a directory (tests, benchmarks) the index is memory-only and, when full, forgets
+//! its oldest keys early, counting them in [`Dedupe::evicted_early`].
+//!
+//! Run file, version 1: magic `FRYDEDUP`, version (u32 LE), 4 reserved bytes, key count
+//! (u64), oldest and newest append time in ms (u64 each), the keys sorted ascending
+//! (16 bytes LE each), then a CRC-32 of everything before it (u32 LE).
 
 use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const RUN_MAGIC: &[u8; 8] = b"FRYDEDUP";
+const RUN_VERSION: u32 = 1;
+const RUN_HEADER_LEN: u64 = 40;
+/// Keys moved to disk at a time: sorting and writing them stalls the writer ~0.1 s.
+const SPILL_KEYS: usize = 1 << 20;
+/// One key in this many is kept in memory per run.
+const SPARSE_EVERY: usize = 4096;
 
 pub struct Dedupe {
     window_ms: u64,
@@ -20,11 +46,11 @@ pub struct Dedupe {
     seen: HashSet<u128, xxhash_rust::xxh3::Xxh3Builder>,
     order: VecDeque<(u64, u128)>,
     evicted_early: u64,
+    disk: Option<DiskLayer>,
 }
 
-/// A hasher for keys that are already uniform 128-bit hashes would be ideal; xxh3 of 16
-/// bytes is a few nanoseconds, cheap enough.
 impl Dedupe {
+    /// A memory-only index (it forgets its oldest keys early when full).
     pub fn new(window_ms: u64, max_ids: usize) -> Dedupe {
         Dedupe {
             window_ms,
@@ -32,27 +58,71 @@ impl Dedupe {
             seen: HashSet::with_hasher(xxhash_rust::xxh3::Xxh3Builder::new()),
             order: VecDeque::new(),
             evicted_early: 0,
+            disk: None,
         }
     }
 
-    /// Whether `key` was inserted within the window before `now_ms`.
+    /// An index that moves its older keys to run files in `dir`, loading the runs there.
+    pub fn open(dir: &Path, window_ms: u64, max_ids: usize, now_ms: u64) -> io::Result<Dedupe> {
+        let mut dedupe = Dedupe::new(window_ms, max_ids);
+        dedupe.disk = Some(DiskLayer::open(dir, now_ms.saturating_sub(window_ms))?);
+        Ok(dedupe)
+    }
+
+    /// The newest append time covered by run files: the log rebuilds the recent layer from
+    /// frames appended at or after it.
+    pub fn disk_covers_until_ms(&self) -> Option<u64> {
+        self.disk.as_ref().and_then(|d| d.runs.iter().map(|r| r.max_ms).max())
+    }
+
+    /// Whether `key` was inserted within the window.
     pub fn contains(&self, key: u128) -> bool {
-        self.seen.contains(&key)
+        self.seen.contains(&key) || self.disk.as_ref().is_some_and(|d| d.contains(key))
     }
 
     /// Remember `key` as appended at `now_ms`. Returns false if it was already there.
     pub fn insert(&mut self, key: u128, now_ms: u64) -> bool {
-        if !self.seen.insert(key) {
+        if self.contains(key) {
             return false;
         }
+        self.seen.insert(key);
         self.order.push_back((now_ms, key));
-        while self.order.len() > self.max_ids {
-            if let Some((_, old)) = self.order.pop_front() {
-                self.seen.remove(&old);
-                self.evicted_early += 1;
-            }
+        if self.order.len() > self.max_ids {
+            self.make_room();
         }
         true
+    }
+
+    /// Insert while rebuilding from the log: no duplicate check against the disk layer.
+    pub fn restore(&mut self, key: u128, appended_ms: u64) {
+        if self.seen.insert(key) {
+            self.order.push_back((appended_ms, key));
+            if self.order.len() > self.max_ids {
+                self.make_room();
+            }
+        }
+    }
+
+    fn make_room(&mut self) {
+        let n = (self.order.len() - self.max_ids).max(SPILL_KEYS.min(self.max_ids / 2).max(1));
+        let oldest: Vec<(u64, u128)> = self.order.drain(..n.min(self.order.len())).collect();
+        for (_, key) in &oldest {
+            self.seen.remove(key);
+        }
+        match &mut self.disk {
+            Some(disk) => {
+                if let Err(error) = disk.spill(&oldest) {
+                    // The keys stay findable: put them back, and let memory grow past the cap
+                    // rather than forget them.
+                    tracing::error!(%error, "cannot write a dedupe run; keeping its keys in memory");
+                    for (at, key) in oldest.into_iter().rev() {
+                        self.seen.insert(key);
+                        self.order.push_front((at, key));
+                    }
+                }
+            }
+            None => self.evicted_early += oldest.len() as u64,
+        }
     }
 
     /// Undo the last `n` inserts (their records could not be written).
@@ -74,8 +144,14 @@ impl Dedupe {
             self.order.pop_front();
             self.seen.remove(&key);
         }
+        if let Some(disk) = &mut self.disk
+            && let Err(error) = disk.expire(horizon)
+        {
+            tracing::warn!(%error, "cannot delete an expired dedupe run");
+        }
     }
 
+    /// Keys in the recent (memory) layer.
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -84,8 +160,254 @@ impl Dedupe {
         self.order.is_empty()
     }
 
+    /// Keys in run files.
+    pub fn disk_len(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.runs.iter().map(|r| r.count).sum())
+    }
+
     pub fn evicted_early(&self) -> u64 {
         self.evicted_early
+    }
+}
+
+struct Run {
+    path: PathBuf,
+    count: u64,
+    max_ms: u64,
+    /// Every `SPARSE_EVERY`th key, for finding the block to read.
+    sparse: Vec<u128>,
+}
+
+struct DiskLayer {
+    dir: PathBuf,
+    runs: Vec<Run>,
+    filter: Cuckoo,
+    seq: u64,
+}
+
+impl DiskLayer {
+    fn open(dir: &Path, horizon_ms: u64) -> io::Result<DiskLayer> {
+        std::fs::create_dir_all(dir)?;
+        let mut layer = DiskLayer { dir: dir.to_owned(), runs: Vec::new(), filter: Cuckoo::new(1 << 16), seq: 0 };
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "run"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let (header, keys) = read_run(&path)?;
+            layer.seq = layer.seq.max(header.seq_hint(&path) + 1);
+            if header.max_ms < horizon_ms {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            let sparse = keys.iter().step_by(SPARSE_EVERY).copied().collect();
+            layer.runs.push(Run { path, count: header.count, max_ms: header.max_ms, sparse });
+            layer.add_to_filter(&keys)?;
+        }
+        Ok(layer)
+    }
+
+    /// Add a run's keys to the filter (the run is already in `self.runs`); when the
+    /// filter fills up, rebuild it twice as large from every run file.
+    fn add_to_filter(&mut self, keys: &[u128]) -> io::Result<()> {
+        for key in keys {
+            if !self.filter.insert(*key) {
+                return self.rebuild_filter();
+            }
+        }
+        Ok(())
+    }
+
+    fn rebuild_filter(&mut self) -> io::Result<()> {
+        let mut keys = Vec::new();
+        for run in &self.runs {
+            keys.extend(read_run(&run.path)?.1);
+        }
+        let mut buckets = self.filter.buckets.len() * 2;
+        'grow: loop {
+            let mut bigger = Cuckoo::new(buckets);
+            for key in &keys {
+                if !bigger.insert(*key) {
+                    buckets *= 2;
+                    continue 'grow;
+                }
+            }
+            self.filter = bigger;
+            return Ok(());
+        }
+    }
+
+    fn contains(&self, key: u128) -> bool {
+        if !self.filter.contains(key) {
+            return false;
+        }
+        self.runs.iter().rev().any(|run| run_contains(run, key).unwrap_or(true))
+    }
+
+    /// Write `entries` (oldest first) as one sorted run, durably, then index it.
+    fn spill(&mut self, entries: &[(u64, u128)]) -> io::Result<()> {
+        let min_ms = entries.first().map_or(0, |e| e.0);
+        let max_ms = entries.last().map_or(0, |e| e.0);
+        let mut keys: Vec<u128> = entries.iter().map(|e| e.1).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let path = self.dir.join(format!("{max_ms:020}-{:010}.run", self.seq));
+        self.seq += 1;
+        let mut bytes = Vec::with_capacity(RUN_HEADER_LEN as usize + keys.len() * 16 + 4);
+        bytes.extend_from_slice(RUN_MAGIC);
+        bytes.extend_from_slice(&RUN_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&min_ms.to_le_bytes());
+        bytes.extend_from_slice(&max_ms.to_le_bytes());
+        for key in &keys {
+            bytes.extend_from_slice(&key.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let tmp = path.with_extension("tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        let sparse = keys.iter().step_by(SPARSE_EVERY).copied().collect();
+        self.runs.push(Run { path, count: keys.len() as u64, max_ms, sparse });
+        self.add_to_filter(&keys)
+    }
+
+    fn expire(&mut self, horizon_ms: u64) -> io::Result<()> {
+        while let Some(i) = self.runs.iter().position(|r| r.max_ms < horizon_ms) {
+            let run = self.runs.remove(i);
+            let (_, keys) = read_run(&run.path)?;
+            for key in keys {
+                self.filter.remove(key);
+            }
+            std::fs::remove_file(&run.path)?;
+        }
+        Ok(())
+    }
+}
+
+struct RunHeader {
+    count: u64,
+    max_ms: u64,
+}
+
+impl RunHeader {
+    fn seq_hint(&self, path: &Path) -> u64 {
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        stem.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+}
+
+fn read_run(path: &Path) -> io::Result<(RunHeader, Vec<u128>)> {
+    let mut bytes = Vec::new();
+    File::open(path)?.read_to_end(&mut bytes)?;
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("dedupe run {}: {why}", path.display()));
+    if bytes.len() < RUN_HEADER_LEN as usize + 4 || &bytes[0..8] != RUN_MAGIC {
+        return Err(bad("not a dedupe run"));
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap_or_default());
+    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or_default());
+    if u32_at(8) != RUN_VERSION {
+        return Err(bad("unsupported version"));
+    }
+    let count = u64_at(16);
+    let body_end = bytes.len() - 4;
+    if (body_end as u64) != RUN_HEADER_LEN + count * 16 || crc32fast::hash(&bytes[..body_end]) != u32_at(body_end) {
+        return Err(bad("checksum mismatch"));
+    }
+    let keys = bytes[RUN_HEADER_LEN as usize..body_end]
+        .chunks_exact(16)
+        .map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default()))
+        .collect();
+    Ok((RunHeader { count, max_ms: u64_at(32) }, keys))
+}
+
+/// Binary search of one run: the sparse index picks a block, one read fetches it.
+fn run_contains(run: &Run, key: u128) -> io::Result<bool> {
+    let block = run.sparse.partition_point(|k| *k <= key);
+    if block == 0 {
+        return Ok(false);
+    }
+    let first = (block - 1) * SPARSE_EVERY;
+    let len = SPARSE_EVERY.min(run.count as usize - first);
+    let mut bytes = vec![0u8; len * 16];
+    File::open(&run.path)?.read_exact_at(&mut bytes, RUN_HEADER_LEN + first as u64 * 16)?;
+    let keys: Vec<u128> =
+        bytes.chunks_exact(16).map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default())).collect();
+    Ok(keys.binary_search(&key).is_ok())
+}
+
+/// A cuckoo filter: 4 slots of 16-bit fingerprints per bucket; supports removal.
+struct Cuckoo {
+    buckets: Vec<[u16; 4]>,
+    victim_seed: u64,
+}
+
+impl Cuckoo {
+    fn new(buckets: usize) -> Cuckoo {
+        Cuckoo { buckets: vec![[0; 4]; buckets.next_power_of_two()], victim_seed: 0x9e37_79b9_7f4a_7c15 }
+    }
+
+    fn mask(&self) -> usize {
+        self.buckets.len() - 1
+    }
+
+    fn fingerprint_and_index(&self, key: u128) -> (u16, usize) {
+        let low = key as u64;
+        let fingerprint = ((key >> 64) as u16) | 1;
+        (fingerprint, (low as usize) & self.mask())
+    }
+
+    fn alt(&self, index: usize, fingerprint: u16) -> usize {
+        (index ^ (u64::from(fingerprint).wrapping_mul(0x5bd1_e995_5bd1_e995) as usize)) & self.mask()
+    }
+
+    fn contains(&self, key: u128) -> bool {
+        let (fp, i1) = self.fingerprint_and_index(key);
+        let i2 = self.alt(i1, fp);
+        self.buckets[i1].contains(&fp) || self.buckets[i2].contains(&fp)
+    }
+
+    /// False when full (the caller grows the filter).
+    fn insert(&mut self, key: u128) -> bool {
+        let (mut fp, i1) = self.fingerprint_and_index(key);
+        let i2 = self.alt(i1, fp);
+        for i in [i1, i2] {
+            if let Some(slot) = self.buckets[i].iter_mut().find(|s| **s == 0) {
+                *slot = fp;
+                return true;
+            }
+        }
+        let mut i = i1;
+        for _ in 0..500 {
+            self.victim_seed ^= self.victim_seed << 13;
+            self.victim_seed ^= self.victim_seed >> 7;
+            self.victim_seed ^= self.victim_seed << 17;
+            let slot = (self.victim_seed % 4) as usize;
+            std::mem::swap(&mut fp, &mut self.buckets[i][slot]);
+            i = self.alt(i, fp);
+            if let Some(empty) = self.buckets[i].iter_mut().find(|s| **s == 0) {
+                *empty = fp;
+                return true;
+            }
+        }
+        // Full: one fingerprint is now homeless, so the caller rebuilds from the runs.
+        false
+    }
+
+    fn remove(&mut self, key: u128) {
+        let (fp, i1) = self.fingerprint_and_index(key);
+        let i2 = self.alt(i1, fp);
+        for i in [i1, i2] {
+            if let Some(slot) = self.buckets[i].iter_mut().find(|s| **s == fp) {
+                *slot = 0;
+                return;
+            }
+        }
     }
 }
 
@@ -118,14 +440,82 @@ mod tests {
     }
 
     #[test]
-    fn memory_cap_evicts_oldest_first_and_counts_it() {
-        let mut d = Dedupe::new(u64::MAX, 3);
-        for k in 0..5 {
+    fn memory_only_cap_evicts_oldest_first_and_counts_it() {
+        let mut d = Dedupe::new(u64::MAX, 4);
+        for k in 0..6 {
             d.insert(k, k as u64);
         }
-        assert_eq!(d.len(), 3);
-        assert!(!d.contains(0) && !d.contains(1));
-        assert!(d.contains(4));
-        assert_eq!(d.evicted_early(), 2);
+        assert!(d.len() <= 4);
+        assert!(!d.contains(0));
+        assert!(d.contains(5));
+        assert!(d.evicted_early() >= 2);
+    }
+
+    fn key(i: u64) -> u128 {
+        xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes())
+    }
+
+    #[test]
+    fn keys_beyond_the_memory_cap_go_to_disk_and_stay_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Dedupe::open(dir.path(), 1_000_000, 2_000, 0).unwrap();
+        for i in 0..20_000u64 {
+            assert!(d.insert(key(i), i), "fresh key {i} reported as a duplicate");
+        }
+        assert!(d.len() <= 2_000);
+        assert!(d.disk_len() >= 18_000);
+        assert_eq!(d.evicted_early(), 0);
+        // Every key is still found: no false negatives.
+        for i in 0..20_000u64 {
+            assert!(d.contains(key(i)), "key {i} forgotten");
+            assert!(!d.insert(key(i), 20_000), "key {i} accepted twice");
+        }
+        // And fresh keys are not: no false positives.
+        for i in 20_000..40_000u64 {
+            assert!(!d.contains(key(i)));
+        }
+        // Runs survive a restart.
+        drop(d);
+        let d = Dedupe::open(dir.path(), 1_000_000, 2_000, 20_000).unwrap();
+        assert!(d.contains(key(5)));
+        assert!(d.disk_covers_until_ms().unwrap() >= 16_000);
+        // Expired runs are deleted and their keys forgotten.
+        let mut d = d;
+        d.expire(1_000_000 + 10_000);
+        assert!(!d.contains(key(5)));
+        assert!(d.contains(key(15_000)), "a run inside the window was deleted");
+    }
+
+    /// The run file format, version 1, byte for byte (`UPDATE_EXPECT=1` rewrites it).
+    #[test]
+    fn golden_run_v1() {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1/dedupe.run");
+        let dir = tempfile::tempdir().unwrap();
+        let mut layer = DiskLayer::open(dir.path(), 0).unwrap();
+        let entries: Vec<(u64, u128)> = (0..5u64).map(|i| (1_795_862_235_000 + i, key(i))).collect();
+        layer.spill(&entries).unwrap();
+        let written = std::fs::read(&layer.runs[0].path).unwrap();
+        if std::env::var_os("UPDATE_EXPECT").is_some() {
+            std::fs::write(&golden, &written).unwrap();
+        }
+        assert_eq!(written, std::fs::read(&golden).unwrap(), "dedupe run format changed");
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(&golden, copy.path().join("00000001795862235004-0000000000.run")).unwrap();
+        let d = Dedupe::open(copy.path(), u64::MAX, 10, 1_795_862_236_000).unwrap();
+        assert!((0..5).all(|i| d.contains(key(i))));
+        assert!(!d.contains(key(5)));
+    }
+
+    #[test]
+    fn cuckoo_filter_grows_and_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Dedupe::open(dir.path(), u64::MAX, 20_000, 0).unwrap();
+        // More keys than the first filter's 262,144 slots hold.
+        for i in 0..300_000u64 {
+            d.restore(key(i), 1);
+        }
+        for i in (0..300_000u64).step_by(997) {
+            assert!(d.contains(key(i)));
+        }
     }
 }

@@ -16,8 +16,9 @@
 //!
 //! # On-disk format, version 1
 //!
-//! A log directory holds chunk files `<base offset, 20 digits>.chunk`, `cursors.json`
-//! and a `LOCK` file (held with an advisory lock by the one process writing).
+//! A log directory holds chunk files `<base offset, 20 digits>.chunk`, `cursors.json`,
+//! the dedupe index's run files in `dedupe/` (format in the `dedupe` module) and a `LOCK`
+//! file (held with an advisory lock by the one process writing).
 //!
 //! Chunk file: a 32-byte header — magic `FERRYLOG`, format version (u32 LE, 1), 4 reserved
 //! bytes, base offset (u64 LE), creation time in ms since the Unix epoch (u64 LE) — then
@@ -93,7 +94,8 @@ pub struct LogConfig {
     pub max_disk_bytes: u64,
     /// How long a dedupe key is remembered (24 h by default, up to 30 days).
     pub dedupe_window: Duration,
-    /// At most this many keys are held in memory (about 46 bytes each).
+    /// At most this many keys are held in memory (about 46 bytes each); older keys inside
+    /// the window move to run files in `<dir>/dedupe/` (2–4 bytes of RAM each).
     pub dedupe_max_ids: usize,
     /// Milliseconds since the Unix epoch; replaceable for tests.
     pub clock: fn() -> u64,
@@ -248,19 +250,23 @@ impl Log {
         let next_offset = chunks.last().map_or(0, Chunk::end_offset);
         let now = (config.clock)();
         let window_ms = config.dedupe_window.as_millis() as u64;
-        let mut dedupe = dedupe::Dedupe::new(window_ms, config.dedupe_max_ids);
+        let dedupe_dir = dir.join("dedupe");
+        let mut dedupe =
+            dedupe::Dedupe::open(&dedupe_dir, window_ms, config.dedupe_max_ids, now).map_err(io_err(&dedupe_dir))?;
+        // The run files hold keys appended before this time; rebuild the rest from the log.
+        let rebuild_from = dedupe.disk_covers_until_ms().unwrap_or(0).max(now.saturating_sub(window_ms));
         for chunk in &chunks {
-            if chunk.last_append_ms() + window_ms < now {
+            if chunk.last_append_ms() < rebuild_from {
                 continue;
             }
             let file = File::open(&chunk.path).map_err(io_err(&chunk.path))?;
             for frame in &chunk.frames {
-                if frame.header.appended_ms + window_ms < now {
+                if frame.header.appended_ms < rebuild_from {
                     continue;
                 }
                 let body = chunk::read_frame(&file, &chunk.path, frame).map_err(io_err(&chunk.path))?;
                 for key in format::decode_keys(&frame.header, &body).into_iter().flatten() {
-                    dedupe.insert(key, frame.header.appended_ms);
+                    dedupe.restore(key, frame.header.appended_ms);
                 }
             }
         }
@@ -382,6 +388,7 @@ impl Log {
     }
 
     /// Dedupe keys held in memory, and keys forgotten early because of the memory cap.
+    /// (The memory layer; keys in run files are not counted here.)
     pub fn dedupe_stats(&self) -> (u64, u64) {
         (self.shared.dedupe_len.load(Ordering::Relaxed), self.shared.dedupe_evicted.load(Ordering::Relaxed))
     }

@@ -68,6 +68,24 @@ fn duplicate_keys_are_not_stored_twice_even_within_one_group() {
 }
 
 #[test]
+fn dedupe_beyond_the_memory_cap_is_exact_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { dedupe_max_ids: 100, chunk_bytes: 1 << 20, ..config(dir.path()) };
+    let (log, _) = Log::open(cfg.clone()).unwrap();
+    let records = |range: std::ops::Range<u32>| range.map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
+    for chunk in 0..10 {
+        let answers = log.append_blocking(records(chunk * 100..(chunk + 1) * 100)).unwrap();
+        assert!(answers.iter().all(|a| matches!(a, Appended::At(_))));
+    }
+    assert_eq!(log.dedupe_stats().1, 0, "nothing may be forgotten early with a dedupe directory");
+    assert!(log.append_blocking(records(0..1000)).unwrap().iter().all(|a| *a == Appended::Duplicate));
+    log.close();
+    let (log, _) = Log::open(cfg).unwrap();
+    assert!(log.append_blocking(records(0..1000)).unwrap().iter().all(|a| *a == Appended::Duplicate));
+    assert_eq!(log.append_blocking(records(1000..1001)).unwrap(), [Appended::At(1000)]);
+}
+
+#[test]
 fn dedupe_window_expires() {
     let _guard = CLOCK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();

@@ -503,17 +503,12 @@ pub struct Processed {
 
 /// Validate and enrich every item of a parsed request.
 pub fn process(parsed: Parsed<'_>, ctx: &mut Ctx<'_>) -> Processed {
-    let mut processed = Processed::default();
     let received_at = format_time(ctx.received_at);
     let ip = ctx.client_ip.map(|ip| ip.to_string());
     let shared =
         Shared { route: parsed.route, envelope: &parsed.envelope, received_at: &received_at, ip: ip.as_deref() };
+    let mut processed = Processed { accepted: Vec::with_capacity(parsed.items.len()), rejected: Vec::new() };
     for (index, item) in parsed.items.iter().enumerate() {
-        let message_id = item.fields.as_ref().and_then(|f| f.get("messageId")).and_then(|raw| match kind(raw) {
-            Kind::String => as_str(raw).map(Cow::into_owned),
-            Kind::Number => Some(raw.get().to_owned()),
-            _ => None,
-        });
         match build(&shared, item, ctx) {
             Ok(built) => processed.accepted.push(Accepted {
                 index,
@@ -522,6 +517,13 @@ pub fn process(parsed: Parsed<'_>, ctx: &mut Ctx<'_>) -> Processed {
                 warnings: built.warnings,
             }),
             Err(issue) => {
+                // The caller's messageId, when it has a usable one, to report the item by.
+                let message_id =
+                    item.fields.as_ref().and_then(|f| f.get("messageId")).and_then(|raw| match kind(raw) {
+                        Kind::String => as_str(raw).map(Cow::into_owned),
+                        Kind::Number => Some(raw.get().to_owned()),
+                        _ => None,
+                    });
                 let quarantine_json =
                     quarantine_record(&received_at, ctx.source_id, index, message_id.as_deref(), &issue, &item.json());
                 processed.rejected.push(Rejected { index, message_id, issue, quarantine_json });
@@ -678,10 +680,8 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
     let context = merge_objects(context, envelope.context);
     let peek = context.as_deref().map(peek_context).unwrap_or_default();
     let client_side = peek.direct || library_channel(peek.library.as_deref()) != "server";
-    let context = match (context, shared.ip) {
-        (Some(context), Some(ip)) if client_side && !peek.has_ip => Some(Cow::Owned(with_ip(&context, ip))),
-        (context, _) => context,
-    };
+    // The client's address, to add as the first member of `context`.
+    let add_ip = shared.ip.filter(|_| client_side && !peek.has_ip);
     let integrations = merge_objects(integrations, envelope.integrations);
     let properties = match (call, properties) {
         (CallType::Track | CallType::Page | CallType::Screen, Some(raw)) => {
@@ -728,8 +728,10 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
     if let Some(raw) = traits {
         w.raw("traits", raw.get());
     }
-    if let Some(raw) = &context {
-        w.raw("context", raw);
+    match (&context, add_ip) {
+        (Some(raw), Some(ip)) => w.object_with_ip("context", raw, ip),
+        (Some(raw), None) => w.raw("context", raw),
+        (None, _) => {}
     }
     w.raw("integrations", integrations.as_deref().unwrap_or("{}"));
     match fields.get("channel") {
@@ -799,6 +801,18 @@ impl Writer<'_> {
     fn raw(&mut self, key: &str, raw_json: &str) {
         self.key(key);
         self.out.extend_from_slice(raw_json.as_bytes());
+    }
+
+    /// The raw object `object` with `"ip": ip` added as its first member.
+    fn object_with_ip(&mut self, key: &str, object: &str, ip: &str) {
+        self.key(key);
+        let rest = object.trim_start().strip_prefix('{').unwrap_or("}");
+        self.out.extend_from_slice(b"{\"ip\":");
+        write_json_string(self.out, ip);
+        if !rest.trim_start().starts_with('}') {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(rest.as_bytes());
     }
 
     fn time(&mut self, key: &str, ts: jiff::Timestamp) {
@@ -989,19 +1003,6 @@ fn library_channel(library: Option<&str>) -> &'static str {
     } else {
         "server"
     }
-}
-
-/// `context` with `"ip"` added as its first member.
-fn with_ip(context: &str, ip: &str) -> String {
-    let rest = context.trim_start().strip_prefix('{').unwrap_or("}");
-    let separator = if rest.trim_start().starts_with('}') { "" } else { "," };
-    let mut out = String::with_capacity(context.len() + ip.len() + 8);
-    out.push_str("{\"ip\":\"");
-    out.push_str(ip);
-    out.push('"');
-    out.push_str(separator);
-    out.push_str(rest);
-    out
 }
 
 /// Check `revenue`, `value` and `currency`; numeric strings become numbers (with a warning).

@@ -47,6 +47,10 @@ fn one(body: &str, route: Route) -> Value {
 fn rejected_code(body: &str, route: Route) -> &'static str {
     let outcome = run(body, route, None).unwrap();
     assert!(outcome.accepted.is_empty(), "accepted: {:?}", outcome.accepted);
+    // Messages are lowercase, with no trailing period; the quarantine record names the code.
+    let message = outcome.quarantine[0]["message"].as_str().unwrap();
+    assert!(!message.ends_with('.') && !message.starts_with(char::is_uppercase), "{message}");
+    assert_eq!(outcome.quarantine[0]["code"], outcome.rejected[0].1);
     outcome.rejected[0].1
 }
 

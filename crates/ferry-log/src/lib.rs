@@ -44,10 +44,14 @@
 //!
 //! # Retention and budget
 //!
-//! A chunk other than the one being written is deleted when every cursor has passed it and
-//! either its newest record is older than both the retention and the dedupe window, or the
-//! log is over its disk budget. When the budget is spent and nothing can be deleted, append
-//! fails with [`AppendError::DiskFull`]; nothing is buffered in memory instead.
+//! A chunk other than the one being written is deleted when every cursor has passed it, the
+//! dedupe pin has passed it, and either its newest record is older than the retention or
+//! the log is over its disk budget. The dedupe pin: the in-memory dedupe layer is rebuilt
+//! on open from the key slots of the chunks, so a chunk whose keys are still inside the
+//! window and only in memory is kept until the writer has moved those keys to a dedupe run
+//! file, which it does on demand when retention wants the chunk. When the budget is spent
+//! and nothing can be deleted, append fails with [`AppendError::DiskFull`]; nothing is
+//! buffered in memory instead.
 
 mod chunk;
 #[doc(hidden)]
@@ -84,10 +88,12 @@ pub enum SyncPolicy {
 pub struct LogConfig {
     /// The log directory (created if missing).
     pub dir: PathBuf,
+    /// When appends are fsync'd (default [`SyncPolicy::Always`]).
     pub sync: SyncPolicy,
     /// A chunk file is closed and a new one started past this size.
     pub chunk_bytes: u64,
-    /// Chunks are kept at least this long after their newest record.
+    /// Chunks are kept this long after their newest record (less only when the log is
+    /// over its disk budget), and longer while a cursor has not passed them.
     pub retention: Duration,
     /// Disk budget for chunk files; beyond it old chunks are deleted early, and when none
     /// can be, appends fail with [`AppendError::DiskFull`].
@@ -192,6 +198,7 @@ struct Shared {
 
 enum Message {
     Append { records: Vec<Record>, reply: oneshot::Sender<Result<Vec<Appended>, AppendError>> },
+    Retention { done: mpsc::Sender<io::Result<usize>> },
     Close { done: oneshot::Sender<()> },
 }
 
@@ -393,9 +400,13 @@ impl Log {
         (self.shared.dedupe_len.load(Ordering::Relaxed), self.shared.dedupe_evicted.load(Ordering::Relaxed))
     }
 
-    /// Delete what retention allows now (the writer also does this on its own).
+    /// Delete what retention allows now (the writer also does this on its own, every
+    /// 10 s while appends arrive). Runs in the writer thread and waits for it: call it from
+    /// a blocking context. Returns how many chunks were deleted.
     pub fn run_retention(&self) -> io::Result<usize> {
-        retention(&self.shared, None)
+        let (done, wait) = mpsc::channel();
+        self.tx.send(Message::Retention { done }).map_err(|_| io::Error::other("log is closed"))?;
+        wait.recv().map_err(|_| io::Error::other("log is closed"))?
     }
 }
 
@@ -431,16 +442,28 @@ fn write_cursors(dir: &Path, cursors: &BTreeMap<String, u64>) -> io::Result<()> 
     File::open(dir)?.sync_all()
 }
 
-/// Delete chunks that every cursor has passed and that are old enough (or the log is over
-/// its budget). Never the chunk being written. Returns how many were deleted.
-fn retention(shared: &Shared, needed: Option<u64>) -> io::Result<usize> {
+/// What one retention pass did.
+struct RetentionPass {
+    deleted: usize,
+    /// The oldest chunk could go but for the dedupe pin: spill the dedupe keys appended up
+    /// to this time (ms) to run files and try again.
+    blocked_by_dedupe: Option<u64>,
+}
+
+/// Delete chunks that every cursor and the dedupe pin have passed and that are old enough
+/// (or the log is over its budget, counting `needed` more bytes). Never the chunk being
+/// written. Only the writer thread calls this. `dedupe_pin_ms`: no dedupe key appended
+/// before this time is held only in memory.
+fn retention(shared: &Shared, needed: Option<u64>, dedupe_pin_ms: u64) -> io::Result<RetentionPass> {
     let only_for_budget = needed.is_some();
     let now = (shared.config.clock)();
     let min_cursor =
         shared.cursors.lock().map_err(|_| io::Error::other("cursor lock poisoned"))?.values().copied().min();
-    let keep_ms = shared.config.retention.max(shared.config.dedupe_window).as_millis() as u64;
-    let mut deleted = 0;
+    let keep_ms = shared.config.retention.as_millis() as u64;
+    let window_ms = shared.config.dedupe_window.as_millis() as u64;
+    let mut pass = RetentionPass { deleted: 0, blocked_by_dedupe: None };
     loop {
+        let dedupe_safe_before = dedupe_pin_ms.max(now.saturating_sub(window_ms));
         let victim = {
             let chunks = shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
             let total: u64 = chunks.iter().map(|c| c.len).sum();
@@ -449,16 +472,22 @@ fn retention(shared: &Shared, needed: Option<u64>) -> io::Result<usize> {
                 Some(first) if chunks.len() > 1 => {
                     let passed = min_cursor.is_none_or(|m| first.end_offset() <= m);
                     let old = !only_for_budget && first.last_append_ms() + keep_ms < now;
-                    (passed && (old || over_budget)).then(|| first.path.clone())
+                    let wanted = passed && (old || over_budget);
+                    if wanted && first.last_append_ms() >= dedupe_safe_before {
+                        pass.blocked_by_dedupe = Some(first.last_append_ms());
+                        None
+                    } else {
+                        wanted.then(|| first.path.clone())
+                    }
                 }
                 _ => None,
             }
         };
-        let Some(path) = victim else { return Ok(deleted) };
+        let Some(path) = victim else { return Ok(pass) };
         std::fs::remove_file(&path)?;
         tracing::info!(file = %path.display(), "retention deleted a log chunk");
         shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?.remove(0);
-        deleted += 1;
+        pass.deleted += 1;
     }
 }
 
@@ -471,6 +500,8 @@ struct Writer {
     file_len: u64,
     dirty_since: Option<Instant>,
     last_retention: Instant,
+    /// The append time of the newest frame (ms).
+    last_append_ms: u64,
     /// The directory lock; released before `close` reports done.
     lock: Option<File>,
     /// One zstd context for the writer's life (creating one per frame costs more than
@@ -483,6 +514,7 @@ type Pending = (Vec<Record>, oneshot::Sender<Result<Vec<Appended>, AppendError>>
 impl Writer {
     fn new(shared: Arc<Shared>, dedupe: dedupe::Dedupe, next_offset: u64, lock: File) -> io::Result<Writer> {
         let last = shared.chunks.read().map_err(|_| io::Error::other("lock poisoned"))?.last().cloned();
+        let last_append_ms = last.as_ref().map_or(0, Chunk::last_append_ms);
         let (file, file_len) = match last {
             Some(chunk) if chunk.len < shared.config.chunk_bytes => {
                 let file = OpenOptions::new().append(true).open(&chunk.path)?;
@@ -498,6 +530,7 @@ impl Writer {
             file_len,
             dirty_since: None,
             last_retention: Instant::now(),
+            last_append_ms,
             lock: Some(lock),
             compressor: zstd::bulk::Compressor::new(1)?,
         })
@@ -528,6 +561,14 @@ impl Writer {
                     Message::Append { records, reply } => {
                         bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
                         group.push((records, reply));
+                    }
+                    Message::Retention { done } => {
+                        // After the group so far, so that its keys are durable first.
+                        if !group.is_empty() {
+                            self.commit(std::mem::take(&mut group));
+                            bytes = 0;
+                        }
+                        let _ = done.send(self.retention(None, u64::MAX));
                     }
                     Message::Close { done } => {
                         close = Some(done);
@@ -587,7 +628,10 @@ impl Writer {
             }
             return;
         }
-        let now = (self.shared.config.clock)();
+        // Never earlier than the last frame: frame times and dedupe times stay monotonic
+        // even if the wall clock steps back.
+        let now = (self.shared.config.clock)().max(self.last_append_ms);
+        self.last_append_ms = now;
         self.dedupe.expire(now);
 
         // Decide each record: duplicate, or the next offset.
@@ -621,8 +665,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.next_offset = offset;
-                self.shared.dedupe_len.store(self.dedupe.len() as u64, Ordering::Relaxed);
-                self.shared.dedupe_evicted.store(self.dedupe.evicted_early(), Ordering::Relaxed);
+                self.publish_dedupe_state();
                 self.shared.visible.send_replace(offset);
                 for ((_, reply), answer) in group.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
@@ -646,11 +689,46 @@ impl Writer {
                 }
             }
         }
+        if self.dedupe.over_cap() {
+            // Keys go to disk only once their records are durable.
+            self.sync_if_due(true);
+            self.dedupe.make_room();
+            self.publish_dedupe_state();
+        }
         if self.last_retention.elapsed() >= RETENTION_EVERY {
             self.last_retention = Instant::now();
-            if let Err(error) = retention(&self.shared, None) {
+            if let Err(error) = self.retention(None, u64::MAX) {
                 tracing::warn!(%error, "log retention failed");
             }
+        }
+    }
+
+    fn publish_dedupe_state(&self) {
+        self.shared.dedupe_len.store(self.dedupe.len() as u64, Ordering::Relaxed);
+        self.shared.dedupe_evicted.store(self.dedupe.evicted_early(), Ordering::Relaxed);
+    }
+
+    /// Run retention; where only the dedupe pin holds a chunk back, move its keys to a
+    /// dedupe run (never keys appended at or after `spill_before_ms`, which may not be
+    /// durable yet) and go on.
+    fn retention(&mut self, needed: Option<u64>, spill_before_ms: u64) -> io::Result<usize> {
+        let mut deleted = 0;
+        loop {
+            // Keys in memory were appended at or after the oldest one (the writer's clock
+            // never goes back), so chunks older than it hold none.
+            let pin = self.dedupe.oldest_in_memory_ms().unwrap_or(u64::MAX);
+            let pass = retention(&self.shared, needed, pin)?;
+            deleted += pass.deleted;
+            let Some(ms) = pass.blocked_by_dedupe else { return Ok(deleted) };
+            if ms >= spill_before_ms {
+                return Ok(deleted);
+            }
+            self.sync_if_due(true);
+            if self.shared.poisoned.lock().map(|p| p.is_some()).unwrap_or(true) || !self.dedupe.spill_through(ms) {
+                return Ok(deleted);
+            }
+            self.publish_dedupe_state();
+            tracing::info!(through_ms = ms, "moved dedupe keys to disk so that retention can delete a chunk");
         }
     }
 
@@ -661,7 +739,7 @@ impl Writer {
         // The disk budget: make room, or refuse.
         let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);
         if used + frame.len() as u64 > self.shared.config.max_disk_bytes {
-            retention(&self.shared, Some(frame.len() as u64))?;
+            self.retention(Some(frame.len() as u64), now)?;
             let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);
             if used + frame.len() as u64 > self.shared.config.max_disk_bytes {
                 self.shared.full.store(true, Ordering::Relaxed);

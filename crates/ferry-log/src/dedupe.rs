@@ -29,11 +29,15 @@
 //! Without a directory (tests, benchmarks) the index is memory-only and, when full, forgets
 //! its oldest keys early, counting them in [`Dedupe::evicted_early`].
 //!
-//! Run file, version 1: magic `FRYDEDUP`, version (u32 LE), 4 reserved bytes, key count
+//! Run file, version 2: magic `FRYDEDUP`, version (u32 LE), 4 reserved bytes, key count
 //! (u64), the oldest key's append time in ms and the time the run covers up to (u64 each:
-//! every key appended before it is in this run or an older one), the keys sorted ascending
-//! (16 bytes LE each), then a CRC-32 of everything before it (u32 LE). A run is deleted
-//! once the time it covers up to is older than the window.
+//! every key appended before it is in this run or an older one), then one 20-byte entry
+//! per key sorted by key: the key (16 bytes LE) and its append time as ms after the oldest
+//! key's (u32 LE), then a CRC-32 of everything before it (u32 LE). A key found in a run
+//! counts only while its own append time is inside the window, so the window is exact on
+//! disk too; a run is deleted once the time it covers up to is older than the window.
+//! Version 1 (still read) had 16-byte entries without times: its keys count until the run
+//! is deleted, up to the span of one run longer than the window.
 //!
 //! Memory: the recent layer costs about 46 MB per million keys; the disk layer about
 //! 2–4 MB of RAM (filter and sparse index) and 16 MB of disk per million keys.
@@ -45,8 +49,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const RUN_MAGIC: &[u8; 8] = b"FRYDEDUP";
-const RUN_VERSION: u32 = 1;
+const RUN_VERSION: u32 = 2;
 const RUN_HEADER_LEN: u64 = 40;
+/// Bytes per key in a run: version 1 (key only) and version 2 (key and time).
+const ENTRY_LEN_V1: usize = 16;
+const ENTRY_LEN_V2: usize = 20;
 /// Keys moved to disk at a time: sorting and writing them stalls the writer ~0.1 s.
 const SPILL_KEYS: usize = 1 << 20;
 /// One key in this many is kept in memory per run.
@@ -59,6 +66,8 @@ pub struct Dedupe {
     order: VecDeque<(u64, u128)>,
     evicted_early: u64,
     disk: Option<DiskLayer>,
+    /// Keys appended before this time (ms) are outside the window.
+    horizon_ms: u64,
 }
 
 impl Dedupe {
@@ -71,13 +80,15 @@ impl Dedupe {
             order: VecDeque::new(),
             evicted_early: 0,
             disk: None,
+            horizon_ms: 0,
         }
     }
 
     /// An index that moves its older keys to run files in `dir`, loading the runs there.
     pub fn open(dir: &Path, window_ms: u64, max_ids: usize, now_ms: u64) -> io::Result<Dedupe> {
         let mut dedupe = Dedupe::new(window_ms, max_ids);
-        dedupe.disk = Some(DiskLayer::open(dir, now_ms.saturating_sub(window_ms))?);
+        dedupe.horizon_ms = now_ms.saturating_sub(window_ms);
+        dedupe.disk = Some(DiskLayer::open(dir, dedupe.horizon_ms)?);
         Ok(dedupe)
     }
 
@@ -94,7 +105,7 @@ impl Dedupe {
 
     /// Whether `key` was inserted within the window.
     pub fn contains(&self, key: u128) -> bool {
-        self.seen.contains(&key) || self.disk.as_ref().is_some_and(|d| d.contains(key))
+        self.seen.contains(&key) || self.disk.as_ref().is_some_and(|d| d.contains(key, self.horizon_ms))
     }
 
     /// Remember `key` as appended at `now_ms`. Returns false if it was already there.
@@ -113,9 +124,13 @@ impl Dedupe {
         self.order.len() > self.max_ids
     }
 
-    /// Insert while rebuilding from the log (whose records are durable): no duplicate
-    /// check against the disk layer.
+    /// Insert while rebuilding from the log (whose records are durable). Keys already in a
+    /// run (frames appended in the same millisecond as a run's end are replayed) are
+    /// skipped, so no key is ever in two runs.
     pub fn restore(&mut self, key: u128, appended_ms: u64) {
+        if self.disk.as_ref().is_some_and(|d| d.contains(key, self.horizon_ms)) {
+            return;
+        }
         if self.seen.insert(key) {
             self.order.push_back((appended_ms, key));
             self.make_room();
@@ -190,7 +205,8 @@ impl Dedupe {
 
     /// Forget keys older than the window.
     pub fn expire(&mut self, now_ms: u64) {
-        let horizon = now_ms.saturating_sub(self.window_ms);
+        let horizon = now_ms.saturating_sub(self.window_ms).max(self.horizon_ms);
+        self.horizon_ms = horizon;
         while let Some(&(at, key)) = self.order.front() {
             if at >= horizon {
                 break;
@@ -227,7 +243,10 @@ impl Dedupe {
 struct Run {
     path: PathBuf,
     count: u64,
+    min_ms: u64,
     max_ms: u64,
+    /// Bytes per entry: 16 (version 1) or 20 (version 2, with the key's time).
+    entry_len: usize,
     /// Every `SPARSE_EVERY`th key, for finding the block to read.
     sparse: Vec<u128>,
 }
@@ -249,14 +268,22 @@ impl DiskLayer {
             .collect();
         paths.sort();
         for path in paths {
-            let (header, keys) = read_run(&path)?;
+            let (header, entries) = read_run(&path)?;
             layer.seq = layer.seq.max(header.seq_hint(&path) + 1);
             if header.max_ms < horizon_ms {
                 std::fs::remove_file(&path)?;
                 continue;
             }
+            let keys: Vec<u128> = entries.iter().map(|e| e.0).collect();
             let sparse = keys.iter().step_by(SPARSE_EVERY).copied().collect();
-            layer.runs.push(Run { path, count: header.count, max_ms: header.max_ms, sparse });
+            layer.runs.push(Run {
+                path,
+                count: header.count,
+                min_ms: header.min_ms,
+                max_ms: header.max_ms,
+                entry_len: header.entry_len,
+                sparse,
+            });
             layer.add_to_filter(&keys)?;
         }
         Ok(layer)
@@ -276,10 +303,16 @@ impl DiskLayer {
     fn rebuild_filter(&mut self) -> io::Result<()> {
         let mut keys = Vec::new();
         for run in &self.runs {
-            keys.extend(read_run(&run.path)?.1);
+            keys.extend(read_run(&run.path)?.1.into_iter().map(|e| e.0));
         }
         let mut buckets = self.filter.buckets.len() * 2;
+        // Four slots a bucket: a table this large fails only if a key were stored many times
+        // over, which the index never does; refuse rather than grow without bound.
+        let limit = (keys.len() / 4 + 1).next_power_of_two() * 8 + (1 << 16);
         'grow: loop {
+            if buckets > limit {
+                return Err(io::Error::other("dedupe filter cannot hold the run keys"));
+            }
             let mut bigger = Cuckoo::new(buckets);
             for key in &keys {
                 if !bigger.insert(*key) {
@@ -292,31 +325,45 @@ impl DiskLayer {
         }
     }
 
-    fn contains(&self, key: u128) -> bool {
+    /// Whether a run holds `key` appended at or after `horizon_ms`. A run that cannot be
+    /// read answers yes: a false duplicate is logged, a false "new" would store it twice.
+    fn contains(&self, key: u128, horizon_ms: u64) -> bool {
         if !self.filter.contains(key) {
             return false;
         }
-        self.runs.iter().rev().any(|run| run_contains(run, key).unwrap_or(true))
+        self.runs.iter().rev().any(|run| match run_lookup(run, key) {
+            Ok(found) => found.is_some_and(|at| at >= horizon_ms),
+            Err(error) => {
+                tracing::error!(file = %run.path.display(), %error, "cannot read a dedupe run; answering duplicate");
+                true
+            }
+        })
     }
 
     /// Write `entries` (oldest first) as one sorted run, durably, then index it. `max_ms`:
     /// every key appended before it is in this run or an older one.
     fn spill(&mut self, entries: &[(u64, u128)], max_ms: u64) -> io::Result<()> {
-        let min_ms = entries.first().map_or(0, |e| e.0);
-        let mut keys: Vec<u128> = entries.iter().map(|e| e.1).collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let min_ms = entries.iter().map(|e| e.0).min().unwrap_or(0);
+        let mut sorted: Vec<(u128, u64)> = entries.iter().map(|&(at, key)| (key, at)).collect();
+        // By key, the newest time first, so that `dedup` keeps the newest.
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        sorted.dedup_by_key(|e| e.0);
+        let keys: Vec<u128> = sorted.iter().map(|e| e.0).collect();
         let path = self.dir.join(format!("{max_ms:020}-{:010}.run", self.seq));
         self.seq += 1;
-        let mut bytes = Vec::with_capacity(RUN_HEADER_LEN as usize + keys.len() * 16 + 4);
+        let mut bytes = Vec::with_capacity(RUN_HEADER_LEN as usize + keys.len() * ENTRY_LEN_V2 + 4);
         bytes.extend_from_slice(RUN_MAGIC);
         bytes.extend_from_slice(&RUN_VERSION.to_le_bytes());
         bytes.extend_from_slice(&[0; 4]);
         bytes.extend_from_slice(&(keys.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&min_ms.to_le_bytes());
         bytes.extend_from_slice(&max_ms.to_le_bytes());
-        for key in &keys {
+        for (key, at) in &sorted {
             bytes.extend_from_slice(&key.to_le_bytes());
+            // Times more than 49 days after the oldest key (never, with a window of at most
+            // 30 days) are stored as the maximum: remembered a little too long, never too short.
+            let delta = u32::try_from(at.saturating_sub(min_ms)).unwrap_or(u32::MAX);
+            bytes.extend_from_slice(&delta.to_le_bytes());
         }
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
@@ -327,15 +374,15 @@ impl DiskLayer {
         std::fs::rename(&tmp, &path)?;
         File::open(&self.dir)?.sync_all()?;
         let sparse = keys.iter().step_by(SPARSE_EVERY).copied().collect();
-        self.runs.push(Run { path, count: keys.len() as u64, max_ms, sparse });
+        self.runs.push(Run { path, count: keys.len() as u64, min_ms, max_ms, entry_len: ENTRY_LEN_V2, sparse });
         self.add_to_filter(&keys)
     }
 
     fn expire(&mut self, horizon_ms: u64) -> io::Result<()> {
         while let Some(i) = self.runs.iter().position(|r| r.max_ms < horizon_ms) {
             let run = self.runs.remove(i);
-            let (_, keys) = read_run(&run.path)?;
-            for key in keys {
+            let (_, entries) = read_run(&run.path)?;
+            for (key, _) in entries {
                 self.filter.remove(key);
             }
             std::fs::remove_file(&run.path)?;
@@ -346,7 +393,9 @@ impl DiskLayer {
 
 struct RunHeader {
     count: u64,
+    min_ms: u64,
     max_ms: u64,
+    entry_len: usize,
 }
 
 impl RunHeader {
@@ -356,7 +405,9 @@ impl RunHeader {
     }
 }
 
-fn read_run(path: &Path) -> io::Result<(RunHeader, Vec<u128>)> {
+/// A run's header and its entries (key, append time in ms); version 1 entries get the
+/// time the run covers up to.
+fn read_run(path: &Path) -> io::Result<(RunHeader, Vec<(u128, u64)>)> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("dedupe run {}: {why}", path.display()));
@@ -365,34 +416,45 @@ fn read_run(path: &Path) -> io::Result<(RunHeader, Vec<u128>)> {
     }
     let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap_or_default());
     let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or_default());
-    if u32_at(8) != RUN_VERSION {
-        return Err(bad("unsupported version"));
-    }
-    let count = u64_at(16);
+    let entry_len = match u32_at(8) {
+        1 => ENTRY_LEN_V1,
+        2 => ENTRY_LEN_V2,
+        _ => return Err(bad("unsupported version")),
+    };
+    let header = RunHeader { count: u64_at(16), min_ms: u64_at(24), max_ms: u64_at(32), entry_len };
     let body_end = bytes.len() - 4;
-    if (body_end as u64) != RUN_HEADER_LEN + count * 16 || crc32fast::hash(&bytes[..body_end]) != u32_at(body_end) {
+    let expected_end = header.count.checked_mul(entry_len as u64).and_then(|n| n.checked_add(RUN_HEADER_LEN));
+    if expected_end != Some(body_end as u64) || crc32fast::hash(&bytes[..body_end]) != u32_at(body_end) {
         return Err(bad("checksum mismatch"));
     }
-    let keys = bytes[RUN_HEADER_LEN as usize..body_end]
-        .chunks_exact(16)
-        .map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default()))
-        .collect();
-    Ok((RunHeader { count, max_ms: u64_at(32) }, keys))
+    let entries =
+        bytes[RUN_HEADER_LEN as usize..body_end].chunks_exact(entry_len).map(|e| decode_entry(&header, e)).collect();
+    Ok((header, entries))
 }
 
-/// Binary search of one run: the sparse index picks a block, one read fetches it.
-fn run_contains(run: &Run, key: u128) -> io::Result<bool> {
+fn decode_entry(header: &RunHeader, entry: &[u8]) -> (u128, u64) {
+    let key = u128::from_le_bytes(entry[..16].try_into().unwrap_or_default());
+    let at = match entry.get(16..20) {
+        Some(delta) => header.min_ms + u64::from(u32::from_le_bytes(delta.try_into().unwrap_or_default())),
+        None => header.max_ms,
+    };
+    (key, at)
+}
+
+/// Binary search of one run: the sparse index picks a block, one read fetches it. The
+/// key's append time if the run holds it.
+fn run_lookup(run: &Run, key: u128) -> io::Result<Option<u64>> {
     let block = run.sparse.partition_point(|k| *k <= key);
     if block == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     let first = (block - 1) * SPARSE_EVERY;
     let len = SPARSE_EVERY.min(run.count as usize - first);
-    let mut bytes = vec![0u8; len * 16];
-    File::open(&run.path)?.read_exact_at(&mut bytes, RUN_HEADER_LEN + first as u64 * 16)?;
-    let keys: Vec<u128> =
-        bytes.chunks_exact(16).map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default())).collect();
-    Ok(keys.binary_search(&key).is_ok())
+    let mut bytes = vec![0u8; len * run.entry_len];
+    File::open(&run.path)?.read_exact_at(&mut bytes, RUN_HEADER_LEN + (first * run.entry_len) as u64)?;
+    let header = RunHeader { count: run.count, min_ms: run.min_ms, max_ms: run.max_ms, entry_len: run.entry_len };
+    let entries: Vec<(u128, u64)> = bytes.chunks_exact(run.entry_len).map(|e| decode_entry(&header, e)).collect();
+    Ok(entries.binary_search_by(|e| e.0.cmp(&key)).ok().map(|i| entries[i].1))
 }
 
 /// A cuckoo filter: 4 slots of 16-bit fingerprints per bucket; supports removal.
@@ -542,24 +604,38 @@ mod tests {
         assert!(d.contains(key(15_000)), "a run inside the window was deleted");
     }
 
-    /// The run file format, version 1, byte for byte (`UPDATE_EXPECT=1` rewrites it).
+    /// Version 1 run files (keys without times) are still read: every key counts until
+    /// the run expires.
     #[test]
-    fn golden_run_v1() {
+    fn golden_run_v1_is_still_read() {
         let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1/dedupe.run");
-        let dir = tempfile::tempdir().unwrap();
-        let mut layer = DiskLayer::open(dir.path(), 0).unwrap();
-        let entries: Vec<(u64, u128)> = (0..5u64).map(|i| (1_795_862_235_000 + i, key(i))).collect();
-        layer.spill(&entries, 1_795_862_235_004).unwrap();
-        let written = std::fs::read(&layer.runs[0].path).unwrap();
-        if std::env::var_os("UPDATE_EXPECT").is_some() {
-            std::fs::write(&golden, &written).unwrap();
-        }
-        assert_eq!(written, std::fs::read(&golden).unwrap(), "dedupe run format changed");
         let copy = tempfile::tempdir().unwrap();
         std::fs::copy(&golden, copy.path().join("00000001795862235004-0000000000.run")).unwrap();
         let d = Dedupe::open(copy.path(), u64::MAX, 10, 1_795_862_236_000).unwrap();
         assert!((0..5).all(|i| d.contains(key(i))));
         assert!(!d.contains(key(5)));
+    }
+
+    /// The run file format, version 2, byte for byte (`UPDATE_EXPECT=1` rewrites it; do
+    /// that only for a new version, keeping the old file and a test that reads it).
+    #[test]
+    fn golden_run_v2() {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/dedupe-run-v2.run");
+        let base = 1_795_862_235_000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut layer = DiskLayer::open(dir.path(), 0).unwrap();
+        let entries: Vec<(u64, u128)> = (0..5u64).map(|i| (base + i, key(i))).collect();
+        layer.spill(&entries, base + 5).unwrap();
+        let written = std::fs::read(&layer.runs[0].path).unwrap();
+        if std::env::var_os("UPDATE_EXPECT").is_some() {
+            std::fs::write(&golden, &written).unwrap();
+        }
+        assert_eq!(written, std::fs::read(&golden).unwrap(), "dedupe run format changed");
+        // Each key counts only while its own time is inside the window.
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(&golden, copy.path().join("00000001795862235005-0000000000.run")).unwrap();
+        let d = Dedupe::open(copy.path(), 1000, 10, base + 1003).unwrap();
+        assert_eq!((0..6).map(|i| d.contains(key(i))).collect::<Vec<_>>(), [false, false, false, true, true, false]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The crash test: a child process appends under concurrent load and prints the id of
 //! every record whose append returned; the test SIGKILLs it at random moments, 24 times,
 //! restarting it on the same directory each time. After every restart each acknowledged
-//! record must be present exactly once and byte-identical, and nothing else may be served.
+//! record must be present exactly once and byte-identical, nothing else may be served, and
+//! resending acknowledged ids must be answered as duplicates.
 //!
 //! The child is this test binary itself, re-run with `CRASH_CHILD_DIR` set.
 
@@ -26,7 +27,15 @@ fn payload(id: &str) -> Vec<u8> {
 }
 
 fn config(dir: &Path) -> LogConfig {
-    LogConfig { dir: dir.to_owned(), sync: SyncPolicy::Always, chunk_bytes: 256 * 1024, ..LogConfig::default() }
+    // Small chunks and a small dedupe memory layer, so that kills also land while chunks
+    // roll over and while dedupe keys move to run files.
+    LogConfig {
+        dir: dir.to_owned(),
+        sync: SyncPolicy::Always,
+        chunk_bytes: 256 * 1024,
+        dedupe_max_ids: 300,
+        ..LogConfig::default()
+    }
 }
 
 /// The child: append forever from several threads; print "ACK id" after each return.
@@ -114,11 +123,20 @@ fn acknowledged_records_survive_sigkill_exactly_once() {
                 *stored.entry(id.to_owned()).or_default() += 1;
             }
         }
-        log.close();
         for id in &acked {
             assert_eq!(stored.get(id), Some(&1), "acknowledged record {id} lost or duplicated after kill {round}");
         }
         assert!(stored.values().all(|n| *n == 1), "a record is stored twice");
+        // The dedupe index survived too: resending acknowledged ids (the newest, and a
+        // spread of older ones) stores nothing.
+        let resend: Vec<&String> = acked.iter().rev().take(20).chain(acked.iter().step_by(97)).collect();
+        let records =
+            resend.iter().map(|id| Record { key: Some(id.as_bytes().to_vec()), payload: payload(id) }).collect();
+        let answers = log.append_blocking(records).expect("resend");
+        for (id, answer) in resend.iter().zip(answers) {
+            assert_eq!(answer, Appended::Duplicate, "acknowledged id {id} forgotten by dedupe after kill {round}");
+        }
+        log.close();
     }
     assert!(acked.len() > KILLS * 10, "too few appends were acknowledged: {}", acked.len());
     eprintln!("crash test: {} acknowledged records survived {KILLS} SIGKILLs", acked.len());

@@ -1,28 +1,18 @@
-//! Shared pieces of the HTTP benchmark: a runtime builder and the no-op router the two
-//! ceiling servers use.
+//! ferry's HTTP load benchmark, as a library shared by its binaries:
+//!
+//! - `noop-server` and `durable-noop-server`, the two ceilings of the machine (answer 200
+//!   after reading the body; after appending it to one file with group commit and fdatasync);
+//! - `loadgen`, which sends realistic analytics.js `track` events to one of them or to ferry
+//!   (closed loop or open loop at a fixed rate), and probes the disk's fdatasync latency;
+//! - `bench-http`, which runs all of it pinned to cores and prints the report
+//!   (`scripts/bench-http.sh` builds and starts it).
+//!
+//! The modules hold what is worth testing without a network: the request bodies
+//! ([`events`]), the HTTP/1.1 response parser ([`http`]), percentiles ([`stats`]), the
+//! `/proc` readers ([`procfs`]) and the ceiling servers' router ([`server`]).
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::routing::post;
-
-/// A runtime with `threads` workers (the benchmark pins servers to one core).
-pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()
-}
-
-/// Answers every POST with `{"success":true}` after reading the body; `sink` sees the body
-/// first (the durable ceiling appends it and waits for its fsync).
-pub fn router<F, Fut>(sink: F) -> Router
-where
-    F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let handler = move |body: Bytes| {
-        let sink = sink.clone();
-        async move {
-            sink(body).await;
-            ([("content-type", "application/json")], r#"{"success":true}"#)
-        }
-    };
-    Router::new().route("/{*path}", post(handler))
-}
+pub mod events;
+pub mod http;
+pub mod procfs;
+pub mod server;
+pub mod stats;

@@ -91,6 +91,10 @@ pub(crate) struct LogSection {
     /// How long a message id is remembered for deduplication, in hours (max 720).
     #[serde(default = "default_dedupe_hours")]
     pub(crate) dedupe_window_hours: u64,
+    /// Message ids kept in memory (about 46 bytes each); older ids inside the window move
+    /// to run files on disk (2–4 bytes of memory each).
+    #[serde(default = "default_dedupe_memory_ids")]
+    pub(crate) dedupe_memory_ids: usize,
 }
 
 impl Default for LogSection {
@@ -101,6 +105,7 @@ impl Default for LogSection {
             retention_hours: default_retention_hours(),
             max_disk_bytes: default_max_disk_bytes(),
             dedupe_window_hours: default_dedupe_hours(),
+            dedupe_memory_ids: default_dedupe_memory_ids(),
         }
     }
 }
@@ -130,6 +135,9 @@ impl Config {
         let mut problems = Vec::new();
         if self.log.dedupe_window_hours == 0 || self.log.dedupe_window_hours > 720 {
             problems.push("log.dedupe_window_hours must be between 1 and 720 (30 days)".to_owned());
+        }
+        if self.log.dedupe_memory_ids < 1000 {
+            problems.push("log.dedupe_memory_ids must be at least 1000".to_owned());
         }
         if self.log.sync == Sync::Interval && self.log.sync_interval_ms == 0 {
             problems.push("log.sync_interval_ms must be positive with sync = \"interval\"".to_owned());
@@ -182,6 +190,9 @@ fn default_max_disk_bytes() -> u64 {
 }
 fn default_dedupe_hours() -> u64 {
     24
+}
+fn default_dedupe_memory_ids() -> usize {
+    1_000_000
 }
 
 #[cfg(test)]

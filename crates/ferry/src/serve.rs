@@ -65,6 +65,7 @@ fn log_config(config: &Config, sub_dir: &str) -> LogConfig {
         retention: Duration::from_secs(config.log.retention_hours * 3600),
         max_disk_bytes: config.log.max_disk_bytes,
         dedupe_window: Duration::from_secs(config.log.dedupe_window_hours * 3600),
+        dedupe_max_ids: config.log.dedupe_memory_ids,
         ..LogConfig::default()
     }
 }

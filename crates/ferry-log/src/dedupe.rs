@@ -55,7 +55,7 @@ const RUN_HEADER_LEN: u64 = 40;
 const ENTRY_LEN_V1: usize = 16;
 const ENTRY_LEN_V2: usize = 20;
 /// Keys moved to disk at a time: sorting and writing them stalls the writer ~0.1 s.
-const SPILL_KEYS: usize = 1 << 20;
+const SPILL_KEYS: usize = 1 << 17;
 /// One key in this many is kept in memory per run.
 const SPARSE_EVERY: usize = 4096;
 

@@ -64,8 +64,12 @@ impl Chunk {
 #[derive(Debug)]
 pub(crate) struct Scan {
     pub(crate) chunk: Chunk,
-    /// Bytes after the last valid frame that do not hold any valid frame: a torn tail.
+    /// Bytes after the last valid frame that do not hold any valid frame, up to the last
+    /// non-zero byte: a torn tail.
     pub(crate) torn_bytes: u64,
+    /// Zero bytes at the end of the file after the valid frames (and any torn tail):
+    /// preallocated space, not damage.
+    pub(crate) zero_tail: u64,
     /// A bad frame followed by valid ones: corruption in the middle (byte position, reason).
     pub(crate) corrupt: Option<(u64, String)>,
     /// Frames found (and verified) after the corruption, for salvage.
@@ -101,15 +105,17 @@ pub(crate) fn scan(path: &Path) -> io::Result<Scan> {
     }
     chunk.len = pos as u64;
     let Some((bad_pos, reason)) = bad else {
-        return Ok(Scan { chunk, torn_bytes: 0, corrupt: None, frames_after_corruption: Vec::new() });
+        return Ok(Scan { chunk, torn_bytes: 0, zero_tail: 0, corrupt: None, frames_after_corruption: Vec::new() });
     };
     // Is there any valid frame after the bad bytes? Then this is corruption, not a tail.
     let mut after = Vec::new();
     let mut probe = bad_pos as usize + 1;
+    // Jump from one frame magic to the next (a preallocated tail is megabytes of zeros).
+    let magic = format::FRAME_MAGIC.to_le_bytes();
     while probe + FRAME_HEADER_LEN <= bytes.len() {
-        if bytes[probe..probe + 4] == format::FRAME_MAGIC.to_le_bytes()
-            && let Ok(header) = frame_at(&bytes, probe)
-        {
+        let Some(found) = memchr::memmem::find(&bytes[probe..], &magic) else { break };
+        probe += found;
+        if let Ok(header) = frame_at(&bytes, probe) {
             after.push(FrameMeta { pos: probe as u64, header });
             probe += header.frame_len();
             continue;
@@ -117,10 +123,19 @@ pub(crate) fn scan(path: &Path) -> io::Result<Scan> {
         probe += 1;
     }
     if after.is_empty() {
-        let torn_bytes = (bytes.len() - bad_pos as usize) as u64;
-        Ok(Scan { chunk, torn_bytes, corrupt: None, frames_after_corruption: after })
+        // Preallocated space is zeros; a torn write leaves non-zero bytes before them.
+        let rest = &bytes[bad_pos as usize..];
+        let torn_bytes = rest.iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1);
+        let zero_tail = rest.len() as u64 - torn_bytes;
+        Ok(Scan { chunk, torn_bytes, zero_tail, corrupt: None, frames_after_corruption: after })
     } else {
-        Ok(Scan { chunk, torn_bytes: 0, corrupt: Some((bad_pos, reason)), frames_after_corruption: after })
+        Ok(Scan {
+            chunk,
+            torn_bytes: 0,
+            zero_tail: 0,
+            corrupt: Some((bad_pos, reason)),
+            frames_after_corruption: after,
+        })
     }
 }
 

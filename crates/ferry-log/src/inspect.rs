@@ -235,7 +235,8 @@ pub fn salvage(dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> io::Result
         File::open(dir)?.sync_all()?;
         out.push(Salvaged {
             file: path.display().to_string(),
-            dropped_bytes: original_len - rewritten.len() as u64,
+            // Preallocated zeros are not data: they are not counted as dropped.
+            dropped_bytes: original_len.saturating_sub(scan.zero_tail).saturating_sub(rewritten.len() as u64),
             lost_offsets: lost,
         });
         progress(i + 1, paths.len());

@@ -62,6 +62,7 @@ pub mod inspect;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -103,6 +104,11 @@ pub struct LogConfig {
     /// At most this many keys are held in memory (about 46 bytes each); older keys inside
     /// the window move to run files in `<dir>/dedupe/` (2–4 bytes of RAM each).
     pub dedupe_max_ids: usize,
+    /// Prepare the next chunk file ahead of time, filled with zeros, in a background
+    /// thread: overwriting allocated blocks needs no file-size or extent change in the
+    /// journal, which roughly halves fdatasync latency. The disk budget counts stored data;
+    /// preallocated space (at most two chunks) comes on top.
+    pub preallocate: bool,
     /// Milliseconds since the Unix epoch; replaceable for tests.
     pub clock: fn() -> u64,
 }
@@ -117,6 +123,7 @@ impl Default for LogConfig {
             max_disk_bytes: 10 * 1024 * 1024 * 1024,
             dedupe_window: Duration::from_secs(24 * 3600),
             dedupe_max_ids: 20_000_000,
+            preallocate: true,
             clock: system_clock_ms,
         }
     }
@@ -229,6 +236,14 @@ impl Log {
             Err(std::fs::TryLockError::Error(source)) => return Err(OpenError::Io { path: lock_path, source }),
         }
 
+        // A spare chunk being prepared, or a new chunk not yet renamed into place, when
+        // the last process stopped: never data.
+        for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let path = entry.map_err(io_err(&dir))?.path();
+            if path.extension().is_some_and(|e| e == "prealloc" || e == "tmp") {
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
         let mut report = OpenReport::default();
         let mut chunks = Vec::new();
         let paths = chunk::list_chunks(&dir).map_err(io_err(&dir))?;
@@ -251,6 +266,11 @@ impl Log {
                 file.sync_all().map_err(io_err(path))?;
                 tracing::warn!(file = %path.display(), bytes = scan.torn_bytes, "cut off a torn tail after a crash");
                 report.truncated_bytes += scan.torn_bytes;
+            } else if scan.zero_tail > 0 && !is_last {
+                // Preallocated space left by a crash just as a new chunk began.
+                let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+                file.set_len(scan.chunk.len).map_err(io_err(path))?;
+                file.sync_all().map_err(io_err(path))?;
             }
             chunks.push(scan.chunk);
         }
@@ -502,6 +522,10 @@ struct Writer {
     last_retention: Instant,
     /// The append time of the newest frame (ms).
     last_append_ms: u64,
+    /// The next chunk file, being zero-filled in the background.
+    spare: Option<std::thread::JoinHandle<io::Result<File>>>,
+    /// Whether the current chunk file extends past `file_len` (preallocated).
+    file_preallocated: bool,
     /// The directory lock; released before `close` reports done.
     lock: Option<File>,
     /// One zstd context for the writer's life (creating one per frame costs more than
@@ -515,12 +539,23 @@ impl Writer {
     fn new(shared: Arc<Shared>, dedupe: dedupe::Dedupe, next_offset: u64, lock: File) -> io::Result<Writer> {
         let last = shared.chunks.read().map_err(|_| io::Error::other("lock poisoned"))?.last().cloned();
         let last_append_ms = last.as_ref().map_or(0, Chunk::last_append_ms);
-        let (file, file_len) = match last {
+        let (file, file_len, file_preallocated) = match last {
             Some(chunk) if chunk.len < shared.config.chunk_bytes => {
-                let file = OpenOptions::new().append(true).open(&chunk.path)?;
-                (file, chunk.len)
+                let file = OpenOptions::new().write(true).open(&chunk.path)?;
+                let preallocated = file.metadata()?.len() > chunk.len;
+                (file, chunk.len, preallocated)
             }
-            _ => new_chunk(&shared, next_offset)?,
+            _ => {
+                // The first chunk is zero-filled here (a fraction of a second for the
+                // default 128 MiB); later ones in the background.
+                let spare = match shared.config.preallocate {
+                    true => Some(prepare_spare(&shared.dir, shared.config.chunk_bytes)?),
+                    false => None,
+                };
+                let preallocated = spare.is_some();
+                let (file, len) = new_chunk(&shared, next_offset, spare)?;
+                (file, len, preallocated)
+            }
         };
         Ok(Writer {
             shared,
@@ -531,6 +566,8 @@ impl Writer {
             dirty_since: None,
             last_retention: Instant::now(),
             last_append_ms,
+            spare: None,
+            file_preallocated,
             lock: Some(lock),
             compressor: zstd::bulk::Compressor::new(1)?,
         })
@@ -584,12 +621,22 @@ impl Writer {
             }
             if let Some(done) = close {
                 self.sync_if_due(true);
+                self.finish_spare();
                 drop(self.lock.take());
                 let _ = done.send(());
                 return;
             }
         }
         self.sync_if_due(true);
+        self.finish_spare();
+    }
+
+    /// Wait for a spare chunk being zero-filled (before the directory lock goes, so that
+    /// a next process never shares the file with this one's thread).
+    fn finish_spare(&mut self) {
+        if let Some(handle) = self.spare.take() {
+            let _ = handle.join();
+        }
     }
 
     fn sync_deadline(&self) -> Option<Instant> {
@@ -751,12 +798,9 @@ impl Writer {
         if self.file_len + frame.len() as u64 > self.shared.config.chunk_bytes
             && self.file_len > format::CHUNK_HEADER_LEN as u64
         {
-            self.sync_if_due(true);
-            let (file, len) = new_chunk(&self.shared, self.next_offset)?;
-            self.file = file;
-            self.file_len = len;
+            self.roll_over()?;
         }
-        self.file.write_all(&frame)?;
+        self.file.write_all_at(&frame, self.file_len)?;
         match self.shared.config.sync {
             SyncPolicy::Always => self.file.sync_data()?,
             SyncPolicy::Interval(_) => {
@@ -769,6 +813,7 @@ impl Writer {
             .ok_or_else(|| io::Error::other("encoded frame does not decode"))?;
         let meta = FrameMeta { pos: self.file_len, header };
         self.file_len += frame.len() as u64;
+        self.maybe_start_spare();
         let mut chunks = self.shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
         if let Some(last) = chunks.last_mut() {
             last.frames.push(meta);
@@ -776,6 +821,65 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+impl Writer {
+    /// Close the current chunk (cut its unused preallocated space) and start the next, in
+    /// the spare file if it is ready.
+    fn roll_over(&mut self) -> io::Result<()> {
+        self.sync_if_due(true);
+        if self.file_preallocated {
+            self.file.set_len(self.file_len)?;
+            self.file.sync_all()?;
+        }
+        let spare = match self.spare.take() {
+            Some(handle) if handle.is_finished() => match handle.join() {
+                Ok(Ok(file)) => Some(file),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cannot preallocate a log chunk; appending without");
+                    None
+                }
+                Err(_) => None,
+            },
+            // Not ready: do not wait for it; the next roll-over may use it.
+            other => {
+                self.spare = other;
+                None
+            }
+        };
+        let used_spare = spare.is_some();
+        let (file, len) = new_chunk(&self.shared, self.next_offset, spare)?;
+        self.file = file;
+        self.file_len = len;
+        self.file_preallocated = used_spare;
+        Ok(())
+    }
+
+    /// Start zero-filling the next chunk once the current one is half full, so that it is
+    /// ready at the roll-over and its writes overlap the appends.
+    fn maybe_start_spare(&mut self) {
+        if self.shared.config.preallocate && self.spare.is_none() && self.file_len > self.shared.config.chunk_bytes / 2
+        {
+            let (dir, bytes) = (self.shared.dir.clone(), self.shared.config.chunk_bytes);
+            self.spare = Some(std::thread::spawn(move || prepare_spare(&dir, bytes)));
+        }
+    }
+}
+
+const SPARE_NAME: &str = "next.prealloc";
+
+/// Zero-fill `<dir>/next.prealloc` to `bytes`, durably: the next chunk file.
+fn prepare_spare(dir: &Path, bytes: u64) -> io::Result<File> {
+    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(dir.join(SPARE_NAME))?;
+    let block = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        file.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    Ok(file)
 }
 
 enum WriteError {
@@ -789,13 +893,23 @@ impl From<io::Error> for WriteError {
     }
 }
 
-/// Create the chunk file for `base_offset`, durable (file and directory entry).
-fn new_chunk(shared: &Shared, base_offset: u64) -> io::Result<(File, u64)> {
+/// Create the chunk file for `base_offset`, durable (file and directory entry): its header
+/// is written and synced under a temporary name (or into the zero-filled `spare`) and then
+/// renamed into place, so a chunk file never lacks its header.
+fn new_chunk(shared: &Shared, base_offset: u64, spare: Option<File>) -> io::Result<(File, u64)> {
     let path = chunk::chunk_path(&shared.dir, base_offset);
     let created = (shared.config.clock)();
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
-    file.write_all(&format::encode_chunk_header(base_offset, created))?;
-    file.sync_all()?;
+    let header = format::encode_chunk_header(base_offset, created);
+    let (file, from) = match spare {
+        Some(file) => (file, shared.dir.join(SPARE_NAME)),
+        None => {
+            let tmp = path.with_extension("tmp");
+            (OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?, tmp)
+        }
+    };
+    file.write_all_at(&header, 0)?;
+    file.sync_data()?;
+    std::fs::rename(&from, &path)?;
     File::open(&shared.dir)?.sync_all()?;
     let len = format::CHUNK_HEADER_LEN as u64;
     let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;

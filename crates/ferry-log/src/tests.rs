@@ -143,7 +143,8 @@ fn second_writer_is_refused() {
 #[test]
 fn torn_tail_is_cut_and_reported_and_mid_corruption_fails_open() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(LogConfig { chunk_bytes: 1 << 20, ..config(dir.path()) }).unwrap();
+    // Without preallocation: this test reads and edits the file's exact bytes.
+    let (log, _) = Log::open(LogConfig { chunk_bytes: 1 << 20, preallocate: false, ..config(dir.path()) }).unwrap();
     for i in 0..5 {
         log.append_blocking(vec![rec(None, format!("record {i}").as_bytes())]).unwrap();
     }
@@ -234,6 +235,35 @@ fn retention_under_budget_pressure_keeps_the_dedupe_keys_of_deleted_chunks() {
 }
 
 #[test]
+fn preallocated_chunks_are_cut_at_roll_over_and_reopen_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { chunk_bytes: 64 * 1024, preallocate: true, ..config(dir.path()) };
+    let (log, _) = Log::open(cfg.clone()).unwrap();
+    let first = chunk::chunk_path(dir.path(), 0);
+    assert_eq!(std::fs::metadata(&first).unwrap().len(), 64 * 1024, "the first chunk is zero-filled at open");
+    let mut n = 0u64;
+    while chunk::list_chunks(dir.path()).unwrap().len() < 2 {
+        log.append_blocking(vec![rec(None, &payload(n, 1000))]).unwrap();
+        n += 1;
+        if n == 40 {
+            // Past half of the chunk: give the spare time to be ready.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let chunks = chunk::list_chunks(dir.path()).unwrap();
+    let valid = chunk::scan(&chunks[0]).unwrap().chunk.len;
+    assert_eq!(std::fs::metadata(&chunks[0]).unwrap().len(), valid, "a full chunk keeps no preallocated space");
+    assert_eq!(std::fs::metadata(&chunks[1]).unwrap().len(), 64 * 1024, "the spare became the next chunk");
+    log.close();
+    let (log, report) = Log::open(cfg).unwrap();
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.next_offset(), n);
+    assert_eq!(log.read(0, 1000).unwrap().len() as u64, n);
+    assert_eq!(log.append_blocking(vec![rec(None, b"more")]).unwrap(), [Appended::At(n)]);
+    assert!(inspect::verify(dir.path(), &mut |_, _| {}).unwrap().is_clean());
+}
+
+#[test]
 fn follow_wakes_on_append() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(config(dir.path())).unwrap();
@@ -256,7 +286,9 @@ fn golden_chunk_v1_is_read_and_written_byte_for_byte() {
     NOW.store(1_795_862_235_000, Ordering::SeqCst);
     let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1");
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(LogConfig { chunk_bytes: 1 << 20, ..fake_config(dir.path()) }).unwrap();
+    // Preallocated space is not part of the format.
+    let (log, _) =
+        Log::open(LogConfig { chunk_bytes: 1 << 20, preallocate: false, ..fake_config(dir.path()) }).unwrap();
     let big =
         br#"{"type":"track","event":"Order Completed","properties":{"revenue":19.99,"currency":"EUR"}}"#.repeat(8);
     log.append_blocking(vec![rec(Some("m1"), b"{\"small\":1}"), rec(None, b"")]).unwrap();
@@ -333,13 +365,13 @@ proptest! {
     /// retention never removes what a cursor has not passed; restarts (also with a torn
     /// tail) lose nothing that was acknowledged.
     #[test]
-    fn log_matches_model(ops in prop::collection::vec(op(), 1..40), dedupe_cap in prop_oneof![Just(4usize), Just(10_000)]) {
+    fn log_matches_model(ops in prop::collection::vec(op(), 1..40), dedupe_cap in prop_oneof![Just(4usize), Just(10_000)], preallocate in any::<bool>()) {
         let _guard = CLOCK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         NOW.store(10_000_000, Ordering::SeqCst);
         let dir = tempfile::tempdir().unwrap();
         // A small budget (retention deletes chunks early, or appends are refused) and a tiny
         // dedupe memory layer (keys go to run files) exercise the dedupe pin.
-        let cfg = LogConfig { max_disk_bytes: 10_000, chunk_bytes: 2048, dedupe_max_ids: dedupe_cap, ..fake_config(dir.path()) };
+        let cfg = LogConfig { max_disk_bytes: 10_000, chunk_bytes: 2048, dedupe_max_ids: dedupe_cap, preallocate, ..fake_config(dir.path()) };
         let (mut log, _) = Log::open(cfg.clone()).unwrap();
         let mut records: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut keys: HashMap<u8, u64> = HashMap::new();
@@ -410,42 +442,47 @@ proptest! {
                     log = reopened;
                 }
                 Op::RestartTorn(garbage) => {
+                    // Garbage where the next frame would go (over preallocated zeros, if any).
                     log.close();
                     let last = chunk::list_chunks(dir.path()).unwrap().pop().unwrap();
-                    let mut bytes = std::fs::read(&last).unwrap();
-                    bytes.extend_from_slice(&garbage);
-                    std::fs::write(&last, bytes).unwrap();
+                    let valid = chunk::scan(&last).unwrap().chunk.len;
+                    let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+                    std::os::unix::fs::FileExt::write_all_at(&file, &garbage, valid).unwrap();
+                    // Trailing zero bytes look like preallocated space, not damage.
+                    let torn = garbage.iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1);
                     let (reopened, report) = Log::open(cfg.clone()).unwrap();
-                    prop_assert_eq!(report.truncated_bytes, garbage.len() as u64);
+                    prop_assert_eq!(report.truncated_bytes, torn);
                     prop_assert_eq!(reopened.next_offset(), next);
                     log = reopened;
                 }
                 Op::TornAppend(batch, cut) => {
                     // Never acknowledged, so the model does not change.
                     let last = chunk::list_chunks(dir.path()).unwrap().pop().unwrap();
-                    let len_before = std::fs::metadata(&last).unwrap().len();
+                    let valid_before = chunk::scan(&last).unwrap().chunk.len;
                     let records_in: Vec<Record> = batch
                         .iter()
                         .map(|(key, len)| Record { key: key.map(|k| vec![b't', k]), payload: payload(next, *len) })
                         .collect();
                     let stored = log.append_blocking(records_in).is_ok_and(|a| a.iter().any(|a| matches!(a, Appended::At(_))));
                     log.close();
-                    let last_now = chunk::list_chunks(dir.path()).unwrap().pop().unwrap();
                     let mut expected_cut = 0;
-                    if stored && last_now == last {
-                        let len_after = std::fs::metadata(&last).unwrap().len();
-                        let keep = len_before + u64::from(cut) % (len_after - len_before);
-                        let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
-                        file.set_len(keep).unwrap();
-                        expected_cut = keep - len_before;
-                    } else if stored {
-                        // The frame went to a new chunk: tear that one instead.
-                        let len_after = std::fs::metadata(&last_now).unwrap().len();
-                        let header = format::CHUNK_HEADER_LEN as u64;
-                        let keep = header + u64::from(cut) % (len_after - header);
+                    if stored {
+                        // The frame is in the last chunk, a new one if it rolled over.
+                        let last_now = chunk::list_chunks(dir.path()).unwrap().pop().unwrap();
+                        let from = if last_now == last { valid_before } else { format::CHUNK_HEADER_LEN as u64 };
+                        let valid_after = chunk::scan(&last_now).unwrap().chunk.len;
+                        let keep = from + u64::from(cut) % (valid_after - from);
                         let file = std::fs::OpenOptions::new().write(true).open(&last_now).unwrap();
-                        file.set_len(keep).unwrap();
-                        expected_cut = keep - header;
+                        if preallocate {
+                            // The rest of the frame never reached the preallocated zeros.
+                            let zeros = vec![0u8; (valid_after - keep) as usize];
+                            std::os::unix::fs::FileExt::write_all_at(&file, &zeros, keep).unwrap();
+                        } else {
+                            file.set_len(keep).unwrap();
+                        }
+                        let bytes = std::fs::read(&last_now).unwrap();
+                        let part = &bytes[from as usize..keep as usize];
+                        expected_cut = part.iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1);
                     }
                     let (reopened, report) = Log::open(cfg.clone()).unwrap();
                     prop_assert_eq!(report.truncated_bytes, expected_cut);

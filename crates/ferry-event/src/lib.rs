@@ -91,6 +91,7 @@
 //! item's members as sent, re-joined without the whitespace between them).
 
 mod currency;
+pub mod stored;
 
 use std::borrow::Cow;
 use std::collections::HashSet;

@@ -1,0 +1,65 @@
+//! Destinations: where stored events go. Each destination turns a batch of
+//! [`Event`]s into one [`Outcome`] per event; it knows nothing about the log, offsets,
+//! retries or dead letters (that is `ferry-delivery`), nor about HTTP ingestion.
+//!
+//! - [`warehouse`]: Segment's warehouse schema in SQLite (embedded, the default) and
+//!   PostgreSQL.
+//! - `scripted` (feature `test-util`): a destination whose outcomes a test decides.
+
+pub mod warehouse;
+
+#[cfg(feature = "test-util")]
+pub mod scripted;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use ferry_event::stored::Event;
+
+/// A boxed future, for the object-safe [`Destination`] trait.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What happened to one event sent to a destination.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The destination has it (or had it already: idempotent destinations absorb repeats).
+    Delivered,
+    /// A transient failure: send it again later, not before `after` when the destination
+    /// said so (a `Retry-After`).
+    Retry { after: Option<Duration>, error: String },
+    /// The destination will never take this event; it goes to the dead letters.
+    Reject { reason: String },
+}
+
+impl Outcome {
+    /// A retry without a hint of when.
+    pub fn retry(error: impl Into<String>) -> Outcome {
+        Outcome::Retry { after: None, error: error.into() }
+    }
+
+    /// A rejection.
+    pub fn reject(reason: impl Into<String>) -> Outcome {
+        Outcome::Reject { reason: reason.into() }
+    }
+}
+
+/// A place events are delivered to. `send` returns exactly one outcome per event, in the
+/// order given; a destination that cannot tell events apart (one failed transaction)
+/// returns the same outcome for each.
+pub trait Destination: Send + Sync + 'static {
+    /// Whether the `integrations` switchboard of an event applies. Warehouses ignore it,
+    /// as in Segment.
+    fn follows_integrations(&self) -> bool {
+        true
+    }
+
+    /// Deliver a batch.
+    fn send<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>>;
+
+    /// Finish what is buffered and release connections (graceful shutdown).
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}

@@ -1,0 +1,407 @@
+//! The embedded SQLite warehouse (`ferry-data/warehouse.db` by default).
+//!
+//! SQLite has no schemas, so each source's tables carry its namespace as a prefix
+//! (`web_tracks`, `web_order_completed`); ferry's registry `_ferry_tables` maps each to its
+//! source and table, and `_ferry_columns` records a column's type where SQLite's declared
+//! type cannot say it (an integer column widened to float). For quick questions across
+//! sources there are views without the prefix — `tracks`, `identifies`, `users`, `pages`,
+//! `screens`, `groups`, `aliases`, `discards` — holding the fixed columns of every
+//! source's table and a `source` column, so `select event, count(*) from tracks group by 1`
+//! works a second after the first event.
+//!
+//! The database runs in WAL mode with `synchronous = FULL`: readers (the `sqlite3` shell)
+//! never block the loader, and a committed batch survives a power cut before the log's
+//! cursor moves past it. Times are stored as UTC ISO-8601 text with milliseconds, which
+//! sorts and compares correctly and works with SQLite's date functions.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params_from_iter};
+
+use super::naming::{self, quote};
+use super::plan::{self, ColumnType, Plan, Schema, TableKind, TableLoad, Value};
+use super::{LoadError, by_namespace, load_bisecting};
+use crate::{BoxFuture, Destination, Event, Outcome};
+
+/// Where the SQLite warehouse lives.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+}
+
+/// The SQLite warehouse destination.
+pub struct SqliteWarehouse {
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    conn: Connection,
+    /// What the database holds, per namespace, as of `schema_version`.
+    schemas: HashMap<String, Schema>,
+    /// `table` of a namespace → its SQLite name.
+    names: HashMap<(String, String), String>,
+    schema_version: i64,
+}
+
+/// The tables that get a view across sources, and the columns the views show.
+const VIEWS: &[&str] = &["tracks", "identifies", "users", "pages", "screens", "groups", "aliases", "discards"];
+
+impl SqliteWarehouse {
+    /// Open (or create) the warehouse file.
+    pub fn open(config: &SqliteConfig) -> Result<SqliteWarehouse, String> {
+        if let Some(parent) = config.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let conn = Connection::open(&config.path)
+            .map_err(|e| format!("cannot open sqlite warehouse {}: {e}", config.path.display()))?;
+        let setup = || -> rusqlite::Result<()> {
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "wal")?;
+            conn.pragma_update(None, "synchronous", "full")?;
+            conn.set_prepared_statement_cache_capacity(256);
+            conn.execute_batch(
+                "create table if not exists _ferry_tables (
+                     name text primary key, namespace text not null, table_name text not null,
+                     unique (namespace, table_name));
+                 create table if not exists _ferry_columns (
+                     name text not null, column_name text not null, type text not null,
+                     primary key (name, column_name));",
+            )
+        };
+        setup().map_err(|e| format!("cannot set up sqlite warehouse {}: {e}", config.path.display()))?;
+        let mut inner = Inner { conn, schemas: HashMap::new(), names: HashMap::new(), schema_version: -1 };
+        inner.refresh().map_err(|e| format!("cannot read sqlite warehouse schema: {e}"))?;
+        Ok(SqliteWarehouse { inner: Arc::new(Mutex::new(inner)) })
+    }
+
+    /// Load events now, in this thread (for tools and tests); the outcomes as `send`.
+    pub fn load_blocking(&self, events: &[Arc<Event>]) -> Vec<Outcome> {
+        let inner = self.inner.clone();
+        let load = move |batch: Vec<Arc<Event>>| {
+            let inner = inner.clone();
+            async move { load(&inner, &batch) }
+        };
+        futures_util::FutureExt::now_or_never(load_bisecting(events, &load))
+            .unwrap_or_else(|| vec![Outcome::retry("sqlite load did not finish"); events.len()])
+    }
+}
+
+impl Destination for SqliteWarehouse {
+    fn follows_integrations(&self) -> bool {
+        false
+    }
+
+    fn send<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            let inner = self.inner.clone();
+            let load = move |batch: Vec<Arc<Event>>| {
+                let inner = inner.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || load(&inner, &batch))
+                        .await
+                        .unwrap_or_else(|e| Err(LoadError::Transient(format!("sqlite loader stopped: {e}"))))
+                }
+            };
+            load_bisecting(events, &load).await
+        })
+    }
+}
+
+/// Load one batch in one transaction.
+fn load(inner: &Mutex<Inner>, events: &[Arc<Event>]) -> Result<(), LoadError> {
+    let mut inner = inner.lock().map_err(|_| LoadError::Transient("sqlite warehouse lock poisoned".into()))?;
+    let groups = by_namespace(events);
+    let uuid_ts = jiff::Timestamp::now();
+    // Another process (a `ferry replay`) may change the schema between our plan and our
+    // transaction: then plan again.
+    for _ in 0..3 {
+        let plans: Vec<Plan<'_>> = groups
+            .iter()
+            .map(|(ns, events)| {
+                let schema = inner.schemas.get(ns).cloned().unwrap_or_default();
+                plan::plan(ns, events, &schema, uuid_ts)
+            })
+            .collect();
+        match inner.apply(&plans) {
+            Ok(true) => return Ok(()),
+            Ok(false) => inner.refresh().map_err(classify)?,
+            Err(e) => {
+                // A schema we did not expect (a table dropped by hand): read it again once.
+                if is_schema_error(&e) {
+                    inner.refresh().map_err(classify)?;
+                    continue;
+                }
+                return Err(classify(e));
+            }
+        }
+    }
+    Err(LoadError::Transient("the sqlite warehouse schema keeps changing under the loader".into()))
+}
+
+fn is_schema_error(e: &rusqlite::Error) -> bool {
+    let text = e.to_string();
+    text.contains("no such table") || text.contains("has no column named") || text.contains("duplicate column")
+}
+
+fn classify(e: rusqlite::Error) -> LoadError {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::OutOfMemory
+            | ErrorCode::ReadOnly,
+        ) => LoadError::Transient(e.to_string()),
+        _ if is_schema_error(&e) => LoadError::Transient(e.to_string()),
+        _ => LoadError::Data(e.to_string()),
+    }
+}
+
+fn sql_type(t: ColumnType) -> &'static str {
+    match t {
+        ColumnType::Integer => "integer",
+        ColumnType::Float => "real",
+        ColumnType::Boolean => "boolean",
+        ColumnType::Timestamp => "timestamp",
+        ColumnType::Text => "text",
+    }
+}
+
+fn column_type(declared: &str) -> ColumnType {
+    match declared.to_ascii_lowercase().as_str() {
+        "integer" | "int" | "bigint" => ColumnType::Integer,
+        "real" | "float" | "double" => ColumnType::Float,
+        "boolean" => ColumnType::Boolean,
+        "timestamp" | "datetime" => ColumnType::Timestamp,
+        _ => ColumnType::Text,
+    }
+}
+
+impl Inner {
+    /// Read every registered table's columns again.
+    fn refresh(&mut self) -> rusqlite::Result<()> {
+        let version: i64 = self.conn.pragma_query_value(None, "schema_version", |r| r.get(0))?;
+        let mut schemas: HashMap<String, Schema> = HashMap::new();
+        let mut names = HashMap::new();
+        let tables: Vec<(String, String, String)> = self
+            .conn
+            .prepare("select name, namespace, table_name from _ferry_tables")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut overrides: HashMap<(String, String), ColumnType> = HashMap::new();
+        for row in self
+            .conn
+            .prepare("select name, column_name, type from _ferry_columns")?
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+        {
+            let (name, column, t) = row?;
+            if let Some(t) = ColumnType::parse(&t) {
+                overrides.insert((name, column), t);
+            }
+        }
+        for (name, namespace, table) in tables {
+            let mut columns = HashMap::new();
+            let mut info = self.conn.prepare(&format!("pragma table_info({})", quote(&name)))?;
+            let rows = info.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+            for row in rows {
+                let (column, declared) = row?;
+                let t = overrides.get(&(name.clone(), column.clone())).copied().unwrap_or_else(|| column_type(&declared));
+                columns.insert(column, t);
+            }
+            if columns.is_empty() {
+                // Registered but dropped by hand: it will be created again.
+                continue;
+            }
+            schemas.entry(namespace.clone()).or_default().tables.insert(table.clone(), plan::TableSchema { columns });
+            names.insert((namespace, table), name);
+        }
+        self.schemas = schemas;
+        self.names = names;
+        self.schema_version = version;
+        Ok(())
+    }
+
+    /// Apply the plans in one transaction. `Ok(false)`: the schema changed since it was
+    /// read; nothing was written.
+    fn apply(&mut self, plans: &[Plan<'_>]) -> rusqlite::Result<bool> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
+        if version != self.schema_version {
+            return Ok(false);
+        }
+        let mut created_views = BTreeSet::new();
+        let mut new_names = Vec::new();
+        for plan in plans {
+            for table in &plan.tables {
+                let key = (plan.namespace.clone(), table.name.clone());
+                let name = match self.names.get(&key) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let name = unused_name(&tx, &plan.namespace, &table.name)?;
+                        new_names.push((key, name.clone()));
+                        name
+                    }
+                };
+                if table.create {
+                    create_table(&tx, &name, &plan.namespace, table)?;
+                    if VIEWS.contains(&table.name.as_str()) {
+                        created_views.insert(table.name.clone());
+                    }
+                }
+                for (column, t) in &table.add {
+                    tx.execute(&format!("alter table {} add column {} {}", quote(&name), quote(column), sql_type(*t)), [])?;
+                }
+                for column in &table.widen {
+                    tx.execute(
+                        "insert or replace into _ferry_columns (name, column_name, type) values (?1, ?2, 'float')",
+                        [&name, column],
+                    )?;
+                }
+                insert_rows(&tx, &name, table)?;
+            }
+        }
+        for view in &created_views {
+            recreate_view(&tx, view)?;
+        }
+        tx.commit()?;
+        for ((namespace, table), name) in new_names {
+            self.names.insert((namespace, table), name);
+        }
+        // Our own DDL moved the version: read what is there now.
+        if plans.iter().any(Plan::changes_schema) {
+            self.refresh()?;
+        }
+        Ok(true)
+    }
+}
+
+/// The SQLite name of a namespace's table: `<namespace>_<table>`, or with a hash when that
+/// name already belongs to another namespace's table.
+fn unused_name(tx: &rusqlite::Transaction<'_>, namespace: &str, table: &str) -> rusqlite::Result<String> {
+    let name = naming::bounded(format!("{namespace}_{table}"));
+    let taken: Option<(String, String)> = tx
+        .query_row("select namespace, table_name from _ferry_tables where name = ?1", [&name], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    match taken {
+        Some((ns, t)) if ns != namespace || t != table => {
+            let hash = xxhash_rust::xxh3::xxh3_64(format!("{namespace}\0{table}").as_bytes()) as u32;
+            Ok(naming::bounded(format!("{namespace}_{table}_{hash:08x}")))
+        }
+        _ => Ok(name),
+    }
+}
+
+fn create_table(tx: &rusqlite::Transaction<'_>, name: &str, namespace: &str, table: &TableLoad<'_>) -> rusqlite::Result<()> {
+    let columns: Vec<String> =
+        table.columns.iter().map(|(column, t)| format!("{} {}", quote(column), sql_type(*t))).collect();
+    let key: Vec<String> = table.kind.key().iter().map(|c| quote(c)).collect();
+    tx.execute(
+        &format!("create table if not exists {} ({}, primary key ({}))", quote(name), columns.join(", "), key.join(", ")),
+        [],
+    )?;
+    tx.execute(
+        "insert or replace into _ferry_tables (name, namespace, table_name) values (?1, ?2, ?3)",
+        [name, namespace, &table.name],
+    )?;
+    Ok(())
+}
+
+fn insert_rows(tx: &rusqlite::Transaction<'_>, name: &str, table: &TableLoad<'_>) -> rusqlite::Result<()> {
+    if table.rows.is_empty() {
+        return Ok(());
+    }
+    let columns: Vec<String> = table.columns.iter().map(|(c, _)| quote(c)).collect();
+    let placeholders = vec!["?"; columns.len()].join(", ");
+    let target = quote(name);
+    let sql = match table.kind {
+        TableKind::Events | TableKind::Discards => {
+            format!("insert or ignore into {target} ({}) values ({placeholders})", columns.join(", "))
+        }
+        TableKind::Users => {
+            // The newer identify's traits win column by column; an older one only fills
+            // columns the row does not have yet.
+            let newer = format!("excluded.received_at >= {target}.received_at");
+            let sets: Vec<String> = table
+                .columns
+                .iter()
+                .filter(|(c, _)| c != "id")
+                .map(|(c, _)| {
+                    let c = quote(c);
+                    if c == "\"received_at\"" {
+                        format!("{c} = max(excluded.{c}, {target}.{c})")
+                    } else {
+                        format!(
+                            "{c} = case when {newer} then coalesce(excluded.{c}, {target}.{c}) else coalesce({target}.{c}, excluded.{c}) end"
+                        )
+                    }
+                })
+                .collect();
+            format!(
+                "insert into {target} ({}) values ({placeholders}) on conflict (\"id\") do update set {}",
+                columns.join(", "),
+                sets.join(", ")
+            )
+        }
+    };
+    let mut statement = tx.prepare_cached(&sql)?;
+    let width = table.columns.len();
+    for row in &table.rows {
+        let values = row.dense(width).into_iter().zip(&table.columns).map(|(value, (_, t))| bind(value, *t));
+        statement.execute(params_from_iter(values))?;
+    }
+    Ok(())
+}
+
+/// A value as SQLite stores it in a column of type `t`.
+fn bind(value: Option<&Value<'_>>, t: ColumnType) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match value {
+        None => V::Null,
+        Some(Value::Int(i)) if t == ColumnType::Float => V::Real(*i as f64),
+        Some(Value::Int(i)) => V::Integer(*i),
+        Some(Value::Float(f)) => V::Real(*f),
+        Some(Value::Bool(b)) => V::Integer(i64::from(*b)),
+        Some(Value::Time(ts)) => V::Text(ferry_event::format_time(*ts)),
+        Some(Value::Text(s)) => V::Text(s.to_string()),
+    }
+}
+
+/// `create view <table>` over every namespace's `<namespace>_<table>`, with the fixed
+/// columns and a `source` column.
+fn recreate_view(tx: &rusqlite::Transaction<'_>, table: &str) -> rusqlite::Result<()> {
+    let kind = match table {
+        "users" => TableKind::Users,
+        "discards" => TableKind::Discards,
+        _ => TableKind::Events,
+    };
+    let columns: Vec<String> = plan::fixed_columns(table, kind).iter().map(|(c, _)| quote(c)).collect();
+    let sources: Vec<(String, String)> = tx
+        .prepare("select namespace, name from _ferry_tables where table_name = ?1 order by namespace")?
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    // A table or view of that name made by someone else is left alone.
+    let existing: Option<String> =
+        tx.query_row("select type from sqlite_master where name = ?1", [table], |r| r.get(0)).optional()?;
+    if existing.as_deref().is_some_and(|t| t != "view") {
+        return Ok(());
+    }
+    let selects: Vec<String> = sources
+        .iter()
+        .map(|(ns, name)| {
+            let source = ns.replace('\'', "''");
+            format!("select '{source}' as source, {} from {}", columns.join(", "), quote(name))
+        })
+        .collect();
+    tx.execute(&format!("drop view if exists {}", quote(table)), [])?;
+    if !selects.is_empty() {
+        tx.execute(&format!("create view {} as {}", quote(table), selects.join(" union all ")), [])?;
+    }
+    Ok(())
+}

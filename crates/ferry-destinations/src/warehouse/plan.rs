@@ -489,8 +489,13 @@ impl<'a> Builder<'_, 'a> {
                 load.columns.len() - 1
             }
         };
-        if row.values.iter().any(|(c, _)| *c == position) {
-            self.discard(table, event, &column, &leaf, self.tables[table].columns[position].1.name(), "duplicate_column");
+        if let Some((_, existing)) = row.values.iter().find(|(c, _)| *c == position) {
+            // Two names for one column (`page.name` and `properties.name`): the same value
+            // twice is no conflict; a different one is kept in discards.
+            let column_type = self.tables[table].columns[position].1;
+            if coerce(&leaf, column_type).ok().as_ref() != Some(existing) {
+                self.discard(table, event, &column, &leaf, column_type.name(), "duplicate_column");
+            }
             return;
         }
         let load = &mut self.tables[table];

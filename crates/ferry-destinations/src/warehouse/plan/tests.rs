@@ -204,7 +204,7 @@ fn identifies_fold_into_one_users_row_newest_first() {
 fn every_call_type_has_its_table() {
     let common = r#""userId":"u1","receivedAt":"2026-11-28T10:37:14.899Z","sourceId":"web""#;
     let events = [
-        event(&format!(r#"{{"type":"page","messageId":"p","name":"Home","category":"Docs","properties":{{"path":"/"}},{common}}}"#)),
+        event(&format!(r#"{{"type":"page","messageId":"p","name":"Home","category":"Docs","properties":{{"path":"/","name":"Home","category":"Other"}},{common}}}"#)),
         event(&format!(r#"{{"type":"screen","messageId":"s","name":"Cart",{common}}}"#)),
         event(&format!(r#"{{"type":"group","messageId":"g","groupId":"acme","traits":{{"employees":30}},{common}}}"#)),
         event(&format!(r#"{{"type":"alias","messageId":"a","previousId":"anon-1",{common}}}"#)),
@@ -216,6 +216,10 @@ fn every_call_type_has_its_table() {
     assert!(rows(table(&plan, "groups"))[0].contains(&r#"group_id="acme""#.to_owned()));
     assert!(rows(table(&plan, "groups"))[0].contains(&"employees=30".to_owned()));
     assert!(rows(table(&plan, "aliases"))[0].contains(&r#"previous_id="anon-1""#.to_owned()));
+    // `properties.name` repeats the page name: no conflict; a different category is one.
+    let discards = rows(table(&plan, "discards"));
+    assert_eq!(discards.len(), 1, "{discards:?}");
+    assert!(discards[0].contains(&r#"column_name="category""#.to_owned()), "{discards:?}");
 }
 
 #[test]

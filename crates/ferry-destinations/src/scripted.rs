@@ -19,13 +19,19 @@ pub struct Scripted {
 #[derive(Default)]
 struct State {
     batches: Vec<Vec<Arc<Event>>>,
+    times: Vec<std::time::Instant>,
     attempts: std::collections::HashMap<String, usize>,
 }
 
 impl Scripted {
     /// A destination answering with `script`.
     pub fn new(script: impl Fn(&Event, usize) -> Outcome + Send + Sync + 'static) -> Scripted {
-        Scripted { script: Box::new(script), delay: Duration::ZERO, follows_integrations: true, state: Mutex::default() }
+        Scripted {
+            script: Box::new(script),
+            delay: Duration::ZERO,
+            follows_integrations: true,
+            state: Mutex::default(),
+        }
     }
 
     /// A destination that delivers everything.
@@ -50,6 +56,11 @@ impl Scripted {
         self.state.lock().map(|s| s.batches.clone()).unwrap_or_default()
     }
 
+    /// When each batch arrived.
+    pub fn times(&self) -> Vec<std::time::Instant> {
+        self.state.lock().map(|s| s.times.clone()).unwrap_or_default()
+    }
+
     /// The message ids of every event sent so far, in order, repeats included.
     pub fn sent_ids(&self) -> Vec<String> {
         self.batches().iter().flatten().map(|e| e.message_id.clone()).collect()
@@ -70,6 +81,7 @@ impl Destination for Scripted {
                 return vec![Outcome::retry("scripted destination poisoned"); events.len()];
             };
             state.batches.push(events.to_vec());
+            state.times.push(std::time::Instant::now());
             events
                 .iter()
                 .map(|event| {

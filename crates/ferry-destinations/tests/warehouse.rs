@@ -17,6 +17,7 @@ use ferry_destinations::{Destination, Event, Outcome};
 // ---------------------------------------------------------------------------------------
 // The two databases behind one small interface: load, and read back normalised.
 
+#[allow(clippy::large_enum_variant)]
 enum Db {
     Sqlite { warehouse: SqliteWarehouse, path: PathBuf, _dir: tempfile::TempDir },
     Postgres { warehouse: PostgresWarehouse, client: tokio_postgres::Client, schemas: Vec<String> },
@@ -115,9 +116,11 @@ fn sqlite_tables(path: &Path, namespace: &str) -> BTreeMap<String, Table> {
             info.query_map([], |r| Ok((r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
         for (column, declared) in &columns {
             let widened: Option<String> = conn
-                .query_row("select type from _ferry_columns where name = ?1 and column_name = ?2", [&name, column], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "select type from _ferry_columns where name = ?1 and column_name = ?2",
+                    [&name, column],
+                    |r| r.get(0),
+                )
                 .ok();
             let kind = widened.unwrap_or_else(|| {
                 match declared.to_ascii_lowercase().as_str() {
@@ -315,8 +318,13 @@ async fn schema_evolves_and_misfits_are_discarded(mut db: Db) {
     let ns = unique("evolve");
     db.own_schema(&ns).await;
     db.load_ok(&[track(&ns, "m1", "Signed Up", r#"{"plan": "pro", "seats": 3, "trial": true}"#)]).await;
-    db.load_ok(&[track(&ns, "m2", "Signed Up", r#"{"plan": "team", "seats": 2.5, "trial": "soon", "referrer": {"code": "X1"}}"#)])
-        .await;
+    db.load_ok(&[track(
+        &ns,
+        "m2",
+        "Signed Up",
+        r#"{"plan": "team", "seats": 2.5, "trial": "soon", "referrer": {"code": "X1"}}"#,
+    )])
+    .await;
     let table = db.table(&ns, "signed_up").await;
     assert_eq!(table.columns["seats"], "float", "integer widened to float: {:?}", table.columns);
     assert_eq!(table.columns["trial"], "boolean");
@@ -414,8 +422,12 @@ async fn sqlite_sources_are_kept_apart() {
 #[tokio::test]
 async fn sqlite_views_answer_across_sources() {
     let db = Db::sqlite();
-    db.load_ok(&[track("web", "m1", "Signed Up", "{}"), track("ios", "m2", "Signed Up", "{}"), track("ios", "m3", "Order Completed", "{}")])
-        .await;
+    db.load_ok(&[
+        track("web", "m1", "Signed Up", "{}"),
+        track("ios", "m2", "Signed Up", "{}"),
+        track("ios", "m3", "Order Completed", "{}"),
+    ])
+    .await;
     let Db::Sqlite { path, .. } = &db else { unreachable!() };
     let conn = rusqlite::Connection::open(path).unwrap();
     let counts: Vec<(String, i64)> = conn
@@ -476,7 +488,8 @@ async fn postgres_racing_loaders_add_each_column_once() {
     let ns = unique("race");
     db.own_schema(&ns).await;
     let config = PostgresConfig { url: url.clone(), connect_timeout: Duration::from_secs(10) };
-    let loaders: Vec<Arc<PostgresWarehouse>> = (0..4).map(|_| Arc::new(PostgresWarehouse::new(config.clone()))).collect();
+    let loaders: Vec<Arc<PostgresWarehouse>> =
+        (0..4).map(|_| Arc::new(PostgresWarehouse::new(config.clone()))).collect();
     let mut tasks = Vec::new();
     for (i, loader) in loaders.iter().enumerate() {
         let loader = loader.clone();
@@ -486,7 +499,14 @@ async fn postgres_racing_loaders_add_each_column_once() {
             let mut outcomes = Vec::new();
             for round in 0..5 {
                 let events: Vec<_> = (0..20)
-                    .map(|k| track(&ns, &format!("l{i}-r{round}-{k}"), "Race", &format!(r#"{{"c{round}": {k}, "shared": "s"}}"#)))
+                    .map(|k| {
+                        track(
+                            &ns,
+                            &format!("l{i}-r{round}-{k}"),
+                            "Race",
+                            &format!(r#"{{"c{round}": {k}, "shared": "s"}}"#),
+                        )
+                    })
                     .collect();
                 outcomes.extend(loader.send(&events).await);
             }

@@ -77,9 +77,7 @@ mod tests {
 
     fn leaves(raw: &str) -> Vec<(String, Leaf<'_>)> {
         let mut out = Vec::new();
-        flatten(raw, &mut |path, leaf| {
-            out.push((path.iter().map(|p| p.as_ref()).collect::<Vec<_>>().join("."), leaf))
-        });
+        flatten(raw, &mut |path, leaf| out.push((path.iter().map(|p| p.as_ref()).collect::<Vec<_>>().join("."), leaf)));
         out
     }
 

@@ -105,7 +105,8 @@ mod tests {
             let bad = batch.iter().any(|e| e.message_id == "m6");
             async move { if bad { Err(LoadError::Data("bad value".into())) } else { Ok(()) } }
         };
-        let outcomes = tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(load_bisecting(&events, &load));
+        let outcomes =
+            tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(load_bisecting(&events, &load));
         for (i, outcome) in outcomes.iter().enumerate() {
             if i == 6 {
                 assert!(matches!(outcome, Outcome::Reject { reason } if reason.contains("bad value")), "{outcome:?}");
@@ -120,7 +121,8 @@ mod tests {
     fn transient_errors_retry_the_whole_batch() {
         let events: Vec<_> = (0..3).map(|i| event(&format!("m{i}"), "web")).collect();
         let load = |_: Vec<Arc<Event>>| async { Err(LoadError::Transient("connection refused".into())) };
-        let outcomes = tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(load_bisecting(&events, &load));
+        let outcomes =
+            tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(load_bisecting(&events, &load));
         assert!(outcomes.iter().all(|o| matches!(o, Outcome::Retry { .. })));
     }
 

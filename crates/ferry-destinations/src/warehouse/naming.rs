@@ -133,7 +133,8 @@ pub(crate) fn property_column(path: &[impl AsRef<str>], reserved: &[&str]) -> Op
     if name.is_empty() {
         return None;
     }
-    let name = if reserved.contains(&name.as_str()) || name.starts_with("context_") { format!("_{name}") } else { name };
+    let name =
+        if reserved.contains(&name.as_str()) || name.starts_with("context_") { format!("_{name}") } else { name };
     Some(bounded(name))
 }
 

@@ -241,7 +241,12 @@ pub(crate) fn fixed_columns(table: &str, kind: TableKind) -> Vec<(&'static str, 
 
 /// Plan the load of `events` (all of one source, whose namespace is given) against what
 /// the warehouse is known to hold. `uuid_ts` is the load time.
-pub(crate) fn plan<'a>(namespace: &str, events: &'a [Arc<Event>], schema: &Schema, uuid_ts: jiff::Timestamp) -> Plan<'a> {
+pub(crate) fn plan<'a>(
+    namespace: &str,
+    events: &'a [Arc<Event>],
+    schema: &Schema,
+    uuid_ts: jiff::Timestamp,
+) -> Plan<'a> {
     let mut builder =
         Builder { schema, uuid_ts, current: 0, tables: Vec::new(), by_name: HashMap::new(), users: HashMap::new() };
     let mut context = Vec::new();

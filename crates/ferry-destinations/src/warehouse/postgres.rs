@@ -108,10 +108,8 @@ impl PostgresWarehouse {
             }
         }
         for _ in 0..3 {
-            let plans: Vec<Plan<'_>> = groups
-                .iter()
-                .map(|(ns, events)| plan::plan(ns, events, &conn.schemas[ns], uuid_ts))
-                .collect();
+            let plans: Vec<Plan<'_>> =
+                groups.iter().map(|(ns, events)| plan::plan(ns, events, &conn.schemas[ns], uuid_ts)).collect();
             let tx = conn.client.transaction().await.map_err(classify)?;
             match apply(&tx, &plans, &mut conn.schemas).await {
                 Ok(true) => {
@@ -125,7 +123,10 @@ impl PostgresWarehouse {
                     // The cache was refreshed for the tables that moved; plan again.
                     drop(tx);
                 }
-                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) || e.code() == Some(&SqlState::UNDEFINED_COLUMN) => {
+                Err(e)
+                    if e.code() == Some(&SqlState::UNDEFINED_TABLE)
+                        || e.code() == Some(&SqlState::UNDEFINED_COLUMN) =>
+                {
                     drop(tx);
                     for namespace in groups.keys() {
                         let schema = read_schema(&conn.client, namespace, None).await.map_err(classify)?;
@@ -298,11 +299,16 @@ async fn change_schema(tx: &Transaction<'_>, ns: &str, table: &TableLoad<'_>) ->
         let columns: Vec<String> =
             table.columns.iter().map(|(c, t)| format!("{} {}", quote(c), sql_type(*t))).collect();
         let key: Vec<String> = table.kind.key().iter().map(|c| quote(c)).collect();
-        tx.batch_execute(&format!("create table if not exists {target} ({}, primary key ({}))", columns.join(", "), key.join(", ")))
-            .await?;
+        tx.batch_execute(&format!(
+            "create table if not exists {target} ({}, primary key ({}))",
+            columns.join(", "),
+            key.join(", ")
+        ))
+        .await?;
     }
     for (column, t) in &table.add {
-        tx.batch_execute(&format!("alter table {target} add column if not exists {} {}", quote(column), sql_type(*t))).await?;
+        tx.batch_execute(&format!("alter table {target} add column if not exists {} {}", quote(column), sql_type(*t)))
+            .await?;
     }
     for column in &table.widen {
         tx.batch_execute(&format!("alter table {target} alter column {} type double precision", quote(column))).await?;
@@ -311,7 +317,12 @@ async fn change_schema(tx: &Transaction<'_>, ns: &str, table: &TableLoad<'_>) ->
 }
 
 /// Binary-COPY the rows into a staging table, then move them into the table.
-async fn copy_rows(tx: &Transaction<'_>, ns: &str, table: &TableLoad<'_>, i: usize) -> Result<(), tokio_postgres::Error> {
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    ns: &str,
+    table: &TableLoad<'_>,
+    i: usize,
+) -> Result<(), tokio_postgres::Error> {
     if table.rows.is_empty() {
         return Ok(());
     }
@@ -320,8 +331,11 @@ async fn copy_rows(tx: &Transaction<'_>, ns: &str, table: &TableLoad<'_>, i: usi
     let names: Vec<String> = table.columns.iter().map(|(c, _)| quote(c)).collect();
     let columns = names.join(", ");
     let defs: Vec<String> = table.columns.iter().map(|(c, t)| format!("{} {}", quote(c), sql_type(*t))).collect();
-    tx.batch_execute(&format!("drop table if exists {stage}; create temp table {stage} ({}) on commit drop", defs.join(", ")))
-        .await?;
+    tx.batch_execute(&format!(
+        "drop table if exists {stage}; create temp table {stage} ({}) on commit drop",
+        defs.join(", ")
+    ))
+    .await?;
     let sink = tx.copy_in(&format!("copy {stage} ({columns}) from stdin (format binary)")).await?;
     futures_util::pin_mut!(sink);
     let mut buf = BytesMut::with_capacity(1 << 20);

@@ -210,7 +210,8 @@ impl Inner {
             let rows = info.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
             for row in rows {
                 let (column, declared) = row?;
-                let t = overrides.get(&(name.clone(), column.clone())).copied().unwrap_or_else(|| column_type(&declared));
+                let t =
+                    overrides.get(&(name.clone(), column.clone())).copied().unwrap_or_else(|| column_type(&declared));
                 columns.insert(column, t);
             }
             if columns.is_empty() {
@@ -254,7 +255,10 @@ impl Inner {
                     }
                 }
                 for (column, t) in &table.add {
-                    tx.execute(&format!("alter table {} add column {} {}", quote(&name), quote(column), sql_type(*t)), [])?;
+                    tx.execute(
+                        &format!("alter table {} add column {} {}", quote(&name), quote(column), sql_type(*t)),
+                        [],
+                    )?;
                 }
                 for column in &table.widen {
                     tx.execute(
@@ -298,12 +302,22 @@ fn unused_name(tx: &rusqlite::Transaction<'_>, namespace: &str, table: &str) -> 
     }
 }
 
-fn create_table(tx: &rusqlite::Transaction<'_>, name: &str, namespace: &str, table: &TableLoad<'_>) -> rusqlite::Result<()> {
+fn create_table(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    namespace: &str,
+    table: &TableLoad<'_>,
+) -> rusqlite::Result<()> {
     let columns: Vec<String> =
         table.columns.iter().map(|(column, t)| format!("{} {}", quote(column), sql_type(*t))).collect();
     let key: Vec<String> = table.kind.key().iter().map(|c| quote(c)).collect();
     tx.execute(
-        &format!("create table if not exists {} ({}, primary key ({}))", quote(name), columns.join(", "), key.join(", ")),
+        &format!(
+            "create table if not exists {} ({}, primary key ({}))",
+            quote(name),
+            columns.join(", "),
+            key.join(", ")
+        ),
         [],
     )?;
     tx.execute(

@@ -56,7 +56,11 @@ fn types(load: &TableLoad<'_>) -> Vec<(String, &'static str)> {
 
 #[test]
 fn a_track_fills_tracks_and_its_own_table() {
-    let events = [track("m1", "Order Completed", r#"{"revenue": 19.99, "count": 2, "paid": true, "when": "2026-01-01T00:00:00Z", "tags": ["a", "b"], "address": {"city": "Paris"}, "gone": null}"#)];
+    let events = [track(
+        "m1",
+        "Order Completed",
+        r#"{"revenue": 19.99, "count": 2, "paid": true, "when": "2026-01-01T00:00:00Z", "tags": ["a", "b"], "address": {"city": "Paris"}, "gone": null}"#,
+    )];
     let plan = plan("web", &events, &Schema::default(), now());
     assert_eq!(plan.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["order_completed", "tracks"]);
     let tracks = table(&plan, "tracks");
@@ -92,7 +96,9 @@ fn a_track_fills_tracks_and_its_own_table() {
     }
     assert!(!row.iter().any(|v| v.starts_with("gone")), "nulls create nothing");
     let types = types(own);
-    for expected in [("revenue", "float"), ("count", "integer"), ("paid", "boolean"), ("when", "timestamp"), ("tags", "text")] {
+    for expected in
+        [("revenue", "float"), ("count", "integer"), ("paid", "boolean"), ("when", "timestamp"), ("tags", "text")]
+    {
         assert!(types.contains(&(expected.0.to_owned(), expected.1)), "{expected:?} not in {types:?}");
     }
 }
@@ -100,7 +106,12 @@ fn a_track_fills_tracks_and_its_own_table() {
 #[test]
 fn values_that_do_not_fit_go_to_discards_and_integers_widen() {
     let mut schema = Schema::default();
-    let columns = [("id", ColumnType::Text), ("count", ColumnType::Integer), ("paid", ColumnType::Boolean), ("note", ColumnType::Text)];
+    let columns = [
+        ("id", ColumnType::Text),
+        ("count", ColumnType::Integer),
+        ("paid", ColumnType::Boolean),
+        ("note", ColumnType::Text),
+    ];
     let mut existing = TableSchema::default();
     for (c, t) in fixed_columns("signed_up", TableKind::Events).into_iter().chain(columns) {
         existing.columns.insert(c.to_owned(), t);
@@ -137,10 +148,8 @@ fn values_that_do_not_fit_go_to_discards_and_integers_widen() {
 
 #[test]
 fn within_one_batch_the_first_value_decides_and_integers_still_widen() {
-    let events = [
-        track("m1", "E", r#"{"n": 1, "s": "x", "b": true}"#),
-        track("m2", "E", r#"{"n": 1.5, "s": 2, "b": "nope"}"#),
-    ];
+    let events =
+        [track("m1", "E", r#"{"n": 1, "s": "x", "b": true}"#), track("m2", "E", r#"{"n": 1.5, "s": 2, "b": "nope"}"#)];
     let plan = plan("web", &events, &Schema::default(), now());
     let own = table(&plan, "e");
     assert!(own.create && own.widen.is_empty(), "a new table is created with the wider type");
@@ -152,7 +161,8 @@ fn within_one_batch_the_first_value_decides_and_integers_still_widen() {
 
 #[test]
 fn reserved_names_step_aside_and_duplicates_are_discarded() {
-    let events = [track("m1", "E", r#"{"userId": "x", "id": 5, "user_name": "a", "userName": "b", "context_ip": "c"}"#)];
+    let events =
+        [track("m1", "E", r#"{"userId": "x", "id": 5, "user_name": "a", "userName": "b", "context_ip": "c"}"#)];
     let plan = plan("web", &events, &Schema::default(), now());
     let row = rows(table(&plan, "e")).remove(0);
     for expected in [r#"_user_id="x""#, "_id=5", r#"user_name="a""#, r#"_context_ip="c""#, r#"user_id="u1""#] {
@@ -166,7 +176,11 @@ fn reserved_names_step_aside_and_duplicates_are_discarded() {
 
 #[test]
 fn injection_shaped_names_become_harmless() {
-    let events = [track("m1", "\"; drop table users; --", r#"{"a\"; delete from tracks; --": 1, "Robert'); DROP TABLE students;--": 2}"#)];
+    let events = [track(
+        "m1",
+        "\"; drop table users; --",
+        r#"{"a\"; delete from tracks; --": 1, "Robert'); DROP TABLE students;--": 2}"#,
+    )];
     let plan = plan("web", &events, &Schema::default(), now());
     let own = table(&plan, "drop_table_users");
     let names: Vec<&str> = own.columns.iter().map(|(c, _)| c.as_str()).collect();
@@ -204,7 +218,9 @@ fn identifies_fold_into_one_users_row_newest_first() {
 fn every_call_type_has_its_table() {
     let common = r#""userId":"u1","receivedAt":"2026-11-28T10:37:14.899Z","sourceId":"web""#;
     let events = [
-        event(&format!(r#"{{"type":"page","messageId":"p","name":"Home","category":"Docs","properties":{{"path":"/","name":"Home","category":"Other"}},{common}}}"#)),
+        event(&format!(
+            r#"{{"type":"page","messageId":"p","name":"Home","category":"Docs","properties":{{"path":"/","name":"Home","category":"Other"}},{common}}}"#
+        )),
         event(&format!(r#"{{"type":"screen","messageId":"s","name":"Cart",{common}}}"#)),
         event(&format!(r#"{{"type":"group","messageId":"g","groupId":"acme","traits":{{"employees":30}},{common}}}"#)),
         event(&format!(r#"{{"type":"alias","messageId":"a","previousId":"anon-1",{common}}}"#)),

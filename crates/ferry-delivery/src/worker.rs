@@ -1,0 +1,420 @@
+//! One worker per destination: read a batch from the log at the destination's own cursor,
+//! send it, retry what the destination asks to retry, dead-letter what it refuses (or
+//! what runs out of time), and only then move the cursor.
+//!
+//! Because each destination has its own cursor and its own task, a slow or failing
+//! destination holds back only itself: ingestion and the other destinations go on. (It
+//! does hold back retention of the log, like any consumer: a destination down for longer
+//! than the disk budget lasts eventually turns ingestion into 429s, never into loss.)
+//!
+//! Within a destination, delivery is in log order, one batch at a time: while a batch
+//! waits for its retries, the destination gets nothing newer. That keeps the cursor one
+//! number, keeps retries honest towards a rate-limited destination (its `Retry-After`
+//! holds for every event), and bounds memory to one batch.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_destinations::{Destination, Event, Outcome};
+use tokio::sync::watch;
+
+use crate::dead_letter::{Attempt, DeadLetters, NewDeadLetter, now_iso};
+use crate::feed::Feed;
+use crate::retry::{Backoff, unit_draw};
+
+/// Where a destination without a cursor starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest event the log still holds (warehouses: the retained history).
+    Beginning,
+    /// Only events stored from now on.
+    End,
+}
+
+/// How one destination is fed.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The destination's name: its key in `integrations`, and its cursor.
+    pub name: String,
+    /// A batch holds at most this many events...
+    pub batch_events: usize,
+    /// ...and at most this many bytes of stored events (at least one event).
+    pub batch_bytes: usize,
+    /// How long to wait for a batch to fill once its first event is there.
+    pub linger: Duration,
+    /// Retry an event for at least this long after its first attempt, then dead-letter it.
+    pub max_age: Duration,
+    pub backoff: Backoff,
+    /// Give up on one send after this long (counted as a retry).
+    pub timeout: Duration,
+    pub start: Start,
+}
+
+impl WorkerConfig {
+    /// Defaults for a destination named `name`: batches of 100 events or 1 MiB after at
+    /// most 200 ms, retries for 4 hours (as Segment), 30 s per send.
+    pub fn new(name: impl Into<String>) -> WorkerConfig {
+        WorkerConfig {
+            name: name.into(),
+            batch_events: 100,
+            batch_bytes: 1 << 20,
+            linger: Duration::from_millis(200),
+            max_age: Duration::from_secs(4 * 3600),
+            backoff: Backoff::default(),
+            timeout: Duration::from_secs(30),
+            start: Start::End,
+        }
+    }
+}
+
+/// The cursor name of a destination in the log.
+pub fn cursor_name(destination: &str) -> String {
+    format!("delivery.{destination}")
+}
+
+/// What a worker has done; shared with metrics, the admin API and tests.
+#[derive(Debug, Default)]
+pub struct WorkerStatus {
+    pub delivered: AtomicU64,
+    /// Events skipped because `integrations` turned this destination off.
+    pub filtered: AtomicU64,
+    /// Events the destination rejected (and so dead-lettered).
+    pub rejected: AtomicU64,
+    /// Events dead-lettered, for any reason.
+    pub dead_lettered: AtomicU64,
+    /// Sends of an event that were answered with a retry.
+    pub retried: AtomicU64,
+    /// Batches completed.
+    pub batches: AtomicU64,
+    /// The position the worker reads next (its committed cursor).
+    pub position: AtomicU64,
+    /// Whether the current batch is waiting to be retried.
+    pub retrying: AtomicBool,
+    /// The last error a send produced, with its time.
+    pub last_error: Mutex<Option<(String, String)>>,
+}
+
+impl WorkerStatus {
+    fn error(&self, error: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some((now_iso(), error.to_owned()));
+        }
+    }
+}
+
+/// A delivery worker.
+pub struct Worker {
+    config: WorkerConfig,
+    feed: Arc<dyn Feed>,
+    destination: Arc<dyn Destination>,
+    dead_letters: Arc<DeadLetters>,
+    status: Arc<WorkerStatus>,
+}
+
+/// One event of the batch in hand.
+struct Pending {
+    position: u64,
+    event: Arc<Event>,
+    attempts: Vec<Attempt>,
+}
+
+/// How a batch ended.
+enum Finished {
+    /// Every event delivered, filtered or dead-lettered: the cursor may move.
+    Done,
+    /// Shutdown came while the batch waited for a retry: leave the cursor; the batch is
+    /// sent again after a restart.
+    Abandoned,
+}
+
+impl Worker {
+    pub fn new(
+        config: WorkerConfig,
+        feed: Arc<dyn Feed>,
+        destination: Arc<dyn Destination>,
+        dead_letters: Arc<DeadLetters>,
+    ) -> Worker {
+        Worker { config, feed, destination, dead_letters, status: Arc::default() }
+    }
+
+    /// The worker's counters.
+    pub fn status(&self) -> Arc<WorkerStatus> {
+        self.status.clone()
+    }
+
+    /// Deliver until `shutdown` turns true. A batch being sent when it does is finished
+    /// (its cursor committed); a batch waiting for a retry is abandoned (sent again later).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let cursor = cursor_name(&self.config.name);
+        let mut next = match self.feed.cursor(&cursor) {
+            Some(position) => position,
+            None => {
+                let start = match self.config.start {
+                    Start::Beginning => 0,
+                    Start::End => self.feed.end(),
+                };
+                self.commit(&cursor, start, &mut shutdown).await;
+                start
+            }
+        };
+        self.status.position.store(next, Ordering::Relaxed);
+        tracing::info!(destination = %self.config.name, position = next, "delivery worker started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if self.feed.end() <= next {
+                tokio::select! {
+                    () = self.feed.wait(next) => {}
+                    _ = shutdown.changed() => continue,
+                }
+            }
+            self.linger(next, &mut shutdown).await;
+            let records = match self.read(next).await {
+                Ok(records) => records,
+                Err(error) => {
+                    tracing::error!(destination = %self.config.name, %error, "cannot read the log; trying again in 1 s");
+                    self.status.error(&format!("cannot read the log: {error}"));
+                    sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
+                    continue;
+                }
+            };
+            let Some(&(first, _)) = records.first() else { continue };
+            if first > next {
+                tracing::warn!(
+                    destination = %self.config.name,
+                    from = next,
+                    to = first,
+                    "log records were deleted before this destination read them"
+                );
+            }
+            let last = records.last().map_or(first, |r| r.0);
+            match self.deliver(records, &mut shutdown).await {
+                Finished::Done => {
+                    next = last + 1;
+                    self.commit(&cursor, next, &mut shutdown).await;
+                    self.status.position.store(next, Ordering::Relaxed);
+                    self.status.batches.fetch_add(1, Ordering::Relaxed);
+                }
+                Finished::Abandoned => break,
+            }
+        }
+        self.destination.close().await;
+        tracing::info!(destination = %self.config.name, position = next, "delivery worker stopped");
+    }
+
+    /// Wait until a full batch is there, the linger time passed, or shutdown.
+    async fn linger(&self, next: u64, shutdown: &mut watch::Receiver<bool>) {
+        let deadline = tokio::time::Instant::now() + self.config.linger;
+        loop {
+            let end = self.feed.end();
+            if end.saturating_sub(next) >= self.config.batch_events as u64 || *shutdown.borrow() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                () = self.feed.wait(end) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// The next batch: up to `batch_events` records and `batch_bytes` bytes.
+    async fn read(&self, next: u64) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+        let feed = self.feed.clone();
+        let max = self.config.batch_events.max(1);
+        let mut records = tokio::task::spawn_blocking(move || feed.read(next, max))
+            .await
+            .map_err(|e| std::io::Error::other(format!("log reader stopped: {e}")))??;
+        let mut bytes = 0;
+        let keep = records
+            .iter()
+            .position(|(_, r)| {
+                bytes += r.len();
+                bytes > self.config.batch_bytes
+            })
+            .unwrap_or(records.len())
+            .max(1);
+        records.truncate(keep);
+        Ok(records)
+    }
+
+    /// Send a batch until every event is delivered or dead-lettered.
+    async fn deliver(&self, records: Vec<(u64, Vec<u8>)>, shutdown: &mut watch::Receiver<bool>) -> Finished {
+        let name = &self.config.name;
+        let first_attempt_at = now_iso();
+        let mut pending = Vec::with_capacity(records.len());
+        let mut dead: Vec<NewDeadLetter> = Vec::new();
+        for (position, record) in records {
+            match Event::decode(&record) {
+                Ok(event) => {
+                    if self.destination.follows_integrations() && !event.routes_to(name) {
+                        self.status.filtered.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    pending.push(Pending { position, event: Arc::new(event), attempts: Vec::new() });
+                }
+                Err(error) => {
+                    // Not an event ferry wrote: keep its bytes where an operator can see them.
+                    tracing::error!(destination = %name, position, %error, "undecodable log record");
+                    dead.push(NewDeadLetter {
+                        destination: name.clone(),
+                        position,
+                        message_id: format!("undecodable-{position}"),
+                        kind: "unknown".to_owned(),
+                        event: None,
+                        source_id: None,
+                        received_at: None,
+                        first_attempt_at: first_attempt_at.clone(),
+                        reason: format!("undecodable log record: {error}"),
+                        attempts: Vec::new(),
+                        payload: String::from_utf8_lossy(&record).into_owned(),
+                    });
+                }
+            }
+        }
+        let started = Instant::now();
+        let mut failures = 0u32;
+        while !pending.is_empty() {
+            let events: Vec<Arc<Event>> = pending.iter().map(|p| p.event.clone()).collect();
+            let outcomes = match tokio::time::timeout(self.config.timeout, self.destination.send(&events)).await {
+                Ok(outcomes) if outcomes.len() == events.len() => outcomes,
+                Ok(outcomes) => {
+                    let error = format!("destination returned {} outcomes for {} events", outcomes.len(), events.len());
+                    tracing::error!(destination = %name, %error);
+                    vec![Outcome::retry(error); events.len()]
+                }
+                Err(_) => vec![Outcome::retry(format!("timed out after {:?}", self.config.timeout)); events.len()],
+            };
+            let mut retry_after: Option<Duration> = None;
+            let mut still = Vec::new();
+            let mut last_error = None;
+            for (mut p, outcome) in pending.into_iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Delivered => {
+                        self.status.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Outcome::Reject { reason } => {
+                        self.status.rejected.fetch_add(1, Ordering::Relaxed);
+                        last_error = Some(reason.clone());
+                        p.attempts.push(Attempt { at: now_iso(), error: reason.clone() });
+                        dead.push(self.letter(p, reason, &first_attempt_at));
+                    }
+                    Outcome::Retry { after, error } => {
+                        self.status.retried.fetch_add(1, Ordering::Relaxed);
+                        retry_after = retry_after.max(after);
+                        p.attempts.push(Attempt { at: now_iso(), error: error.clone() });
+                        last_error = Some(error);
+                        still.push(p);
+                    }
+                }
+            }
+            if let Some(error) = &last_error {
+                self.status.error(error);
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            failures += 1;
+            if started.elapsed() >= self.config.max_age {
+                tracing::warn!(destination = %name, events = pending.len(), "retries ran out; dead-lettering");
+                for p in pending.drain(..) {
+                    let last = p.attempts.last().map(|a| a.error.clone()).unwrap_or_default();
+                    dead.push(self.letter(p, format!("gave up after {failures} attempts: {last}"), &first_attempt_at));
+                }
+                break;
+            }
+            let delay = self.config.backoff.delay(failures, unit_draw(), retry_after);
+            tracing::debug!(destination = %name, events = pending.len(), ?delay, error = ?last_error, "retrying");
+            self.status.retrying.store(true, Ordering::Relaxed);
+            let stopped = sleep_or_shutdown(delay, shutdown).await;
+            self.status.retrying.store(false, Ordering::Relaxed);
+            if stopped {
+                return Finished::Abandoned;
+            }
+        }
+        if !dead.is_empty() {
+            self.dead_letter(dead, shutdown).await;
+        }
+        Finished::Done
+    }
+
+    fn letter(&self, p: Pending, reason: String, first_attempt_at: &str) -> NewDeadLetter {
+        let event = &p.event;
+        NewDeadLetter {
+            destination: self.config.name.clone(),
+            position: p.position,
+            message_id: event.message_id.clone(),
+            kind: event.kind.as_str().to_owned(),
+            event: event.event.clone(),
+            source_id: Some(event.source_id.clone()).filter(|s| !s.is_empty()),
+            received_at: Some(ferry_event::format_time(event.received_at)),
+            first_attempt_at: first_attempt_at.to_owned(),
+            reason,
+            attempts: p.attempts,
+            payload: event.json().to_owned(),
+        }
+    }
+
+    /// Store dead letters, trying again until the store takes them: the cursor must not
+    /// pass an event that is neither delivered nor dead-lettered, shutdown or not.
+    async fn dead_letter(&self, letters: Vec<NewDeadLetter>, shutdown: &mut watch::Receiver<bool>) {
+        let letters = Arc::new(letters);
+        loop {
+            let (store, batch) = (self.dead_letters.clone(), letters.clone());
+            let result = tokio::task::spawn_blocking(move || store.add(&batch))
+                .await
+                .unwrap_or_else(|e| Err(crate::dead_letter::DeadLetterError::Stopped(e.to_string())));
+            match result {
+                Ok(()) => {
+                    self.status.dead_lettered.fetch_add(letters.len() as u64, Ordering::Relaxed);
+                    for letter in letters.iter() {
+                        tracing::warn!(destination = %self.config.name, message_id = %letter.message_id, reason = %letter.reason, "dead-lettered");
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(destination = %self.config.name, %error, "cannot store dead letters; trying again in 1 s");
+                    self.status.error(&format!("cannot store dead letters: {error}"));
+                    if sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commit the cursor, trying again until the log takes it.
+    async fn commit(&self, cursor: &str, next: u64, shutdown: &mut watch::Receiver<bool>) {
+        loop {
+            let feed = self.feed.clone();
+            let name = cursor.to_owned();
+            let result = tokio::task::spawn_blocking(move || feed.commit(&name, next))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            match result {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::error!(destination = %self.config.name, %error, "cannot commit the cursor; trying again in 1 s");
+                    if sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
+                        // A cursor left behind only means redelivery after the restart.
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sleep, or return early with `true` when shutdown is asked for.
+async fn sleep_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}

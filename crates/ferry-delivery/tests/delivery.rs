@@ -1,0 +1,405 @@
+//! The delivery engine against a real (temporary) ferry-log and scripted destinations:
+//! batching, cursors, retries and their schedule, dead letters, routing, isolation,
+//! shutdown, replay and redrive.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_delivery::dead_letter::Filter;
+use ferry_delivery::{Backoff, DeadLetters, ReplayRequest, Start, Worker, WorkerConfig, WorkerStatus, cursor_name};
+use ferry_destinations::scripted::Scripted;
+use ferry_destinations::{Destination, Outcome};
+use ferry_log::{Log, LogConfig, Record, SyncPolicy};
+use tokio::sync::watch;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    log: Log,
+    dead_letters: Arc<DeadLetters>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(LogConfig {
+        dir: dir.path().join("log"),
+        sync: SyncPolicy::Never,
+        chunk_bytes: 4 << 20,
+        preallocate: false,
+        ..LogConfig::default()
+    })
+    .unwrap();
+    let dead_letters = Arc::new(DeadLetters::open(&dir.path().join("dead-letters.db")).unwrap());
+    Setup { dir, log, dead_letters }
+}
+
+fn stored(id: &str, name: &str, integrations: &str, received: &str) -> Vec<u8> {
+    format!(
+        r#"{{"type":"track","messageId":"{id}","userId":"u1","event":"{name}","properties":{{"n":1}},"integrations":{integrations},"timestamp":"{received}","receivedAt":"{received}","version":2,"sourceId":"web"}}"#
+    )
+    .into_bytes()
+}
+
+async fn append(log: &Log, ids: impl IntoIterator<Item = String>) {
+    let records: Vec<Record> = ids
+        .into_iter()
+        .map(|id| Record { key: None, payload: stored(&id, "E", "{}", "2026-11-28T10:00:00.000Z") })
+        .collect();
+    log.append(records).await.unwrap();
+}
+
+fn config(name: &str) -> WorkerConfig {
+    WorkerConfig {
+        linger: Duration::from_millis(20),
+        backoff: Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(40) },
+        start: Start::Beginning,
+        ..WorkerConfig::new(name)
+    }
+}
+
+struct Running {
+    status: Arc<WorkerStatus>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(s: &Setup, config: WorkerConfig, destination: Arc<dyn Destination>) -> Running {
+    let worker = Worker::new(config, Arc::new(s.log.clone()), destination, s.dead_letters.clone());
+    let status = worker.status();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(worker.run(stopped));
+    Running { status, stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("worker stops").unwrap();
+    }
+}
+
+/// Wait (up to 30 s) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn count(status: &WorkerStatus) -> u64 {
+    status.delivered.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_in_batches_once_and_commits_the_cursor() {
+    let s = setup();
+    append(&s.log, ids("m", 250)).await;
+    let destination = Arc::new(Scripted::accepting());
+    let running = start(&s, config("hook"), destination.clone());
+    until("250 delivered", || count(&running.status) == 250).await;
+    running.stop().await;
+    assert_eq!(destination.sent_ids(), ids("m", 250));
+    assert!(destination.batches().iter().all(|b| b.len() <= 100), "batches of at most 100");
+    assert_eq!(s.log.cursor(&cursor_name("hook")), Some(250));
+    // A restart continues after the cursor.
+    append(&s.log, ids("n", 5)).await;
+    let again = Arc::new(Scripted::accepting());
+    let running = start(&s, config("hook"), again.clone());
+    until("5 more", || count(&running.status) == 5).await;
+    running.stop().await;
+    assert_eq!(again.sent_ids(), ids("n", 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_bounded_by_bytes_too() {
+    let s = setup();
+    append(&s.log, ids("m", 50)).await;
+    let record_len = stored("m10", "E", "{}", "2026-11-28T10:00:00.000Z").len();
+    let destination = Arc::new(Scripted::accepting());
+    let running = start(&s, WorkerConfig { batch_bytes: record_len * 7, ..config("hook") }, destination.clone());
+    until("50 delivered", || count(&running.status) == 50).await;
+    running.stop().await;
+    assert!(
+        destination.batches().iter().all(|b| b.len() <= 7),
+        "{:?}",
+        destination.batches().iter().map(Vec::len).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_until_delivered_and_honours_retry_after() {
+    let s = setup();
+    append(&s.log, ids("m", 3)).await;
+    let destination = Arc::new(Scripted::new(|event, attempt| match (event.message_id.as_str(), attempt) {
+        ("m2", _) => Outcome::Delivered,
+        ("m1", 0) => Outcome::Retry { after: Some(Duration::from_millis(300)), error: "429 too many requests".into() },
+        (_, 0 | 1) => Outcome::retry("503 unavailable"),
+        _ => Outcome::Delivered,
+    }));
+    let running = start(&s, config("hook"), destination.clone());
+    until("3 delivered", || count(&running.status) == 3).await;
+    let retried = running.status.retried.load(std::sync::atomic::Ordering::Relaxed);
+    running.stop().await;
+    let batches = destination.batches();
+    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [3, 2, 2], "first try, then only the events still pending");
+    let times = destination.times();
+    assert!(times[1] - times[0] >= Duration::from_millis(300), "retry-after is a floor: {:?}", times[1] - times[0]);
+    assert_eq!(retried, 2 + 2);
+    assert!(s.dead_letters.list(&Filter::default()).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_and_exhausted_retries_become_dead_letters_with_every_attempt() {
+    let s = setup();
+    append(&s.log, ["ok".to_owned(), "bad".to_owned(), "flaky".to_owned()]).await;
+    let destination = Arc::new(Scripted::new(|event, _| match event.message_id.as_str() {
+        "bad" => Outcome::reject("400 invalid email"),
+        "flaky" => Outcome::retry("503 unavailable"),
+        _ => Outcome::Delivered,
+    }));
+    let running = start(&s, WorkerConfig { max_age: Duration::from_millis(300), ..config("hook") }, destination);
+    until("two dead letters", || running.status.dead_lettered.load(std::sync::atomic::Ordering::Relaxed) == 2).await;
+    until("cursor moved", || s.log.cursor(&cursor_name("hook")) == Some(3)).await;
+    running.stop().await;
+    let dead = s.dead_letters.list(&Filter { destination: Some("hook".into()), ..Filter::default() }).unwrap();
+    assert_eq!(dead.len(), 2);
+    let bad = dead.iter().find(|d| d.message_id == "bad").unwrap();
+    assert_eq!(bad.reason, "400 invalid email");
+    assert_eq!((bad.kind.as_str(), bad.event.as_deref(), bad.position), ("track", Some("E"), 1));
+    assert!(bad.payload.contains(r#""messageId":"bad""#));
+    let flaky = dead.iter().find(|d| d.message_id == "flaky").unwrap();
+    assert!(flaky.reason.starts_with("gave up after") && flaky.reason.ends_with("503 unavailable"), "{}", flaky.reason);
+    assert!(flaky.attempts.len() >= 3, "every attempt is kept: {:?}", flaky.attempts);
+    assert!(flaky.attempts.iter().all(|a| a.error == "503 unavailable" && a.at.ends_with('Z')));
+    // Filters.
+    let by_error = s.dead_letters.list(&Filter { error: Some("invalid email".into()), ..Filter::default() }).unwrap();
+    assert_eq!(by_error.iter().map(|d| d.message_id.as_str()).collect::<Vec<_>>(), ["bad"]);
+    let by_attempt_error = s.dead_letters.list(&Filter { error: Some("503".into()), ..Filter::default() }).unwrap();
+    assert_eq!(by_attempt_error.len(), 1);
+    assert!(
+        s.dead_letters.list(&Filter { error: Some("%".into()), ..Filter::default() }).unwrap().is_empty(),
+        "like patterns are escaped"
+    );
+    assert!(s.dead_letters.list(&Filter { event: Some("Other".into()), ..Filter::default() }).unwrap().is_empty());
+    assert_eq!(s.dead_letters.counts().unwrap(), [("hook".to_owned(), 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrations_route_by_destination_name_and_warehouses_ignore_them() {
+    let s = setup();
+    let cases = [
+        ("all-off", r#"{"All": false}"#),
+        ("own-on", r#"{"All": false, "Mixpanel": true}"#),
+        ("own-off", r#"{"Mixpanel": false}"#),
+        ("options", r#"{"Mixpanel": {"api_secret": "x"}}"#),
+        ("default", "{}"),
+        ("other-case", r#"{"mixpanel": false}"#),
+    ];
+    let records = cases
+        .iter()
+        .map(|(id, integrations)| Record {
+            key: None,
+            payload: stored(id, "E", integrations, "2026-11-28T10:00:00.000Z"),
+        })
+        .collect();
+    s.log.append(records).await.unwrap();
+    let mixpanel = Arc::new(Scripted::accepting());
+    let warehouse = Arc::new(Scripted::accepting().ignoring_integrations());
+    let a = start(&s, config("Mixpanel"), mixpanel.clone());
+    let b = start(&s, config("warehouse"), warehouse.clone());
+    until("routing done", || {
+        a.status.position.load(std::sync::atomic::Ordering::Relaxed) == 6
+            && b.status.position.load(std::sync::atomic::Ordering::Relaxed) == 6
+    })
+    .await;
+    assert_eq!(a.status.filtered.load(std::sync::atomic::Ordering::Relaxed), 2);
+    a.stop().await;
+    b.stop().await;
+    assert_eq!(mixpanel.sent_ids(), ["own-on", "options", "default", "other-case"]);
+    assert_eq!(warehouse.sent_ids().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_destination_does_not_slow_another() {
+    const N: usize = 20_000;
+    // Alone first, then beside a destination that fails every event, hot (1 ms backoff).
+    let mut rates = Vec::new();
+    for with_failing in [false, true] {
+        let s = setup();
+        let healthy = Arc::new(Scripted::accepting());
+        let failing = Arc::new(Scripted::new(|_, _| Outcome::retry("500 internal server error")));
+        let failing_worker = with_failing.then(|| {
+            let c = WorkerConfig {
+                backoff: Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(1) },
+                ..config("failing")
+            };
+            start(&s, c, failing.clone())
+        });
+        let ok = start(&s, WorkerConfig { batch_events: 1000, ..config("healthy") }, healthy.clone());
+        let began = Instant::now();
+        for chunk in ids("m", N).chunks(500) {
+            append(&s.log, chunk.iter().cloned()).await;
+        }
+        until("healthy delivered everything", || count(&ok.status) == N as u64).await;
+        rates.push(N as f64 / began.elapsed().as_secs_f64());
+        if let Some(failing_worker) = failing_worker {
+            assert_eq!(count(&failing_worker.status), 0);
+            assert!(failing.batches().len() > 1, "the failing destination kept being retried");
+            assert_eq!(s.log.cursor(&cursor_name("failing")), Some(0), "and never moved on");
+            failing_worker.stop().await;
+        }
+        ok.stop().await;
+        assert_eq!(healthy.sent_ids().len(), N);
+        assert_eq!(s.log.next_offset(), N as u64, "ingestion went on");
+    }
+    eprintln!("healthy destination: {:.0} events/s alone, {:.0} beside a failing one", rates[0], rates[1]);
+    // Generous: a shared 2-core machine is noisy; blocking would show as a collapse.
+    assert!(rates[1] > rates[0] * 0.25, "{rates:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_retries_leaves_the_cursor_and_the_batch_comes_again() {
+    let s = setup();
+    append(&s.log, ids("m", 10)).await;
+    let failing = Arc::new(Scripted::new(|_, _| Outcome::retry("503")));
+    let running = start(&s, config("hook"), failing.clone());
+    until("first attempt", || !failing.batches().is_empty()).await;
+    running.stop().await;
+    assert_eq!(s.log.cursor(&cursor_name("hook")), Some(0));
+    let accepting = Arc::new(Scripted::accepting());
+    let running = start(&s, config("hook"), accepting.clone());
+    until("redelivered", || count(&running.status) == 10).await;
+    running.stop().await;
+    assert_eq!(accepting.sent_ids(), ids("m", 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_a_send_finishes_it_and_commits() {
+    let s = setup();
+    append(&s.log, ids("m", 10)).await;
+    let slow = Arc::new(Scripted::accepting().with_delay(Duration::from_millis(500)));
+    let running = start(&s, config("hook"), slow.clone());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    running.stop().await;
+    assert_eq!(slow.sent_ids(), ids("m", 10));
+    assert_eq!(s.log.cursor(&cursor_name("hook")), Some(10), "the finished batch is committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_destination_starts_where_configured() {
+    let s = setup();
+    append(&s.log, ids("old", 3)).await;
+    let from_end = Arc::new(Scripted::accepting());
+    let from_start = Arc::new(Scripted::accepting());
+    let a = start(&s, WorkerConfig { start: Start::End, ..config("end") }, from_end.clone());
+    let b = start(&s, config("beginning"), from_start.clone());
+    until("cursors exist", || s.log.cursor(&cursor_name("end")).is_some()).await;
+    append(&s.log, ids("new", 2)).await;
+    until("delivered", || count(&a.status) == 2 && count(&b.status) == 5).await;
+    a.stop().await;
+    b.stop().await;
+    assert_eq!(from_end.sent_ids(), ids("new", 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_records_are_dead_lettered_not_lost() {
+    let s = setup();
+    s.log.append(vec![Record { key: None, payload: b"not an event".to_vec() }]).await.unwrap();
+    append(&s.log, ids("m", 1)).await;
+    let destination = Arc::new(Scripted::accepting());
+    let running = start(&s, config("hook"), destination.clone());
+    until("delivered", || count(&running.status) == 1).await;
+    running.stop().await;
+    let dead = s.dead_letters.list(&Filter::default()).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].payload.as_str(), dead[0].position), ("not an event", 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_sends_dead_letters_again_by_filter() {
+    let s = setup();
+    let records = [("a", "Signed Up"), ("b", "Order Completed"), ("c", "Order Completed")]
+        .iter()
+        .map(|(id, name)| Record { key: None, payload: stored(id, name, "{}", "2026-11-28T10:00:00.000Z") })
+        .collect();
+    s.log.append(records).await.unwrap();
+    let refusing = Arc::new(Scripted::new(|_, _| Outcome::reject("401 bad api key")));
+    let running = start(&s, config("hook"), refusing);
+    until("dead", || running.status.dead_lettered.load(std::sync::atomic::Ordering::Relaxed) == 3).await;
+    running.stop().await;
+
+    let fixed = Arc::new(Scripted::new(|event, _| {
+        if event.message_id == "c" { Outcome::retry("still down") } else { Outcome::Delivered }
+    }));
+    let destinations = |name: &str| (name == "hook").then(|| fixed.clone() as Arc<dyn Destination>);
+    let filter = Filter { event: Some("Order Completed".into()), ..Filter::default() };
+    let mut seen = Vec::new();
+    let report = ferry_delivery::redrive(&s.dead_letters, &filter, &destinations, 100, &mut |p| seen.push(p.clone()))
+        .await
+        .unwrap();
+    assert_eq!((report.total, report.delivered, report.failed), (2, 1, 1));
+    assert_eq!(fixed.sent_ids(), ["b", "c"], "only the filtered ones");
+    assert!(!seen.is_empty(), "progress is reported");
+    let left: Vec<String> =
+        s.dead_letters.list(&Filter::default()).unwrap().into_iter().map(|d| d.message_id).collect();
+    assert_eq!(left, ["a", "c"]);
+    let c =
+        s.dead_letters.list(&Filter { event: Some("Order Completed".into()), ..Filter::default() }).unwrap().remove(0);
+    assert_eq!(c.redrive_attempts, 1);
+    assert_eq!(c.attempts.last().unwrap().error, "redrive: still down");
+    let all = s.dead_letters.list(&Filter { include_redriven: true, ..Filter::default() }).unwrap();
+    assert!(all.iter().find(|d| d.message_id == "b").unwrap().redriven_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_resends_a_time_range_from_a_read_only_view() {
+    let s = setup();
+    let records = (0..10)
+        .map(|i| Record {
+            key: None,
+            payload: stored(&format!("m{i}"), "E", "{}", &format!("2026-11-28T10:0{i}:00.000Z")),
+        })
+        .collect();
+    s.log.append(records).await.unwrap();
+    let view = ferry_delivery::LogView::open(&s.dir.path().join("log")).unwrap();
+    let destination = Scripted::accepting();
+    let request = ReplayRequest {
+        destination: "hook".into(),
+        since: "2026-11-28T10:03:00Z".parse().unwrap(),
+        until: Some("2026-11-28T10:06:00Z".parse().unwrap()),
+        batch_events: 2,
+        retries: 2,
+        backoff: Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(5) },
+    };
+    let mut updates = 0;
+    let report = ferry_delivery::replay(&view, &destination, &request, &mut |_| updates += 1).await.unwrap();
+    assert_eq!(destination.sent_ids(), ["m3", "m4", "m5"]);
+    assert_eq!((report.delivered, report.failed), (3, 0));
+    assert!(updates >= 2);
+}
+
+#[test]
+fn dead_letter_format_v1_matches_its_golden_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DeadLetters::open(&dir.path().join("dead-letters.db")).unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/dead-letters-v1.sql");
+    let sql = store.schema_sql().unwrap();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &sql).unwrap();
+    }
+    assert_eq!(sql, std::fs::read_to_string(&golden).unwrap(), "the dead letter format changed: bump FORMAT_VERSION");
+    drop(store);
+    // A store from a newer ferry is refused, not misread.
+    let conn = rusqlite::Connection::open(dir.path().join("dead-letters.db")).unwrap();
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    drop(conn);
+    let error = DeadLetters::open(&dir.path().join("dead-letters.db")).err().unwrap();
+    assert!(error.to_string().contains("format version 2"), "{error}");
+}

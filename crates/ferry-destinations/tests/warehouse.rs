@@ -442,6 +442,21 @@ async fn sqlite_views_answer_across_sources() {
     assert_eq!(sources, 2);
     let web: i64 = conn.query_row("select count(*) from web_signed_up", [], |r| r.get(0)).unwrap();
     assert_eq!(web, 1);
+    // Every table has its view, with every column of every source; new columns show up.
+    db.load_ok(&[track("ios", "m4", "Signed Up", r#"{"plan": "pro"}"#)]).await;
+    let plans: Vec<(String, Option<String>)> = conn
+        .prepare("select source, plan from signed_up order by id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(plans, [("web".to_owned(), None), ("ios".to_owned(), None), ("ios".to_owned(), Some("pro".to_owned()))]);
+    let email: Option<String> = {
+        db.load_ok(&[identify("web", "i1", "2026-11-28T10:00:00.000Z", r#"{"email": "a@example.com"}"#)]).await;
+        conn.query_row("select email from users", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(email.as_deref(), Some("a@example.com"));
 }
 
 #[tokio::test]

@@ -26,6 +26,73 @@ pub(crate) struct Config {
     /// per key) and says so at start-up.
     #[serde(default)]
     pub(crate) sources: Vec<SourceConfig>,
+    /// Where events are delivered. Absent: the embedded SQLite warehouse
+    /// `<data_dir>/warehouse.db` (named `warehouse`). `destinations = []`: none.
+    #[serde(default)]
+    pub(crate) destinations: Option<Vec<DestinationConfig>>,
+}
+
+/// The kinds of destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DestinationKind {
+    /// The embedded SQLite warehouse (Segment's schema; tables prefixed by source).
+    Sqlite,
+    /// A PostgreSQL warehouse (Segment's schema; one schema per source).
+    Postgres,
+}
+
+/// Where a destination starts reading when it has no cursor yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StartAt {
+    /// The oldest event the log still holds.
+    Beginning,
+    /// Only events stored from now on.
+    End,
+}
+
+/// One destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DestinationConfig {
+    /// Its name: the key that turns it on or off in an event's `integrations`
+    /// (case-sensitive), and the name of its cursor and dead letters.
+    pub(crate) name: String,
+    /// `sqlite` or `postgres`.
+    #[serde(rename = "type")]
+    pub(crate) kind: DestinationKind,
+    /// sqlite: the database file (default `<data_dir>/warehouse.db`).
+    #[serde(default)]
+    pub(crate) path: Option<PathBuf>,
+    /// postgres: the connection URL, e.g. `postgres://user:password@host:5432/analytics`.
+    #[serde(default)]
+    pub(crate) url: Option<String>,
+    /// Where to start without a cursor: `beginning` (the default for warehouses) or `end`.
+    #[serde(default)]
+    pub(crate) start: Option<StartAt>,
+    /// A batch holds at most this many events (warehouses: 10000).
+    #[serde(default)]
+    pub(crate) batch_events: Option<usize>,
+    /// ...and at most this many bytes of stored events (default 32 MiB).
+    #[serde(default)]
+    pub(crate) batch_bytes: Option<usize>,
+    /// How long to wait for a batch to fill, in milliseconds (warehouses: 1000).
+    #[serde(default)]
+    pub(crate) batch_ms: Option<u64>,
+    /// Keep retrying an event this long after its first attempt, then dead-letter it
+    /// (default 14400: 4 hours, as Segment).
+    #[serde(default)]
+    pub(crate) max_age_seconds: Option<u64>,
+    /// The first retry waits about this long, doubling up to `retry_max_ms` (default 1000).
+    #[serde(default)]
+    pub(crate) retry_initial_ms: Option<u64>,
+    /// The longest wait between retries, in milliseconds (default 600000: 10 minutes).
+    #[serde(default)]
+    pub(crate) retry_max_ms: Option<u64>,
+    /// Give up on one send after this many milliseconds, and retry (default 60000).
+    #[serde(default)]
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +208,38 @@ impl Config {
         }
         if self.log.sync == Sync::Interval && self.log.sync_interval_ms == 0 {
             problems.push("log.sync_interval_ms must be positive with sync = \"interval\"".to_owned());
+        }
+        let mut names = std::collections::HashSet::new();
+        for d in self.destinations.iter().flatten() {
+            if d.name.is_empty() || d.name.chars().any(|c| c.is_control()) {
+                problems.push("a destination needs a name without control characters".to_owned());
+            }
+            if !names.insert(d.name.clone()) {
+                problems.push(format!("two destinations are named {}", d.name));
+            }
+            match d.kind {
+                DestinationKind::Postgres if d.url.as_deref().is_none_or(str::is_empty) => {
+                    problems.push(format!("destination {}: type postgres needs `url`", d.name));
+                }
+                DestinationKind::Postgres if d.path.is_some() => {
+                    problems.push(format!("destination {}: `path` is for sqlite; postgres takes `url`", d.name));
+                }
+                DestinationKind::Sqlite if d.url.is_some() => {
+                    problems.push(format!("destination {}: `url` is for postgres; sqlite takes `path`", d.name));
+                }
+                _ => {}
+            }
+            for (field, value) in [
+                ("batch_events", d.batch_events.map(|v| v as u64)),
+                ("batch_bytes", d.batch_bytes.map(|v| v as u64)),
+                ("timeout_ms", d.timeout_ms),
+                ("retry_initial_ms", d.retry_initial_ms),
+                ("retry_max_ms", d.retry_max_ms),
+            ] {
+                if value == Some(0) {
+                    problems.push(format!("destination {}: `{field}` must be positive", d.name));
+                }
+            }
         }
         let mut seen = HashMap::new();
         for source in &self.sources {

@@ -2,6 +2,7 @@
 
 mod cmd;
 mod config;
+mod destinations;
 mod ingest;
 mod serve;
 
@@ -52,6 +53,21 @@ enum Command {
     /// Example: ferry quarantine list --limit 20
     #[command(subcommand)]
     Quarantine(cmd::quarantine::QuarantineCommand),
+    /// Inspect and redrive dead letters: events a destination refused or kept failing.
+    ///
+    /// Examples:
+    ///   ferry dlq list
+    ///   ferry dlq show 42
+    ///   ferry dlq redrive --destination warehouse --error timeout
+    #[command(subcommand)]
+    Dlq(cmd::dlq::DlqCommand),
+    /// Send a time range of the log to one destination again (idempotent destinations
+    /// absorb what they already have). Runs beside a live ferry serve.
+    ///
+    /// Examples:
+    ///   ferry replay --destination warehouse --since 2h
+    ///   ferry replay --destination analytics --since 2026-11-28T00:00:00Z --until 2026-11-29T00:00:00Z
+    Replay(cmd::replay::ReplayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +85,8 @@ fn main() -> anyhow::Result<()> {
         Command::Check => check(&config),
         Command::Log(command) => cmd::log::run(config.data_dir, command),
         Command::Quarantine(command) => cmd::quarantine::run(&config.data_dir, command),
+        Command::Dlq(command) => cmd::dlq::run(&config, command),
+        Command::Replay(args) => cmd::replay::run(&config, args),
     }
 }
 

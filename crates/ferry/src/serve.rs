@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry_api::{ApiConfig, AppState, IdGenerator, Sources, SystemClock};
+use ferry_delivery::{DeadLetters, Worker, cursor_name};
 use ferry_log::{Log, LogConfig, SyncPolicy};
+use tokio::sync::watch;
 
 use crate::config::{Config, Sync};
+use crate::destinations;
 use crate::ingest::EmbeddedIngest;
 
 #[derive(Debug, clap::Args)]
@@ -23,6 +26,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "FERRY_THREADS")]
     threads: Option<usize>,
 }
+
+/// How long shutdown waits for delivery workers to finish the batch in hand.
+const WORKER_GRACE: Duration = Duration::from_secs(30);
 
 /// Server-generated message ids are UUID v7 strings: time-ordered, so they keep the
 /// dedupe index and the warehouse's primary-key index local.
@@ -53,7 +59,7 @@ pub(crate) fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     runtime.build().context("cannot start the async runtime")?.block_on(serve(config))
 }
 
-fn log_config(config: &Config, sub_dir: &str) -> LogConfig {
+pub(crate) fn log_config(config: &Config, sub_dir: &str) -> LogConfig {
     let sync = match config.log.sync {
         Sync::Always => SyncPolicy::Always,
         Sync::Interval => SyncPolicy::Interval(config.sync_interval()),
@@ -99,6 +105,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_inflight_bytes: config.server.max_inflight_bytes,
         ..ApiConfig::default()
     };
+    let dead_letter_path = config.data_dir.join("dead-letters.db");
+    let dead_letters = Arc::new(
+        DeadLetters::open(&dead_letter_path)
+            .with_context(|| format!("cannot open the dead letters in {}", dead_letter_path.display()))?,
+    );
+    let mut built = Vec::new();
+    for destination in destinations::configured(&config) {
+        built.push(destinations::build(&config, &destination)?);
+    }
+    // A cursor of a destination that is gone would hold back the log's retention forever.
+    let cursors: std::collections::HashSet<String> = built.iter().map(|b| cursor_name(&b.worker.name)).collect();
+    for (cursor, position) in events.cursors() {
+        if cursor.starts_with("delivery.") && !cursors.contains(&cursor) {
+            tracing::warn!(cursor, position, "removing the cursor of a destination that is no longer configured");
+            events.remove_cursor(&cursor).with_context(|| format!("cannot remove cursor {cursor}"))?;
+        }
+    }
+    let (stop_workers, workers_stopped) = watch::channel(false);
+    let mut workers = Vec::new();
+    for b in built {
+        tracing::info!(destination = %b.worker.name, target = %b.target, "delivering");
+        let worker = Worker::new(b.worker, Arc::new(events.clone()), b.destination, dead_letters.clone());
+        workers.push(tokio::spawn(worker.run(workers_stopped.clone())));
+    }
+
     let ingest = EmbeddedIngest::new(events, quarantine);
     let state = AppState::new(api_config, ingest, Arc::new(SystemClock), Arc::new(UuidV7));
     let app = ferry_api::router(state);
@@ -117,6 +148,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("http server failed")?;
+    // Workers finish the batch they are sending (a batch waiting for a retry is sent again
+    // after the next start); past the grace period they are abandoned the same way.
+    let _ = stop_workers.send(true);
+    let grace = tokio::time::Instant::now() + WORKER_GRACE;
+    for worker in workers {
+        if tokio::time::timeout_at(grace, worker).await.is_err() {
+            tracing::warn!("a delivery worker did not stop in time; its batch is delivered again after restart");
+        }
+    }
     tracing::info!("ferry stopped");
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! SIGKILL through HTTP: clients record which requests got a 2xx while ferry is killed
 //! mid-load and restarted, again and again; at the end every acknowledged messageId is in
-//! the log exactly once, and no messageId (retried or not) is stored twice.
+//! the log exactly once, and no messageId (retried or not) is stored twice. The warehouse
+//! loaders are killed mid-batch with it: after a last restart the embedded SQLite warehouse
+//! (and PostgreSQL, when `FERRY_TEST_POSTGRES_URL` is set) hold exactly the logged events,
+//! each once.
 
 mod support;
 
@@ -9,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Server, basic, http, log_cat, temp_dir};
+use support::{Server, basic, eventually, http, log_cat, postgres_url, sqlite_rows, temp_dir, unique};
 
 const CLIENTS: usize = 4;
 const KILLS: usize = 6;
@@ -32,7 +35,21 @@ fn batch_body(client: usize, batch: usize) -> (Vec<String>, Vec<u8>) {
 #[test]
 fn every_acknowledged_event_survives_sigkill_exactly_once() {
     let dir = temp_dir();
-    let mut server = Server::start(dir.path(), &[]);
+    let source = unique("kill");
+    let postgres = postgres_url("kill test");
+    let mut config = format!(
+        "[[sources]]\nid = \"{source}\"\nwrite_keys = [\"wk_kill\"]\n\n[[destinations]]\nname = \"warehouse\"\ntype = \"sqlite\"\nbatch_ms = 100\n"
+    );
+    if let Some(url) = &postgres {
+        config.push_str(&format!(
+            "\n[[destinations]]\nname = \"postgres\"\ntype = \"postgres\"\nurl = \"{url}\"\nbatch_ms = 100\n"
+        ));
+    }
+    let config_path = dir.path().join("ferry.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let config_arg = config_path.to_str().unwrap().to_owned();
+    let args = ["--config", config_arg.as_str()];
+    let mut server = Server::start(dir.path(), &args);
     let addr = Arc::new(Mutex::new(server.addr));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(HashSet::<String>::new()));
@@ -86,7 +103,7 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
         seed ^= seed << 17;
         std::thread::sleep(Duration::from_millis(100 + seed % 500));
         server.kill();
-        server = Server::start(dir.path(), &[]);
+        server = Server::start(dir.path(), &args);
         *addr.lock().unwrap() = server.addr;
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -115,4 +132,40 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
         missing.iter().take(5).collect::<Vec<_>>()
     );
     eprintln!("kill test: {} acknowledged events, {} stored, {KILLS} kills", acked.len(), seen.len());
+
+    // The warehouses were killed mid-load with everything else: once ferry runs again
+    // they catch up to exactly the logged events, each once.
+    let server = Server::start(dir.path(), &args);
+    let table = format!("{source}_kill_test");
+    let rows = eventually("the sqlite warehouse to catch up", 60, || {
+        let rows = sqlite_rows(dir.path(), &format!("select id from \"{table}\""));
+        (rows.len() >= seen.len()).then_some(rows)
+    });
+    let ids: HashSet<String> = rows.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(ids.len(), rows.len(), "a row loaded twice");
+    assert_eq!(ids, seen.keys().cloned().collect::<HashSet<_>>(), "the warehouse holds exactly the logged events");
+    let tracks = sqlite_rows(dir.path(), &format!("select count(*) from \"{source}_tracks\""));
+    assert_eq!(tracks[0][0], seen.len().to_string());
+    if let Some(url) = &postgres {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            let query = format!("select count(*), count(distinct id) from \"{source}\".kill_test");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(row) = client.query_one(&query, &[]).await {
+                    let (all, distinct): (i64, i64) = (row.get(0), row.get(1));
+                    assert_eq!(all, distinct, "a row loaded twice into postgresql");
+                    if all as usize == seen.len() {
+                        break;
+                    }
+                }
+                assert!(Instant::now() < deadline, "postgresql did not catch up");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            client.batch_execute(&format!("drop schema \"{source}\" cascade")).await.unwrap();
+        });
+    }
+    drop(server);
 }

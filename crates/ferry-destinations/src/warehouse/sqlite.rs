@@ -3,10 +3,9 @@
 //! SQLite has no schemas, so each source's tables carry its namespace as a prefix
 //! (`web_tracks`, `web_order_completed`); ferry's registry `_ferry_tables` maps each to its
 //! source and table, and `_ferry_columns` records a column's type where SQLite's declared
-//! type cannot say it (an integer column widened to float). For quick questions across
-//! sources there are views without the prefix — `tracks`, `identifies`, `users`, `pages`,
-//! `screens`, `groups`, `aliases`, `discards` — holding the fixed columns of every
-//! source's table and a `source` column, so `select event, count(*) from tracks group by 1`
+//! type cannot say it (an integer column widened to float). Every table also has a view
+//! without the prefix (`tracks`, `users`, `order_completed`, ...) over all sources, with
+//! every column and a `source` column, so `select event, count(*) from tracks group by 1`
 //! works a second after the first event.
 //!
 //! The database runs in WAL mode with `synchronous = FULL`: readers (the `sqlite3` shell)
@@ -45,9 +44,6 @@ struct Inner {
     names: HashMap<(String, String), String>,
     schema_version: i64,
 }
-
-/// The tables that get a view across sources, and the columns the views show.
-const VIEWS: &[&str] = &["tracks", "identifies", "users", "pages", "screens", "groups", "aliases", "discards"];
 
 impl SqliteWarehouse {
     /// Open (or create) the warehouse file.
@@ -235,7 +231,7 @@ impl Inner {
         if version != self.schema_version {
             return Ok(false);
         }
-        let mut created_views = BTreeSet::new();
+        let mut changed_views = BTreeSet::new();
         let mut new_names = Vec::new();
         for plan in plans {
             for table in &plan.tables {
@@ -250,9 +246,9 @@ impl Inner {
                 };
                 if table.create {
                     create_table(&tx, &name, &plan.namespace, table)?;
-                    if VIEWS.contains(&table.name.as_str()) {
-                        created_views.insert(table.name.clone());
-                    }
+                }
+                if table.create || !table.add.is_empty() {
+                    changed_views.insert(table.name.clone());
                 }
                 for (column, t) in &table.add {
                     tx.execute(
@@ -269,7 +265,7 @@ impl Inner {
                 insert_rows(&tx, &name, table)?;
             }
         }
-        for view in &created_views {
+        for view in &changed_views {
             recreate_view(&tx, view)?;
         }
         tx.commit()?;
@@ -387,30 +383,46 @@ fn bind(value: Option<&Value<'_>>, t: ColumnType) -> rusqlite::types::Value {
     }
 }
 
-/// `create view <table>` over every namespace's `<namespace>_<table>`, with the fixed
-/// columns and a `source` column.
+/// `create view <table>` over every namespace's table of that name (`web_tracks`,
+/// `ios_tracks`, ...): every column any of them has (`null` where one lacks it), and a
+/// `source` column. Made again whenever one of those tables is created or gains a column.
 fn recreate_view(tx: &rusqlite::Transaction<'_>, table: &str) -> rusqlite::Result<()> {
-    let kind = match table {
-        "users" => TableKind::Users,
-        "discards" => TableKind::Discards,
-        _ => TableKind::Events,
-    };
-    let columns: Vec<String> = plan::fixed_columns(table, kind).iter().map(|(c, _)| quote(c)).collect();
-    let sources: Vec<(String, String)> = tx
-        .prepare("select namespace, name from _ferry_tables where table_name = ?1 order by namespace")?
-        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    // A table or view of that name made by someone else is left alone.
+    // SQLite reserves `sqlite_*`; a table or view of that name made by someone else is
+    // left alone.
+    if table.starts_with("sqlite_") {
+        return Ok(());
+    }
     let existing: Option<String> =
         tx.query_row("select type from sqlite_master where name = ?1", [table], |r| r.get(0)).optional()?;
     if existing.as_deref().is_some_and(|t| t != "view") {
         return Ok(());
     }
-    let selects: Vec<String> = sources
+    let sources: Vec<(String, String)> = tx
+        .prepare("select namespace, name from _ferry_tables where table_name = ?1 order by namespace")?
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut all: Vec<String> = Vec::new();
+    let mut per_source = Vec::new();
+    for (namespace, name) in &sources {
+        let columns: Vec<String> = tx
+            .prepare(&format!("pragma table_info({})", quote(name)))?
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<rusqlite::Result<_>>()?;
+        for column in &columns {
+            if !all.contains(column) {
+                all.push(column.clone());
+            }
+        }
+        per_source.push((namespace, name, columns));
+    }
+    let selects: Vec<String> = per_source
         .iter()
-        .map(|(ns, name)| {
-            let source = ns.replace('\'', "''");
-            format!("select '{source}' as source, {} from {}", columns.join(", "), quote(name))
+        .map(|(namespace, name, columns)| {
+            let values: Vec<String> = all
+                .iter()
+                .map(|c| if columns.contains(c) { quote(c) } else { format!("null as {}", quote(c)) })
+                .collect();
+            format!("select '{}' as source, {} from {}", namespace.replace('\'', "''"), values.join(", "), quote(name))
         })
         .collect();
     tx.execute(&format!("drop view if exists {}", quote(table)), [])?;

@@ -1,4 +1,83 @@
-//! One module per subcommand that has subcommands of its own.
+//! One module per subcommand that has subcommands of its own, and what they share.
 
+pub(crate) mod dlq;
 pub(crate) mod log;
 pub(crate) mod quarantine;
+pub(crate) mod replay;
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// A time on the command line: ISO-8601 (`2026-11-28T10:00:00Z`, `2026-11-28` for
+/// midnight UTC) or an age (`90s`, `30m`, `2h`, `7d`: that long ago).
+pub(crate) fn parse_time(text: &str) -> anyhow::Result<jiff::Timestamp> {
+    let text = text.trim();
+    let units = [("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)];
+    for (suffix, seconds) in units {
+        if let Some(n) = text.strip_suffix(suffix).and_then(|n| n.parse::<i64>().ok()) {
+            let ago = jiff::SignedDuration::from_secs(n.saturating_mul(seconds));
+            return jiff::Timestamp::now().checked_sub(ago).context("that is too long ago");
+        }
+    }
+    if let Some(ts) = ferry_event::parse_time(text) {
+        return Ok(ts);
+    }
+    if let Ok(date) = text.parse::<jiff::civil::Date>() {
+        return Ok(jiff::tz::TimeZone::UTC.to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))?);
+    }
+    anyhow::bail!("`{text}` is not a time: use ISO-8601 (2026-11-28T10:00:00Z, 2026-11-28) or an age (30m, 2h, 7d)")
+}
+
+/// A progress line on stderr: redrawn in place on a terminal, otherwise printed at most
+/// every few seconds (so logs of scripted runs stay short).
+pub(crate) struct ProgressLine {
+    started: Instant,
+    last: Option<Instant>,
+    terminal: bool,
+}
+
+impl ProgressLine {
+    pub(crate) fn new() -> ProgressLine {
+        ProgressLine { started: Instant::now(), last: None, terminal: std::io::stderr().is_terminal() }
+    }
+
+    /// Show `done` of `total` with a note; `finished` prints the last line for good.
+    pub(crate) fn show(&mut self, done: u64, total: u64, note: &str, finished: bool) {
+        let every = if self.terminal { Duration::from_millis(100) } else { Duration::from_secs(5) };
+        if !finished && self.last.is_some_and(|l| l.elapsed() < every) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let percent = if total == 0 { 100.0 } else { 100.0 * done as f64 / total as f64 };
+        let width = 24;
+        let filled = ((percent / 100.0) * width as f64).round() as usize;
+        let bar = format!("{}{}", "#".repeat(filled.min(width)), "-".repeat(width - filled.min(width)));
+        let line = format!("[{bar}] {done}/{total} ({percent:.0}%) {note} {:.0}/s", done as f64 / elapsed);
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            let _ = write!(err, "\r\x1b[2K{line}");
+            if finished {
+                let _ = writeln!(err);
+            }
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_iso_dates_or_ages() {
+        assert_eq!(parse_time("2026-11-28T10:00:00Z").unwrap().to_string(), "2026-11-28T10:00:00Z");
+        assert_eq!(parse_time("2026-11-28").unwrap().to_string(), "2026-11-28T00:00:00Z");
+        let two_hours = jiff::Timestamp::now().as_second() - parse_time("2h").unwrap().as_second();
+        assert!((7199..=7201).contains(&two_hours));
+        assert!(parse_time("yesterday").unwrap_err().to_string().contains("not a time"));
+    }
+}

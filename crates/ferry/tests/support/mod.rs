@@ -139,3 +139,82 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// The PostgreSQL the end-to-end tests may use; says loudly when it is not set.
+pub fn postgres_url(test: &str) -> Option<String> {
+    let url = std::env::var("FERRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("SKIPPED ({test}): FERRY_TEST_POSTGRES_URL is not set; the PostgreSQL part did not run");
+    }
+    url
+}
+
+/// A name no other test run uses (PostgreSQL schemas, source ids).
+pub fn unique(prefix: &str) -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), n % 1_000_000_000)
+}
+
+/// Rows of a query on the embedded warehouse, every column as text (`NULL` as "").
+pub fn sqlite_rows(data_dir: &Path, sql: &str) -> Vec<Vec<String>> {
+    let path = data_dir.join("warehouse.db");
+    let Ok(conn) = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return Vec::new();
+    };
+    let Ok(mut statement) = conn.prepare(sql) else { return Vec::new() };
+    let width = statement.column_count();
+    let rows = statement.query_map([], |row| {
+        (0..width)
+            .map(|i| {
+                use rusqlite::types::ValueRef;
+                Ok(match row.get_ref(i)? {
+                    ValueRef::Null => String::new(),
+                    ValueRef::Integer(v) => v.to_string(),
+                    ValueRef::Real(v) => v.to_string(),
+                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    ValueRef::Blob(_) => "<blob>".to_owned(),
+                })
+            })
+            .collect::<rusqlite::Result<Vec<String>>>()
+    });
+    match rows {
+        Ok(rows) => rows.filter_map(Result::ok).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Poll until `done` returns `Some`, or panic after `secs` seconds naming `what`.
+pub fn eventually<T>(what: &str, secs: u64, mut done: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = done() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Run the ferry binary with `args`; its exit status, stdout and stderr.
+pub fn ferry(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(FERRY).args(args).env("FERRY_LOG", "warn").output().expect("run ferry");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Stop a server with SIGTERM (graceful) and wait for it.
+pub fn terminate(mut server: Server) {
+    let pid = server.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = server.child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("ferry did not stop within 40 s of SIGTERM");
+}

@@ -876,6 +876,13 @@ pub fn format_time(ts: jiff::Timestamp) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// [`format_time`] appended to `out` (a reused buffer: no allocation once it has room).
+pub fn write_time_into(out: &mut String, ts: jiff::Timestamp) {
+    let mut bytes = std::mem::take(out).into_bytes();
+    write_time(&mut bytes, ts);
+    *out = String::from_utf8(bytes).unwrap_or_default();
+}
+
 /// [`format_time`] into a buffer, without going through `fmt` for years 0 to 9999.
 fn write_time(out: &mut Vec<u8>, ts: jiff::Timestamp) {
     let dt = jiff::tz::Offset::UTC.to_datetime(ts);

@@ -128,38 +128,70 @@ pub(crate) fn namespace(source_id: &str) -> String {
 /// each part snake_cased, joined with `_`; a name that collides with one of the table's
 /// `reserved` columns, or with the `context_` columns, gets a `_` in front. `None` when
 /// no part has a letter or digit.
+#[cfg(test)]
 pub(crate) fn property_column(path: &[impl AsRef<str>], reserved: &[&str]) -> Option<String> {
-    let name = join(path);
-    if name.is_empty() {
-        return None;
+    let mut out = String::new();
+    property_column_into(path, reserved, &mut out).then_some(out)
+}
+
+/// [`property_column`] into `out` (cleared first), so a planner can reuse one buffer;
+/// `false` for no name.
+pub(crate) fn property_column_into(path: &[impl AsRef<str>], reserved: &[&str], out: &mut String) -> bool {
+    out.clear();
+    join_into(path, out);
+    if out.is_empty() {
+        return false;
     }
-    let name =
-        if reserved.contains(&name.as_str()) || name.starts_with("context_") { format!("_{name}") } else { name };
-    Some(bounded(name))
+    if reserved.contains(&out.as_str()) || out.starts_with("context_") {
+        out.insert(0, '_');
+    }
+    bound_in_place(out);
+    true
 }
 
 /// The column of a context path: `context_` and the joined snake_case parts.
+#[cfg(test)]
 pub(crate) fn context_column(path: &[impl AsRef<str>]) -> Option<String> {
-    let name = join(path);
-    if name.is_empty() {
-        return None;
-    }
-    Some(bounded(format!("context_{name}")))
+    let mut out = String::new();
+    context_column_into(path, &mut out).then_some(out)
 }
 
-fn join(path: &[impl AsRef<str>]) -> String {
-    let mut name = String::new();
+/// [`context_column`] appended to `out`; `false` (and `out` as it was) for no name.
+pub(crate) fn context_column_into(path: &[impl AsRef<str>], out: &mut String) -> bool {
+    let start = out.len();
+    out.push_str("context_");
+    let before = out.len();
+    join_into(path, out);
+    if out.len() == before {
+        out.truncate(start);
+        return false;
+    }
+    if out.len() - start > MAX_IDENTIFIER_BYTES {
+        let name = bounded(out[start..].to_owned());
+        out.truncate(start);
+        out.push_str(&name);
+    }
+    true
+}
+
+fn bound_in_place(out: &mut String) {
+    if out.len() > MAX_IDENTIFIER_BYTES {
+        *out = bounded(std::mem::take(out));
+    }
+}
+
+fn join_into(path: &[impl AsRef<str>], name: &mut String) {
+    let start = name.len();
     for part in path {
         let part = snake_case(part.as_ref());
         if part.is_empty() {
             continue;
         }
-        if !name.is_empty() {
+        if name.len() > start {
             name.push('_');
         }
         name.push_str(&part);
     }
-    name
 }
 
 /// An identifier quoted for SQL (PostgreSQL and SQLite): in double quotes, inner quotes

@@ -30,6 +30,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
 use std::sync::Arc;
 
 use ferry_event::CallType;
@@ -88,6 +90,18 @@ pub(crate) struct Schema {
     pub(crate) tables: HashMap<String, TableSchema>,
 }
 
+impl Schema {
+    /// The schema as it is once `plan` is loaded: its tables and columns, with their types.
+    pub(crate) fn absorb(&mut self, plan: &Plan<'_>) {
+        for table in &plan.tables {
+            let entry = self.tables.entry(table.name.clone()).or_default();
+            for (column, t) in &table.columns {
+                entry.columns.insert(column.clone(), *t);
+            }
+        }
+    }
+}
+
 /// One table's columns and their types.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TableSchema {
@@ -129,7 +143,9 @@ pub(crate) struct TableLoad<'a> {
     /// Every column the rows use, with the type it will have after the changes.
     pub(crate) columns: Vec<(String, ColumnType)>,
     pub(crate) rows: Vec<Row<'a>>,
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
+    /// Per column, the serial of the last row that set it (duplicate check in O(1)).
+    stamps: Vec<u32>,
 }
 
 /// One row: the event it came from (an index into the batch) and its values, by
@@ -138,17 +154,20 @@ pub(crate) struct TableLoad<'a> {
 pub(crate) struct Row<'a> {
     pub(crate) event: usize,
     pub(crate) values: Vec<(usize, Value<'a>)>,
+    /// Unique within a plan: marks the columns this row set.
+    serial: u32,
 }
 
-impl Row<'_> {
-    /// The row's values laid out by column, `None` for absent.
-    pub(crate) fn dense(&self, width: usize) -> Vec<Option<&Value<'_>>> {
-        let mut out = vec![None; width];
+impl<'a> Row<'a> {
+    /// The row's values laid out by column into `out` (`None` for absent).
+    pub(crate) fn dense_into<'r>(&'r self, width: usize, out: &mut Vec<Option<&'r Value<'a>>>) {
+        out.clear();
+        out.resize(width, None);
         for (column, value) in &self.values {
             out[*column] = Some(value);
         }
-        out
     }
+
 }
 
 /// Everything one batch of one source needs.
@@ -165,6 +184,29 @@ impl Plan<'_> {
         self.tables.iter().any(|t| t.create || !t.add.is_empty() || !t.widen.is_empty())
     }
 }
+
+/// FxHash (as in rustc): column and table names are short and not attacker-chosen in a
+/// way that matters here (a bounded number per table), and SipHash showed in profiles.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// A table accepts at most this many columns (PostgreSQL's hard limit is 1,600); values
 /// for more go to `discards`.
@@ -247,20 +289,32 @@ pub(crate) fn plan<'a>(
     schema: &Schema,
     uuid_ts: jiff::Timestamp,
 ) -> Plan<'a> {
-    let mut builder =
-        Builder { schema, uuid_ts, current: 0, tables: Vec::new(), by_name: HashMap::new(), users: HashMap::new() };
-    let mut context = Vec::new();
+    let mut builder = Builder {
+        schema,
+        uuid_ts,
+        current: 0,
+        serial: 0,
+        tables: Vec::new(),
+        by_name: FastMap::default(),
+        users: FastMap::default(),
+        name: String::with_capacity(64),
+    };
+    // The flattened context of the event at hand: names in one buffer, reused.
+    let mut context: Vec<(Range<usize>, Leaf<'a>)> = Vec::new();
+    let mut names = String::new();
     for (index, event) in events.iter().enumerate() {
         context.clear();
+        names.clear();
         if let Some(raw) = event.context() {
             flatten(raw, &mut |path, leaf| {
-                if let Some(column) = naming::context_column(path) {
-                    context.push((column, leaf));
+                let start = names.len();
+                if naming::context_column_into(path, &mut names) {
+                    context.push((start..names.len(), leaf));
                 }
             });
         }
         builder.current = index;
-        builder.event(index, event, &context);
+        builder.event(index, event, &context, &names);
     }
     let mut tables = builder.tables;
     // Tables in a stable order (and so locks taken in one order by every loader).
@@ -273,17 +327,27 @@ struct Builder<'s, 'a> {
     uuid_ts: jiff::Timestamp,
     /// The index of the event being planned.
     current: usize,
+    /// The serial of the last row started.
+    serial: u32,
     tables: Vec<TableLoad<'a>>,
-    by_name: HashMap<String, usize>,
+    by_name: FastMap<String, usize>,
     /// The `users` row of each user id in this batch.
-    users: HashMap<&'a str, usize>,
+    users: FastMap<&'a str, usize>,
+    /// A column name being built (reused).
+    name: String,
 }
 
 /// Why a value is not stored in its column.
 struct Mismatch(&'static str);
 
 impl<'a> Builder<'_, 'a> {
-    fn event(&mut self, index: usize, event: &'a Event, context: &[(String, Leaf<'a>)]) {
+    /// A new row for `table`, with room for as many values as the table has columns.
+    fn row(&mut self, table: usize, index: usize) -> Row<'a> {
+        self.serial += 1;
+        Row { event: index, values: Vec::with_capacity(self.tables[table].columns.len()), serial: self.serial }
+    }
+
+    fn event(&mut self, index: usize, event: &'a Event, context: &[(Range<usize>, Leaf<'a>)], names: &str) {
         let common = |b: &mut Self, table: usize, row: &mut Row<'a>| {
             b.fixed(table, row, "id", Value::Text(Cow::Borrowed(&event.message_id)));
             if let Some(v) = &event.anonymous_id {
@@ -302,7 +366,7 @@ impl<'a> Builder<'_, 'a> {
             }
             b.fixed(table, row, "uuid_ts", Value::Time(b.uuid_ts));
             for (column, leaf) in context {
-                b.set(table, row, event, column.clone(), leaf.clone());
+                b.set(table, row, event, &names[column.clone()], leaf.clone());
             }
         };
         let text = |v: &'a Option<String>| v.as_deref().map(|s| Value::Text(Cow::Borrowed(s)));
@@ -313,7 +377,7 @@ impl<'a> Builder<'_, 'a> {
                 let table = naming::event_table(&slug);
                 for (table, with_properties) in [("tracks".to_owned(), false), (table, true)] {
                     let t = self.table(&table, TableKind::Events);
-                    let mut row = Row { event: index, values: Vec::new() };
+                    let mut row = self.row(t, index);
                     common(self, t, &mut row);
                     self.fixed(t, &mut row, "event", Value::Text(Cow::Owned(slug.clone())));
                     self.fixed(t, &mut row, "event_text", Value::Text(Cow::Borrowed(name)));
@@ -325,7 +389,7 @@ impl<'a> Builder<'_, 'a> {
             }
             CallType::Page | CallType::Screen => {
                 let t = self.table(if event.kind == CallType::Page { "pages" } else { "screens" }, TableKind::Events);
-                let mut row = Row { event: index, values: Vec::new() };
+                let mut row = self.row(t, index);
                 common(self, t, &mut row);
                 if let Some(v) = text(&event.name) {
                     self.fixed(t, &mut row, "name", v);
@@ -338,7 +402,7 @@ impl<'a> Builder<'_, 'a> {
             }
             CallType::Identify => {
                 let t = self.table("identifies", TableKind::Events);
-                let mut row = Row { event: index, values: Vec::new() };
+                let mut row = self.row(t, index);
                 common(self, t, &mut row);
                 self.object(t, &mut row, event, event.traits());
                 self.tables[t].rows.push(row);
@@ -348,7 +412,7 @@ impl<'a> Builder<'_, 'a> {
             }
             CallType::Group => {
                 let t = self.table("groups", TableKind::Events);
-                let mut row = Row { event: index, values: Vec::new() };
+                let mut row = self.row(t, index);
                 common(self, t, &mut row);
                 if let Some(v) = text(&event.group_id) {
                     self.fixed(t, &mut row, "group_id", v);
@@ -358,7 +422,7 @@ impl<'a> Builder<'_, 'a> {
             }
             CallType::Alias => {
                 let t = self.table("aliases", TableKind::Events);
-                let mut row = Row { event: index, values: Vec::new() };
+                let mut row = self.row(t, index);
                 common(self, t, &mut row);
                 if let Some(v) = text(&event.previous_id) {
                     self.fixed(t, &mut row, "previous_id", v);
@@ -372,7 +436,7 @@ impl<'a> Builder<'_, 'a> {
     /// traits win over an earlier one's, column by column.
     fn user(&mut self, index: usize, event: &'a Event, user_id: &'a str) {
         let t = self.table("users", TableKind::Users);
-        let mut row = Row { event: index, values: Vec::new() };
+        let mut row = self.row(t, index);
         self.fixed(t, &mut row, "id", Value::Text(Cow::Borrowed(user_id)));
         self.fixed(t, &mut row, "received_at", Value::Time(event.received_at));
         self.fixed(t, &mut row, "uuid_ts", Value::Time(self.uuid_ts));
@@ -417,7 +481,8 @@ impl<'a> Builder<'_, 'a> {
             widen: Vec::new(),
             columns: Vec::new(),
             rows: Vec::new(),
-            index: HashMap::new(),
+            index: FastMap::default(),
+            stamps: Vec::new(),
         };
         for (column, column_type) in fixed_columns(name, kind) {
             let known = existing.and_then(|e| e.columns.get(column).copied());
@@ -426,6 +491,7 @@ impl<'a> Builder<'_, 'a> {
             }
             load.index.insert(column.to_owned(), load.columns.len());
             load.columns.push((column.to_owned(), known.unwrap_or(column_type)));
+            load.stamps.push(0);
         }
         let t = self.tables.len();
         self.tables.push(load);
@@ -435,7 +501,9 @@ impl<'a> Builder<'_, 'a> {
 
     /// A fixed column's value (always of the column's type).
     fn fixed(&mut self, table: usize, row: &mut Row<'a>, column: &str, value: Value<'a>) {
-        if let Some(&c) = self.tables[table].index.get(column) {
+        let load = &mut self.tables[table];
+        if let Some(&c) = load.index.get(column) {
+            load.stamps[c] = row.serial;
             row.values.push((c, value));
         }
     }
@@ -443,63 +511,63 @@ impl<'a> Builder<'_, 'a> {
     /// Every leaf of a properties or traits object as its own column.
     fn object(&mut self, table: usize, row: &mut Row<'a>, event: &'a Event, raw: Option<&'a str>) {
         let Some(raw) = raw else { return };
-        let mut leaves = Vec::new();
+        let mut name = std::mem::take(&mut self.name);
         flatten(raw, &mut |path, leaf| {
-            if let Some(column) = naming::property_column(path, RESERVED) {
-                leaves.push((column, leaf));
+            if naming::property_column_into(path, RESERVED, &mut name) {
+                self.set(table, row, event, &name, leaf);
             }
         });
-        for (column, leaf) in leaves {
-            self.set(table, row, event, column, leaf);
-        }
+        self.name = name;
     }
 
     /// Put a leaf into `column` of the row: infer or check the type, or discard it.
-    fn set(&mut self, table: usize, row: &mut Row<'a>, event: &'a Event, column: String, leaf: Leaf<'a>) {
+    fn set(&mut self, table: usize, row: &mut Row<'a>, event: &'a Event, column: &str, leaf: Leaf<'a>) {
         let leaf = match leaf {
             Leaf::Str(s) if s.contains('\0') => {
                 // PostgreSQL text cannot hold NUL: store it with U+FFFD, keep the original.
-                self.discard(table, event, &column, &Leaf::Str(s.clone()), "text", "nul_replaced");
+                self.discard(table, event, column, &Leaf::Str(s.clone()), "text", "nul_replaced");
                 Leaf::Str(Cow::Owned(s.replace('\0', "\u{fffd}")))
             }
             Leaf::Float(f) if !f.is_finite() => {
-                self.discard(table, event, &column, &leaf, "float", "not_finite");
+                self.discard(table, event, column, &leaf, "float", "not_finite");
                 return;
             }
             other => other,
         };
         let load = &mut self.tables[table];
-        let position = match load.index.get(&column) {
+        let position = match load.index.get(column) {
             Some(&c) => c,
             None => {
-                let known = self.schema.tables.get(&load.name).and_then(|t| t.columns.get(&column).copied());
+                let known = self.schema.tables.get(&load.name).and_then(|t| t.columns.get(column).copied());
                 let column_type = match known {
                     Some(t) => t,
                     None => {
                         let total = self.schema.tables.get(&load.name).map_or(0, |t| t.columns.len()) + load.add.len();
                         let total = if load.create { load.columns.len() } else { total };
                         if total >= MAX_COLUMNS {
-                            self.discard(table, event, &column, &leaf, "text", "column_limit");
+                            self.discard(table, event, column, &leaf, "text", "column_limit");
                             return;
                         }
                         let inferred = infer(&leaf);
                         if !load.create {
-                            load.add.push((column.clone(), inferred));
+                            load.add.push((column.to_owned(), inferred));
                         }
                         inferred
                     }
                 };
-                load.index.insert(column.clone(), load.columns.len());
-                load.columns.push((column.clone(), column_type));
+                load.index.insert(column.to_owned(), load.columns.len());
+                load.columns.push((column.to_owned(), column_type));
+                load.stamps.push(0);
                 load.columns.len() - 1
             }
         };
-        if let Some((_, existing)) = row.values.iter().find(|(c, _)| *c == position) {
+        if self.tables[table].stamps[position] == row.serial {
             // Two names for one column (`page.name` and `properties.name`): the same value
             // twice is no conflict; a different one is kept in discards.
             let column_type = self.tables[table].columns[position].1;
-            if coerce(&leaf, column_type).ok().as_ref() != Some(existing) {
-                self.discard(table, event, &column, &leaf, column_type.name(), "duplicate_column");
+            let existing = row.values.iter().find(|(c, _)| *c == position).map(|(_, v)| v);
+            if coerce(&leaf, column_type).ok().as_ref() != existing {
+                self.discard(table, event, column, &leaf, column_type.name(), "duplicate_column");
             }
             return;
         }
@@ -507,17 +575,20 @@ impl<'a> Builder<'_, 'a> {
         let column_type = load.columns[position].1;
         if column_type == ColumnType::Integer && matches!(leaf, Leaf::Float(_)) {
             load.columns[position].1 = ColumnType::Float;
-            if let Some(added) = load.add.iter_mut().find(|(c, _)| *c == column) {
+            if let Some(added) = load.add.iter_mut().find(|(c, _)| c == column) {
                 added.1 = ColumnType::Float;
             } else if !load.create {
-                load.widen.push(column.clone());
+                load.widen.push(column.to_owned());
             }
         }
         match coerce(&leaf, load.columns[position].1) {
-            Ok(value) => row.values.push((position, value)),
+            Ok(value) => {
+                load.stamps[position] = row.serial;
+                row.values.push((position, value));
+            }
             Err(Mismatch(reason)) => {
                 let expected = load.columns[position].1.name();
-                self.discard(table, event, &column, &leaf, expected, reason);
+                self.discard(table, event, column, &leaf, expected, reason);
             }
         }
     }
@@ -526,7 +597,7 @@ impl<'a> Builder<'_, 'a> {
     fn discard(&mut self, table: usize, event: &'a Event, column: &str, leaf: &Leaf<'a>, expected: &str, reason: &str) {
         let table_name = self.tables[table].name.clone();
         let d = self.table("discards", TableKind::Discards);
-        let mut row = Row { event: self.current, values: Vec::new() };
+        let mut row = self.row(d, self.current);
         let value = match leaf {
             Leaf::Int(i) => i.to_string(),
             Leaf::Float(f) => f.to_string(),

@@ -1,9 +1,10 @@
 //! The PostgreSQL warehouse: one schema per source, tables as in Segment's warehouses.
 //!
-//! A batch loads in one transaction: each table's rows are written with binary `COPY`
-//! into a temporary staging table (dropped at commit), then moved with
-//! `insert ... on conflict do nothing` (`users`: `do update`, newest identify first), so a
-//! batch loaded twice leaves one row per message id.
+//! A batch loads in one transaction: each table's rows are written with binary `COPY`,
+//! straight into the table when none of them is there yet, else into a temporary staging
+//! table (dropped at commit) and moved with `insert ... on conflict do nothing` (`users`:
+//! `do update`, newest identify first), so a batch loaded twice leaves one row per
+//! message id.
 //!
 //! Schema changes (create schema, create table, add column, widen a column) take a
 //! transaction-scoped advisory lock per table first and read the table's columns again
@@ -115,7 +116,7 @@ impl PostgresWarehouse {
                 Ok(true) => {
                     tx.commit().await.map_err(classify)?;
                     for plan in &plans {
-                        remember(conn.schemas.entry(plan.namespace.clone()).or_default(), plan);
+                        conn.schemas.entry(plan.namespace.clone()).or_default().absorb(plan);
                     }
                     return Ok(());
                 }
@@ -228,16 +229,6 @@ async fn read_schema(
     Ok(schema)
 }
 
-/// After a commit: the cache holds what the plan created.
-fn remember(schema: &mut Schema, plan: &Plan<'_>) {
-    for table in &plan.tables {
-        let entry = schema.tables.entry(table.name.clone()).or_default();
-        for (column, t) in &table.columns {
-            entry.columns.entry(column.clone()).and_modify(|old| *old = *t).or_insert(*t);
-        }
-    }
-}
-
 /// Lock key of a table's (or, with `""`, a schema's) definition.
 fn lock_key(namespace: &str, table: &str) -> String {
     format!("ferry:{namespace}.{table}")
@@ -316,7 +307,12 @@ async fn change_schema(tx: &Transaction<'_>, ns: &str, table: &TableLoad<'_>) ->
     Ok(())
 }
 
-/// Binary-COPY the rows into a staging table, then move them into the table.
+/// Move the rows into the table. Events and discards first try a binary `COPY` straight
+/// into the table (inside a savepoint): the common case, where none of the rows is there
+/// yet, costs PostgreSQL one write. When a row is there already (a redelivery, a replay),
+/// the COPY fails on the key, the savepoint is rolled back, and the rows go through a
+/// staging table and `insert ... on conflict do nothing`. `users` always goes the second
+/// way (it upserts).
 async fn copy_rows(
     tx: &Transaction<'_>,
     ns: &str,
@@ -326,32 +322,27 @@ async fn copy_rows(
     if table.rows.is_empty() {
         return Ok(());
     }
-    let stage = quote(&format!("ferry_stage_{i}"));
     let target = format!("{}.{}", quote(ns), quote(&table.name));
     let names: Vec<String> = table.columns.iter().map(|(c, _)| quote(c)).collect();
     let columns = names.join(", ");
+    if table.kind != TableKind::Users {
+        tx.batch_execute("savepoint ferry_direct").await?;
+        match copy_binary(tx, &target, &columns, table).await {
+            Ok(()) => return tx.batch_execute("release savepoint ferry_direct").await,
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tx.batch_execute("rollback to savepoint ferry_direct").await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let stage = quote(&format!("ferry_stage_{i}"));
     let defs: Vec<String> = table.columns.iter().map(|(c, t)| format!("{} {}", quote(c), sql_type(*t))).collect();
     tx.batch_execute(&format!(
         "drop table if exists {stage}; create temp table {stage} ({}) on commit drop",
         defs.join(", ")
     ))
     .await?;
-    let sink = tx.copy_in(&format!("copy {stage} ({columns}) from stdin (format binary)")).await?;
-    futures_util::pin_mut!(sink);
-    let mut buf = BytesMut::with_capacity(1 << 20);
-    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
-    buf.put_i32(0);
-    buf.put_i32(0);
-    let width = table.columns.len();
-    for row in &table.rows {
-        encode_row(&mut buf, &row.dense(width), &table.columns);
-        if buf.len() > (1 << 20) - 64 * 1024 {
-            sink.send(buf.split().freeze()).await?;
-        }
-    }
-    buf.put_i16(-1);
-    sink.send(buf.freeze()).await?;
-    sink.finish().await?;
+    copy_binary(tx, &stage, &columns, table).await?;
     let sql = match table.kind {
         TableKind::Events | TableKind::Discards => {
             let key: Vec<String> = table.kind.key().iter().map(|c| quote(c)).collect();
@@ -384,6 +375,34 @@ async fn copy_rows(
         }
     };
     tx.batch_execute(&sql).await?;
+    Ok(())
+}
+
+/// The rows of `table` into `target` (its `columns`), in binary COPY format.
+async fn copy_binary(
+    tx: &Transaction<'_>,
+    target: &str,
+    columns: &str,
+    table: &TableLoad<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in(&format!("copy {target} ({columns}) from stdin (format binary)")).await?;
+    futures_util::pin_mut!(sink);
+    let mut buf = BytesMut::with_capacity(1 << 20);
+    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.put_i32(0);
+    buf.put_i32(0);
+    let width = table.columns.len();
+    let mut dense = Vec::with_capacity(width);
+    for row in &table.rows {
+        row.dense_into(width, &mut dense);
+        encode_row(&mut buf, &dense, &table.columns);
+        if buf.len() > (1 << 20) - 64 * 1024 {
+            sink.send(buf.split().freeze()).await?;
+        }
+    }
+    buf.put_i16(-1);
+    sink.send(buf.freeze()).await?;
+    sink.finish().await?;
     Ok(())
 }
 

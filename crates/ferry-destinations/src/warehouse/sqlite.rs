@@ -13,12 +13,12 @@
 //! cursor moves past it. Times are stored as UTC ISO-8601 text with milliseconds, which
 //! sorts and compares correctly and works with SQLite's date functions.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params_from_iter};
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 use super::naming::{self, quote};
 use super::plan::{self, ColumnType, Plan, Schema, TableKind, TableLoad, Value};
@@ -111,31 +111,23 @@ fn load(inner: &Mutex<Inner>, events: &[Arc<Event>]) -> Result<(), LoadError> {
     let mut inner = inner.lock().map_err(|_| LoadError::Transient("sqlite warehouse lock poisoned".into()))?;
     let groups = by_namespace(events);
     let uuid_ts = jiff::Timestamp::now();
-    // Another process (a `ferry replay`) may change the schema between our plan and our
-    // transaction: then plan again.
+    // Another process (a `ferry replay`) may have changed the schema since we read it:
+    // then read it again and plan again.
     for _ in 0..3 {
-        let plans: Vec<Plan<'_>> = groups
-            .iter()
-            .map(|(ns, events)| {
-                let schema = inner.schemas.get(ns).cloned().unwrap_or_default();
-                plan::plan(ns, events, &schema, uuid_ts)
-            })
-            .collect();
-        match inner.apply(&plans) {
+        match inner.apply(&groups, uuid_ts) {
             Ok(true) => return Ok(()),
             Ok(false) => inner.refresh().map_err(classify)?,
-            Err(e) => {
-                // A schema we did not expect (a table dropped by hand): read it again once.
-                if is_schema_error(&e) {
-                    inner.refresh().map_err(classify)?;
-                    continue;
-                }
-                return Err(classify(e));
-            }
+            // A schema we did not expect (a table dropped by hand): read it again.
+            Err(e) if is_schema_error(&e) => inner.refresh().map_err(classify)?,
+            Err(e) => return Err(classify(e)),
         }
     }
     Err(LoadError::Transient("the sqlite warehouse schema keeps changing under the loader".into()))
 }
+
+/// Events planned at a time: planning of the next chunk (one thread) overlaps SQLite
+/// writing the last one (this thread), within one transaction.
+const PLAN_CHUNK: usize = 1000;
 
 fn is_schema_error(e: &rusqlite::Error) -> bool {
     let text = e.to_string();
@@ -223,57 +215,81 @@ impl Inner {
         Ok(())
     }
 
-    /// Apply the plans in one transaction. `Ok(false)`: the schema changed since it was
-    /// read; nothing was written.
-    fn apply(&mut self, plans: &[Plan<'_>]) -> rusqlite::Result<bool> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    /// Plan and load `groups` in one transaction. `Ok(false)`: the schema changed since
+    /// it was read; nothing was written. Holding SQLite's write lock from the start, the
+    /// schema cannot change under the plans, so chunk after chunk is planned against the
+    /// schema as the previous chunks leave it, on a second thread, while this one writes.
+    fn apply(
+        &mut self,
+        groups: &BTreeMap<String, Vec<Arc<Event>>>,
+        uuid_ts: jiff::Timestamp,
+    ) -> rusqlite::Result<bool> {
+        let Inner { conn, schemas, names, schema_version } = self;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
-        if version != self.schema_version {
+        if version != *schema_version {
             return Ok(false);
         }
         let mut changed_views = BTreeSet::new();
-        let mut new_names = Vec::new();
-        for plan in plans {
-            for table in &plan.tables {
-                let key = (plan.namespace.clone(), table.name.clone());
-                let name = match self.names.get(&key) {
-                    Some(name) => name.clone(),
-                    None => {
-                        let name = unused_name(&tx, &plan.namespace, &table.name)?;
-                        new_names.push((key, name.clone()));
-                        name
+        let mut new_names: HashMap<(String, String), String> = HashMap::new();
+        let mut changed_schema = false;
+        let snapshot: Vec<(&String, &Vec<Arc<Event>>, Schema)> =
+            groups.iter().map(|(ns, events)| (ns, events, schemas.get(ns).cloned().unwrap_or_default())).collect();
+        std::thread::scope(|scope| -> rusqlite::Result<()> {
+            let (send, plans) = std::sync::mpsc::sync_channel::<Plan<'_>>(2);
+            scope.spawn(move || {
+                for (ns, events, mut schema) in snapshot {
+                    for chunk in events.chunks(PLAN_CHUNK) {
+                        let plan = plan::plan(ns, chunk, &schema, uuid_ts);
+                        schema.absorb(&plan);
+                        if send.send(plan).is_err() {
+                            return;
+                        }
                     }
-                };
-                if table.create {
-                    create_table(&tx, &name, &plan.namespace, table)?;
                 }
-                if table.create || !table.add.is_empty() {
-                    changed_views.insert(table.name.clone());
+            });
+            for plan in plans {
+                changed_schema |= plan.changes_schema();
+                for table in &plan.tables {
+                    let key = (plan.namespace.clone(), table.name.clone());
+                    let name = match names.get(&key).or_else(|| new_names.get(&key)) {
+                        Some(name) => name.clone(),
+                        None => {
+                            let name = unused_name(&tx, &plan.namespace, &table.name)?;
+                            new_names.insert(key, name.clone());
+                            name
+                        }
+                    };
+                    if table.create {
+                        create_table(&tx, &name, &plan.namespace, table)?;
+                    }
+                    if table.create || !table.add.is_empty() {
+                        changed_views.insert(table.name.clone());
+                    }
+                    for (column, t) in &table.add {
+                        tx.execute(
+                            &format!("alter table {} add column {} {}", quote(&name), quote(column), sql_type(*t)),
+                            [],
+                        )?;
+                    }
+                    for column in &table.widen {
+                        tx.execute(
+                            "insert or replace into _ferry_columns (name, column_name, type) values (?1, ?2, 'float')",
+                            [&name, column],
+                        )?;
+                    }
+                    insert_rows(&tx, &name, table)?;
                 }
-                for (column, t) in &table.add {
-                    tx.execute(
-                        &format!("alter table {} add column {} {}", quote(&name), quote(column), sql_type(*t)),
-                        [],
-                    )?;
-                }
-                for column in &table.widen {
-                    tx.execute(
-                        "insert or replace into _ferry_columns (name, column_name, type) values (?1, ?2, 'float')",
-                        [&name, column],
-                    )?;
-                }
-                insert_rows(&tx, &name, table)?;
             }
-        }
+            Ok(())
+        })?;
         for view in &changed_views {
             recreate_view(&tx, view)?;
         }
         tx.commit()?;
-        for ((namespace, table), name) in new_names {
-            self.names.insert((namespace, table), name);
-        }
+        names.extend(new_names);
         // Our own DDL moved the version: read what is there now.
-        if plans.iter().any(Plan::changes_schema) {
+        if changed_schema {
             self.refresh()?;
         }
         Ok(true)
@@ -362,25 +378,31 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, name: &str, table: &TableLoad<'_>
     };
     let mut statement = tx.prepare_cached(&sql)?;
     let width = table.columns.len();
+    let mut dense = Vec::with_capacity(width);
+    let mut time = String::with_capacity(24);
     for row in &table.rows {
-        let values = row.dense(width).into_iter().zip(&table.columns).map(|(value, (_, t))| bind(value, *t));
-        statement.execute(params_from_iter(values))?;
+        row.dense_into(width, &mut dense);
+        for (i, (value, (_, t))) in dense.iter().zip(&table.columns).enumerate() {
+            // Text is bound borrowed (SQLite copies it at bind time), so nothing is
+            // allocated per value.
+            let index = i + 1;
+            match value {
+                None => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
+                Some(Value::Int(v)) if *t == ColumnType::Float => statement.raw_bind_parameter(index, *v as f64)?,
+                Some(Value::Int(v)) => statement.raw_bind_parameter(index, *v)?,
+                Some(Value::Float(v)) => statement.raw_bind_parameter(index, *v)?,
+                Some(Value::Bool(v)) => statement.raw_bind_parameter(index, i64::from(*v))?,
+                Some(Value::Time(ts)) => {
+                    time.clear();
+                    ferry_event::write_time_into(&mut time, *ts);
+                    statement.raw_bind_parameter(index, time.as_str())?
+                }
+                Some(Value::Text(s)) => statement.raw_bind_parameter(index, s.as_ref())?,
+            }
+        }
+        statement.raw_execute()?;
     }
     Ok(())
-}
-
-/// A value as SQLite stores it in a column of type `t`.
-fn bind(value: Option<&Value<'_>>, t: ColumnType) -> rusqlite::types::Value {
-    use rusqlite::types::Value as V;
-    match value {
-        None => V::Null,
-        Some(Value::Int(i)) if t == ColumnType::Float => V::Real(*i as f64),
-        Some(Value::Int(i)) => V::Integer(*i),
-        Some(Value::Float(f)) => V::Real(*f),
-        Some(Value::Bool(b)) => V::Integer(i64::from(*b)),
-        Some(Value::Time(ts)) => V::Text(ferry_event::format_time(*ts)),
-        Some(Value::Text(s)) => V::Text(s.to_string()),
-    }
 }
 
 /// `create view <table>` over every namespace's table of that name (`web_tracks`,

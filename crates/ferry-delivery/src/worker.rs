@@ -119,6 +119,63 @@ struct Pending {
     attempts: Vec<Attempt>,
 }
 
+/// A batch read from the log, decoded and routed.
+struct Batch {
+    /// The first and last positions read (`None`: nothing was there).
+    first: Option<u64>,
+    last: u64,
+    pending: Vec<Pending>,
+    /// Events `integrations` switched off for this destination.
+    filtered: u64,
+    /// Records that are not events.
+    dead: Vec<NewDeadLetter>,
+    first_attempt_at: String,
+}
+
+/// Decode records and route them by `integrations` (when the destination follows it).
+fn decode(records: Vec<(u64, Vec<u8>)>, name: &str, routed: bool) -> Batch {
+    let first_attempt_at = now_iso();
+    let first = records.first().map(|r| r.0);
+    let last = records.last().map_or(0, |r| r.0);
+    let mut batch = Batch {
+        first,
+        last,
+        pending: Vec::with_capacity(records.len()),
+        filtered: 0,
+        dead: Vec::new(),
+        first_attempt_at,
+    };
+    for (position, record) in records {
+        match Event::decode(&record) {
+            Ok(event) => {
+                if routed && !event.routes_to(name) {
+                    batch.filtered += 1;
+                    continue;
+                }
+                batch.pending.push(Pending { position, event: Arc::new(event), attempts: Vec::new() });
+            }
+            Err(error) => {
+                // Not an event ferry wrote: keep its bytes where an operator can see them.
+                tracing::error!(destination = %name, position, %error, "undecodable log record");
+                batch.dead.push(NewDeadLetter {
+                    destination: name.to_owned(),
+                    position,
+                    message_id: format!("undecodable-{position}"),
+                    kind: "unknown".to_owned(),
+                    event: None,
+                    source_id: None,
+                    received_at: None,
+                    first_attempt_at: batch.first_attempt_at.clone(),
+                    reason: format!("undecodable log record: {error}"),
+                    attempts: Vec::new(),
+                    payload: String::from_utf8_lossy(&record).into_owned(),
+                });
+            }
+        }
+    }
+    batch
+}
+
 /// How a batch ended.
 enum Finished {
     /// Every event delivered, filtered or dead-lettered: the cursor may move.
@@ -160,6 +217,9 @@ impl Worker {
         };
         self.status.position.store(next, Ordering::Relaxed);
         tracing::info!(destination = %self.config.name, position = next, "delivery worker started");
+        let mut prefetched: Option<
+            std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Batch>> + Send + '_>>,
+        > = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -170,9 +230,15 @@ impl Worker {
                     _ = shutdown.changed() => continue,
                 }
             }
-            self.linger(next, &mut shutdown).await;
-            let records = match self.read(next).await {
-                Ok(records) => records,
+            let batch = match prefetched.take() {
+                Some(read) => read.await,
+                None => {
+                    self.linger(next, &mut shutdown).await;
+                    self.read(next).await
+                }
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
                 Err(error) => {
                     tracing::error!(destination = %self.config.name, %error, "cannot read the log; trying again in 1 s");
                     self.status.error(&format!("cannot read the log: {error}"));
@@ -180,7 +246,7 @@ impl Worker {
                     continue;
                 }
             };
-            let Some(&(first, _)) = records.first() else { continue };
+            let Some(first) = batch.first else { continue };
             if first > next {
                 tracing::warn!(
                     destination = %self.config.name,
@@ -189,10 +255,15 @@ impl Worker {
                     "log records were deleted before this destination read them"
                 );
             }
-            let last = records.last().map_or(first, |r| r.0);
-            match self.deliver(records, &mut shutdown).await {
+            let after = batch.last + 1;
+            // Catching up (a full batch already waits behind this one): read and decode it
+            // while this one is sent.
+            if self.feed.end().saturating_sub(after) >= self.config.batch_events as u64 {
+                prefetched = Some(Box::pin(self.read(after)));
+            }
+            match self.deliver(batch, &mut shutdown).await {
                 Finished::Done => {
-                    next = last + 1;
+                    next = after;
                     self.commit(&cursor, next, &mut shutdown).await;
                     self.status.position.store(next, Ordering::Relaxed);
                     self.status.batches.fetch_add(1, Ordering::Relaxed);
@@ -220,60 +291,36 @@ impl Worker {
         }
     }
 
-    /// The next batch: up to `batch_events` records and `batch_bytes` bytes.
-    async fn read(&self, next: u64) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+    /// The next batch from `next`: up to `batch_events` records and `batch_bytes` bytes,
+    /// decoded and routed, on a blocking thread. The read starts at once (it is spawned),
+    /// so a prefetch runs beside the send of the batch before it.
+    fn read(&self, next: u64) -> impl std::future::Future<Output = std::io::Result<Batch>> + Send + 'static {
         let feed = self.feed.clone();
-        let max = self.config.batch_events.max(1);
-        let mut records = tokio::task::spawn_blocking(move || feed.read(next, max))
-            .await
-            .map_err(|e| std::io::Error::other(format!("log reader stopped: {e}")))??;
-        let mut bytes = 0;
-        let keep = records
-            .iter()
-            .position(|(_, r)| {
-                bytes += r.len();
-                bytes > self.config.batch_bytes
-            })
-            .unwrap_or(records.len())
-            .max(1);
-        records.truncate(keep);
-        Ok(records)
+        let (max, max_bytes) = (self.config.batch_events.max(1), self.config.batch_bytes);
+        let name = self.config.name.clone();
+        let routed = self.destination.follows_integrations();
+        let task = tokio::task::spawn_blocking(move || -> std::io::Result<Batch> {
+            let mut records = feed.read(next, max)?;
+            let mut bytes = 0;
+            let keep = records
+                .iter()
+                .position(|(_, r)| {
+                    bytes += r.len();
+                    bytes > max_bytes
+                })
+                .unwrap_or(records.len())
+                .max(1);
+            records.truncate(keep);
+            Ok(decode(records, &name, routed))
+        });
+        async move { task.await.map_err(|e| std::io::Error::other(format!("log reader stopped: {e}")))? }
     }
 
     /// Send a batch until every event is delivered or dead-lettered.
-    async fn deliver(&self, records: Vec<(u64, Vec<u8>)>, shutdown: &mut watch::Receiver<bool>) -> Finished {
+    async fn deliver(&self, batch: Batch, shutdown: &mut watch::Receiver<bool>) -> Finished {
         let name = &self.config.name;
-        let first_attempt_at = now_iso();
-        let mut pending = Vec::with_capacity(records.len());
-        let mut dead: Vec<NewDeadLetter> = Vec::new();
-        for (position, record) in records {
-            match Event::decode(&record) {
-                Ok(event) => {
-                    if self.destination.follows_integrations() && !event.routes_to(name) {
-                        self.status.filtered.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    pending.push(Pending { position, event: Arc::new(event), attempts: Vec::new() });
-                }
-                Err(error) => {
-                    // Not an event ferry wrote: keep its bytes where an operator can see them.
-                    tracing::error!(destination = %name, position, %error, "undecodable log record");
-                    dead.push(NewDeadLetter {
-                        destination: name.clone(),
-                        position,
-                        message_id: format!("undecodable-{position}"),
-                        kind: "unknown".to_owned(),
-                        event: None,
-                        source_id: None,
-                        received_at: None,
-                        first_attempt_at: first_attempt_at.clone(),
-                        reason: format!("undecodable log record: {error}"),
-                        attempts: Vec::new(),
-                        payload: String::from_utf8_lossy(&record).into_owned(),
-                    });
-                }
-            }
-        }
+        let Batch { mut pending, filtered, mut dead, first_attempt_at, .. } = batch;
+        self.status.filtered.fetch_add(filtered, Ordering::Relaxed);
         let started = Instant::now();
         let mut failures = 0u32;
         while !pending.is_empty() {

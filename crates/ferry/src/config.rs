@@ -329,6 +329,29 @@ mod tests {
         let problems = config.problems();
         assert_eq!(problems.len(), 3, "{problems:?}");
     }
+
+    #[test]
+    fn destination_problems_are_all_reported() {
+        let text = r#"
+            [[destinations]]
+            name = "pg"
+            type = "postgres"
+            [[destinations]]
+            name = "pg"
+            type = "sqlite"
+            url = "postgres://x"
+            batch_events = 0
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        let problems = config.problems();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("needs `url`")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("two destinations are named pg")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("`url` is for postgres")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("`batch_events` must be positive")), "{problems:?}");
+        let error = toml::from_str::<Config>("[[destinations]]\nname = \"x\"\ntype = \"bigquery\"\n").unwrap_err();
+        assert!(error.to_string().contains("unknown variant `bigquery`"), "{error}");
+    }
 }
 
 #[cfg(test)]
@@ -344,12 +367,15 @@ mod example {
             .lines()
             .map(|l| {
                 l.strip_prefix("# ")
-                    .filter(|r| r.starts_with('[') || r.starts_with("id") || r.starts_with("write_keys"))
+                    .filter(|r| ["[", "id ", "write_keys ", "name ", "type ", "url "].iter().any(|p| r.starts_with(p)))
                     .unwrap_or(l)
             })
             .collect::<Vec<_>>()
             .join("\n");
         let config: super::Config = toml::from_str(&uncommented).expect("example sources are valid");
         assert_eq!(config.sources.len(), 2);
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        let destinations = config.destinations.expect("the example destination");
+        assert_eq!((destinations.len(), destinations[0].kind), (1, super::DestinationKind::Postgres));
     }
 }

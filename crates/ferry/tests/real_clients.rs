@@ -292,14 +292,51 @@ fn log_cat(data_dir: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Reads the log while ferry runs, stops ferry with SIGTERM, reads it again: both reads
-/// must agree. Returns the records.
+/// Reads the log while ferry runs, waits until the embedded warehouse holds a row for
+/// every stored event, stops ferry with SIGTERM, reads the log again: both reads must
+/// agree. Returns the records.
 fn stop_and_read(server: &mut Server) -> Vec<Value> {
     let live = log_cat(server.data_dir());
+    let expected: std::collections::BTreeSet<String> =
+        live.iter().map(|r| r["messageId"].as_str().expect("messageId").to_owned()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let loaded = warehouse_ids(server.data_dir());
+        if loaded == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the warehouse holds {} of {} events: missing {:?}, unexpected {:?}",
+            loaded.len(),
+            expected.len(),
+            expected.difference(&loaded).collect::<Vec<_>>(),
+            loaded.difference(&expected).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     server.stop();
     let after = log_cat(server.data_dir());
     assert_eq!(live, after, "ferry log cat differs between a running and a stopped server");
     after
+}
+
+/// The message ids in the embedded warehouse's event tables (the views over all sources).
+fn warehouse_ids(data_dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut ids = std::collections::BTreeSet::new();
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        data_dir.join("warehouse.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return ids;
+    };
+    for table in ["tracks", "identifies", "pages", "screens", "groups", "aliases"] {
+        let Ok(mut statement) = conn.prepare(&format!("select id from {table}")) else { continue };
+        if let Ok(rows) = statement.query_map([], |r| r.get::<_, String>(0)) {
+            ids.extend(rows.filter_map(Result::ok));
+        }
+    }
+    ids
 }
 
 // ---------------------------------------------------------------------------------------

@@ -167,7 +167,6 @@ impl<'a> Row<'a> {
             out[*column] = Some(value);
         }
     }
-
 }
 
 /// Everything one batch of one source needs.

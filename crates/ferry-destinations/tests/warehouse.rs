@@ -549,3 +549,36 @@ async fn postgres_unreachable_is_a_retry() {
     let outcomes = warehouse.send(&[track("web", "m1", "E", "{}")]).await;
     assert!(matches!(&outcomes[..], [Outcome::Retry { error, .. }] if error.contains("connect")), "{outcomes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_columns_retyped_by_hand_are_loaded_through_casts() {
+    // Binary COPY data is not self-describing: a column someone changed to another type
+    // must never receive bytes encoded for the old one.
+    let Some(url) = postgres_url() else { return };
+    let mut db = Db::postgres(&url).await;
+    let ns = unique("retype");
+    db.own_schema(&ns).await;
+    db.load_ok(&[track(&ns, "m1", "E", r#"{"count": 1, "ratio": 2, "label": "a"}"#)]).await;
+    let Db::Postgres { client, .. } = &db else { unreachable!() };
+    client
+        .batch_execute(&format!(
+            "alter table \"{ns}\".e alter column count type integer, alter column ratio type double precision, alter column label type varchar(20)"
+        ))
+        .await
+        .unwrap();
+    // A second loader whose cache still says bigint for `ratio` and text for `label`.
+    let fresh = PostgresWarehouse::new(PostgresConfig { url: url.clone(), connect_timeout: Duration::from_secs(10) });
+    let outcomes = db.load(&[track(&ns, "m2", "E", r#"{"count": 7, "ratio": 3, "label": "b"}"#)]).await;
+    assert_eq!(outcomes, [Outcome::Delivered]);
+    let outcomes = fresh.send(&[track(&ns, "m3", "E", r#"{"count": 8, "ratio": 4.5, "label": "c"}"#)]).await;
+    assert_eq!(outcomes, [Outcome::Delivered]);
+    let rows =
+        client.query(&format!("select id, count, ratio, label::text from \"{ns}\".e order by id"), &[]).await.unwrap();
+    let values: Vec<(String, i32, f64, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    assert_eq!(
+        values,
+        [("m1".into(), 1, 2.0, "a".into()), ("m2".into(), 7, 3.0, "b".into()), ("m3".into(), 8, 4.5, "c".into())]
+    );
+    db.cleanup().await;
+}

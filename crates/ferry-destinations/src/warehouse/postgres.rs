@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
@@ -109,14 +109,41 @@ impl PostgresWarehouse {
             }
         }
         for _ in 0..3 {
-            let plans: Vec<Plan<'_>> =
-                groups.iter().map(|(ns, events)| plan::plan(ns, events, &conn.schemas[ns], uuid_ts)).collect();
+            // Planning and COPY encoding (CPU, on a blocking thread) of the next chunk
+            // overlap PostgreSQL loading the last one, in one transaction.
+            let snapshot: Vec<(String, Vec<Arc<Event>>, Schema)> =
+                groups.iter().map(|(ns, events)| (ns.clone(), events.clone(), conn.schemas[ns].clone())).collect();
+            let (send, mut chunks) = tokio::sync::mpsc::channel::<Chunk>(2);
+            let planner = tokio::task::spawn_blocking(move || {
+                for (ns, events, mut schema) in snapshot {
+                    for events in events.chunks(PLAN_CHUNK) {
+                        let plan = plan::plan(&ns, events, &schema, uuid_ts);
+                        schema.absorb(&plan);
+                        if send.blocking_send(Chunk::encode(&plan)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
             let tx = conn.client.transaction().await.map_err(classify)?;
-            match apply(&tx, &plans, &mut conn.schemas).await {
+            let mut loaded = Vec::new();
+            let mut outcome = Ok(true);
+            while let Some(chunk) = chunks.recv().await {
+                match apply(&tx, &chunk, &mut conn.schemas).await {
+                    Ok(true) => loaded.push(chunk),
+                    other => {
+                        outcome = other;
+                        break;
+                    }
+                }
+            }
+            drop(chunks);
+            let _ = planner.await;
+            match outcome {
                 Ok(true) => {
                     tx.commit().await.map_err(classify)?;
-                    for plan in &plans {
-                        conn.schemas.entry(plan.namespace.clone()).or_default().absorb(plan);
+                    for chunk in &loaded {
+                        chunk.absorb_into(conn.schemas.entry(chunk.namespace.clone()).or_default());
                     }
                     return Ok(());
                 }
@@ -138,6 +165,67 @@ impl PostgresWarehouse {
             }
         }
         Err(LoadError::Transient("the postgresql schema keeps changing under the loader".into()))
+    }
+}
+
+/// Events planned and encoded at a time.
+const PLAN_CHUNK: usize = 2000;
+
+/// One planned chunk, owned (no borrow of the events), with each table's rows already in
+/// binary COPY format.
+struct Chunk {
+    namespace: String,
+    tables: Vec<ChunkTable>,
+}
+
+struct ChunkTable {
+    name: String,
+    kind: TableKind,
+    create: bool,
+    add: Vec<(String, ColumnType)>,
+    widen: Vec<String>,
+    columns: Vec<(String, ColumnType)>,
+    rows: usize,
+    data: Bytes,
+}
+
+impl Chunk {
+    fn encode(plan: &Plan<'_>) -> Chunk {
+        let tables = plan
+            .tables
+            .iter()
+            .map(|t| ChunkTable {
+                name: t.name.clone(),
+                kind: t.kind,
+                create: t.create,
+                add: t.add.clone(),
+                widen: t.widen.clone(),
+                columns: t.columns.clone(),
+                rows: t.rows.len(),
+                data: encode_table(t),
+            })
+            .collect();
+        Chunk { namespace: plan.namespace.clone(), tables }
+    }
+
+    fn changes_schema(&self) -> bool {
+        self.tables.iter().any(ChunkTable::changes_schema)
+    }
+
+    /// After the commit: the cache holds what the chunk created.
+    fn absorb_into(&self, schema: &mut Schema) {
+        for table in &self.tables {
+            let entry = schema.tables.entry(table.name.clone()).or_default();
+            for (column, t) in &table.columns {
+                entry.columns.insert(column.clone(), *t);
+            }
+        }
+    }
+}
+
+impl ChunkTable {
+    fn changes_schema(&self) -> bool {
+        self.create || !self.add.is_empty() || !self.widen.is_empty()
     }
 }
 
@@ -185,14 +273,45 @@ fn sql_type(t: ColumnType) -> &'static str {
     }
 }
 
+/// The type ferry reads a column as, from its `format_type` spelling.
 fn column_type(data_type: &str) -> ColumnType {
     match data_type {
         "bigint" | "integer" | "smallint" => ColumnType::Integer,
-        "double precision" | "real" | "numeric" => ColumnType::Float,
+        t if t == "double precision" || t == "real" || t.starts_with("numeric") => ColumnType::Float,
         "boolean" => ColumnType::Boolean,
-        "timestamp with time zone" | "timestamp without time zone" => ColumnType::Timestamp,
+        t if t.starts_with("timestamp") => ColumnType::Timestamp,
         _ => ColumnType::Text,
     }
+}
+
+/// How the catalog (`format_type`) spells the type ferry creates for `t`: binary COPY
+/// data encoded for `t` may go only into a column of exactly this type.
+fn catalog_type(t: ColumnType) -> &'static str {
+    match t {
+        ColumnType::Integer => "bigint",
+        ColumnType::Float => "double precision",
+        ColumnType::Boolean => "boolean",
+        ColumnType::Timestamp => "timestamp with time zone",
+        ColumnType::Text => "text",
+    }
+}
+
+/// The columns of a namespace's tables (all, or only `tables`) with their exact types as
+/// `format_type` spells them (`bigint`, `timestamp with time zone`, `character
+/// varying(20)`), read from the catalog (`information_schema` is many times slower).
+async fn column_types(
+    client: &impl tokio_postgres::GenericClient,
+    namespace: &str,
+    tables: Option<&[String]>,
+) -> Result<Vec<(String, String, String)>, tokio_postgres::Error> {
+    let sql = "select c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+         from pg_attribute a
+         join pg_class c on c.oid = a.attrelid
+         join pg_namespace n on n.oid = c.relnamespace
+         where n.nspname = $1 and c.relkind in ('r', 'p') and a.attnum > 0 and not a.attisdropped
+           and ($2::text[] is null or c.relname = any($2))";
+    let rows = client.query(sql, &[&namespace, &tables]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 /// The columns of the namespace's tables (all, or only `tables`).
@@ -201,29 +320,8 @@ async fn read_schema(
     namespace: &str,
     tables: Option<&[String]>,
 ) -> Result<Schema, tokio_postgres::Error> {
-    let rows = match tables {
-        None => {
-            client
-                .query(
-                    "select table_name::text, column_name::text, data_type::text from information_schema.columns
-                     where table_schema = $1",
-                    &[&namespace],
-                )
-                .await?
-        }
-        Some(tables) => {
-            client
-                .query(
-                    "select table_name::text, column_name::text, data_type::text from information_schema.columns
-                     where table_schema = $1 and table_name = any($2)",
-                    &[&namespace, &tables],
-                )
-                .await?
-        }
-    };
     let mut schema = Schema::default();
-    for row in rows {
-        let (table, column, data_type): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    for (table, column, data_type) in column_types(client, namespace, tables).await? {
         schema.tables.entry(table).or_default().columns.insert(column, column_type(&data_type));
     }
     Ok(schema)
@@ -238,53 +336,97 @@ fn lock_key(namespace: &str, table: &str) -> String {
 /// cache said; the cache now holds the truth for it and nothing should be committed.
 async fn apply(
     tx: &Transaction<'_>,
-    plans: &[Plan<'_>],
+    chunk: &Chunk,
     schemas: &mut HashMap<String, Schema>,
 ) -> Result<bool, tokio_postgres::Error> {
-    for plan in plans {
-        if plan.changes_schema() {
-            let ns = &plan.namespace;
-            let changed: Vec<String> = plan
-                .tables
-                .iter()
-                .filter(|t| t.create || !t.add.is_empty() || !t.widen.is_empty())
-                .map(|t| t.name.clone())
-                .collect();
-            tx.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock_key(ns, "")]).await?;
-            tx.batch_execute(&format!("create schema if not exists {}", quote(ns))).await?;
-            // Sorted names: every loader takes the locks in the same order.
-            for table in &changed {
-                tx.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock_key(ns, table)]).await?;
+    let ns = &chunk.namespace;
+    if chunk.changes_schema() {
+        let changed: Vec<String> = chunk.tables.iter().filter(|t| t.changes_schema()).map(|t| t.name.clone()).collect();
+        tx.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock_key(ns, "")]).await?;
+        tx.batch_execute(&format!("create schema if not exists {}", quote(ns))).await?;
+        // Sorted names: every loader takes the locks in the same order.
+        for table in &changed {
+            tx.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock_key(ns, table)]).await?;
+        }
+        // What the plan expects each changed table to look like before its changes: the
+        // cache plus what earlier chunks of this transaction did.
+        let actual = read_schema(tx, ns, Some(&changed)).await?;
+        let cached = schemas.entry(ns.clone()).or_default();
+        let mut stale = false;
+        for table in chunk.tables.iter().filter(|t| t.changes_schema()) {
+            let now = actual.tables.get(&table.name).map(|t| &t.columns);
+            let expected: Option<HashMap<String, ColumnType>> = (!table.create).then(|| {
+                let added: Vec<&String> = table.add.iter().map(|(c, _)| c).collect();
+                table
+                    .columns
+                    .iter()
+                    .filter(|(c, _)| !added.contains(&c))
+                    .map(|(c, t)| (c.clone(), if table.widen.contains(c) { ColumnType::Integer } else { *t }))
+                    .collect()
+            });
+            let fits = match (now, &expected) {
+                (None, None) => true,
+                // Every column the plan relies on is there with the type it assumed.
+                (Some(now), Some(expected)) => {
+                    expected.iter().all(|(c, t)| now.get(c) == Some(t))
+                        && table.add.iter().all(|(c, _)| !now.contains_key(c))
+                }
+                _ => false,
+            };
+            if !fits {
+                stale = true;
+                match actual.tables.get(&table.name) {
+                    Some(t) => cached.tables.insert(table.name.clone(), t.clone()),
+                    None => cached.tables.remove(&table.name),
+                };
             }
-            let actual = read_schema(tx, ns, Some(&changed)).await?;
-            let cached = schemas.entry(ns.clone()).or_default();
-            let mut stale = false;
-            for table in &changed {
-                let now = actual.tables.get(table);
-                let before = cached.tables.get(table);
-                if now.map(|t| &t.columns) != before.map(|t| &t.columns) {
-                    stale = true;
-                    match now {
-                        Some(t) => cached.tables.insert(table.clone(), t.clone()),
-                        None => cached.tables.remove(table),
-                    };
+        }
+        if stale {
+            return Ok(false);
+        }
+        for table in chunk.tables.iter().filter(|t| t.changes_schema()) {
+            change_schema(tx, ns, table).await?;
+        }
+    }
+    // Binary COPY data carries no types: it may go straight into a table only while each
+    // of its columns has exactly the type it was encoded for. `row exclusive` (which
+    // loaders share) keeps every `alter table` out until this transaction ends, so what
+    // the catalog says now holds until the commit.
+    let loaded: Vec<&ChunkTable> = chunk.tables.iter().filter(|t| t.rows > 0).collect();
+    if loaded.is_empty() {
+        return Ok(true);
+    }
+    let locks: Vec<String> =
+        loaded.iter().map(|t| format!("lock table {}.{} in row exclusive mode;", quote(ns), quote(&t.name))).collect();
+    tx.batch_execute(&locks.concat()).await?;
+    let names: Vec<String> = loaded.iter().map(|t| t.name.clone()).collect();
+    let types: HashMap<(String, String), String> = column_types(tx, ns, Some(&names))
+        .await?
+        .into_iter()
+        .map(|(table, column, data_type)| ((table, column), data_type))
+        .collect();
+    for (i, table) in loaded.iter().enumerate() {
+        let mut direct = true;
+        for (column, t) in &table.columns {
+            match types.get(&(table.name.clone(), column.clone())) {
+                Some(actual) if actual == catalog_type(*t) => {}
+                // Made by hand with another type (`integer`, `varchar`, ...): staging and
+                // an insert cast it.
+                Some(_) => direct = false,
+                None => {
+                    // Dropped by hand since the plan: read the table again and plan again.
+                    let cached = schemas.entry(ns.clone()).or_default();
+                    cached.tables.remove(&table.name);
+                    return Ok(false);
                 }
             }
-            if stale {
-                return Ok(false);
-            }
-            for table in plan.tables.iter().filter(|t| changed.contains(&t.name)) {
-                change_schema(tx, ns, table).await?;
-            }
         }
-        for (i, table) in plan.tables.iter().enumerate() {
-            copy_rows(tx, &plan.namespace, table, i).await?;
-        }
+        copy_rows(tx, ns, table, i, direct).await?;
     }
     Ok(true)
 }
 
-async fn change_schema(tx: &Transaction<'_>, ns: &str, table: &TableLoad<'_>) -> Result<(), tokio_postgres::Error> {
+async fn change_schema(tx: &Transaction<'_>, ns: &str, table: &ChunkTable) -> Result<(), tokio_postgres::Error> {
     let target = format!("{}.{}", quote(ns), quote(&table.name));
     if table.create {
         let columns: Vec<String> =
@@ -312,22 +454,24 @@ async fn change_schema(tx: &Transaction<'_>, ns: &str, table: &TableLoad<'_>) ->
 /// yet, costs PostgreSQL one write. When a row is there already (a redelivery, a replay),
 /// the COPY fails on the key, the savepoint is rolled back, and the rows go through a
 /// staging table and `insert ... on conflict do nothing`. `users` always goes the second
-/// way (it upserts).
+/// way (it upserts), and so does a table with a column of a type ferry did not choose
+/// (`direct` false), since binary COPY data would be misread there.
 async fn copy_rows(
     tx: &Transaction<'_>,
     ns: &str,
-    table: &TableLoad<'_>,
+    table: &ChunkTable,
     i: usize,
+    direct: bool,
 ) -> Result<(), tokio_postgres::Error> {
-    if table.rows.is_empty() {
+    if table.rows == 0 {
         return Ok(());
     }
     let target = format!("{}.{}", quote(ns), quote(&table.name));
     let names: Vec<String> = table.columns.iter().map(|(c, _)| quote(c)).collect();
     let columns = names.join(", ");
-    if table.kind != TableKind::Users {
+    if direct && table.kind != TableKind::Users {
         tx.batch_execute("savepoint ferry_direct").await?;
-        match copy_binary(tx, &target, &columns, table).await {
+        match copy_binary(tx, &target, &columns, &table.data).await {
             Ok(()) => return tx.batch_execute("release savepoint ferry_direct").await,
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 tx.batch_execute("rollback to savepoint ferry_direct").await?;
@@ -342,7 +486,7 @@ async fn copy_rows(
         defs.join(", ")
     ))
     .await?;
-    copy_binary(tx, &stage, &columns, table).await?;
+    copy_binary(tx, &stage, &columns, &table.data).await?;
     let sql = match table.kind {
         TableKind::Events | TableKind::Discards => {
             let key: Vec<String> = table.kind.key().iter().map(|c| quote(c)).collect();
@@ -378,16 +522,23 @@ async fn copy_rows(
     Ok(())
 }
 
-/// The rows of `table` into `target` (its `columns`), in binary COPY format.
+/// Binary COPY `data` into `target` (its `columns`).
 async fn copy_binary(
     tx: &Transaction<'_>,
     target: &str,
     columns: &str,
-    table: &TableLoad<'_>,
+    data: &Bytes,
 ) -> Result<(), tokio_postgres::Error> {
     let sink = tx.copy_in(&format!("copy {target} ({columns}) from stdin (format binary)")).await?;
     futures_util::pin_mut!(sink);
-    let mut buf = BytesMut::with_capacity(1 << 20);
+    sink.send(data.clone()).await?;
+    sink.finish().await?;
+    Ok(())
+}
+
+/// A table's rows in PostgreSQL's binary COPY format, header and trailer included.
+fn encode_table(table: &TableLoad<'_>) -> Bytes {
+    let mut buf = BytesMut::with_capacity(table.rows.len() * 512 + 32);
     buf.put_slice(b"PGCOPY\n\xff\r\n\0");
     buf.put_i32(0);
     buf.put_i32(0);
@@ -396,14 +547,9 @@ async fn copy_binary(
     for row in &table.rows {
         row.dense_into(width, &mut dense);
         encode_row(&mut buf, &dense, &table.columns);
-        if buf.len() > (1 << 20) - 64 * 1024 {
-            sink.send(buf.split().freeze()).await?;
-        }
     }
     buf.put_i16(-1);
-    sink.send(buf.freeze()).await?;
-    sink.finish().await?;
-    Ok(())
+    buf.freeze()
 }
 
 /// One row in PostgreSQL's binary COPY format.

@@ -602,7 +602,7 @@ impl<'a> Builder<'_, 'a> {
             Leaf::Float(f) => f.to_string(),
             Leaf::Bool(b) => b.to_string(),
             Leaf::Str(s) => serde_json::to_string(s.as_ref()).unwrap_or_default(),
-            Leaf::Json(raw) => (*raw).to_owned(),
+            Leaf::Json(raw) => raw.to_string(),
         };
         let texts = [
             ("message_id", Cow::Borrowed(event.message_id.as_str())),
@@ -680,7 +680,7 @@ fn coerce<'a>(leaf: &Leaf<'a>, column_type: ColumnType) -> Result<Value<'a>, Mis
         (Leaf::Float(f), T::Text) => Value::Text(Cow::Owned(f.to_string())),
         (Leaf::Bool(b), T::Text) => Value::Text(Cow::Borrowed(if *b { "true" } else { "false" })),
         (Leaf::Str(s), T::Text) => Value::Text(s.clone()),
-        (Leaf::Json(raw), T::Text) => Value::Text(Cow::Borrowed(raw)),
+        (Leaf::Json(raw), T::Text) => Value::Text(raw.clone()),
         (Leaf::Str(s), T::Timestamp) => Value::Time(as_time(s).ok_or(MISMATCH)?),
         (Leaf::Str(s), T::Integer) => Value::Int(s.trim().parse().map_err(|_| MISMATCH)?),
         (Leaf::Str(s), T::Float) => {

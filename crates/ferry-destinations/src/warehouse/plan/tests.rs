@@ -89,7 +89,7 @@ fn a_track_fills_tracks_and_its_own_table() {
         "count=2",
         "paid=true",
         "when=2026-01-01T00:00:00Z",
-        r#"tags="[\"a\", \"b\"]""#,
+        r#"tags="[\"a\",\"b\"]""#,
         r#"address_city="Paris""#,
     ] {
         assert!(row.contains(&expected.to_owned()), "{expected} not in {row:?}");

@@ -101,8 +101,11 @@ pub struct LogConfig {
     pub max_disk_bytes: u64,
     /// How long a dedupe key is remembered (24 h by default, up to 30 days).
     pub dedupe_window: Duration,
-    /// At most this many keys are held in memory (about 46 bytes each); older keys inside
-    /// the window move to run files in `<dir>/dedupe/` (2–4 bytes of RAM each).
+    /// At most this many keys are held in memory; older keys inside the window move to run
+    /// files in `<dir>/dedupe/` in the background. The memory layer is allocated for this
+    /// many at open and never resizes: 10 bytes per id of the cap for its index, plus 24
+    /// bytes per id held, so 34.4 MB per million ids at the cap (at most 2³⁰). Ids in run
+    /// files cost 3.1–3.5 bytes of RAM and 20 bytes of disk each.
     pub dedupe_max_ids: usize,
     /// Prepare the next chunk file ahead of time, filled with zeros, in a background
     /// thread: overwriting allocated blocks needs no file-size or extent change in the
@@ -111,6 +114,9 @@ pub struct LogConfig {
     pub preallocate: bool,
     /// Milliseconds since the Unix epoch; replaceable for tests.
     pub clock: fn() -> u64,
+    /// Called by the dedupe index's background jobs as they start (tests block it).
+    #[cfg(test)]
+    pub(crate) dedupe_hook: Option<dedupe::Hook>,
 }
 
 impl Default for LogConfig {
@@ -125,6 +131,8 @@ impl Default for LogConfig {
             dedupe_max_ids: 20_000_000,
             preallocate: true,
             clock: system_clock_ms,
+            #[cfg(test)]
+            dedupe_hook: None,
         }
     }
 }
@@ -280,6 +288,8 @@ impl Log {
         let dedupe_dir = dir.join("dedupe");
         let mut dedupe =
             dedupe::Dedupe::open(&dedupe_dir, window_ms, config.dedupe_max_ids, now).map_err(io_err(&dedupe_dir))?;
+        #[cfg(test)]
+        dedupe.set_hook(config.dedupe_hook.clone());
         // The run files hold keys appended before this time; rebuild the rest from the log.
         let rebuild_from = dedupe.disk_covers_until_ms().unwrap_or(0).max(now.saturating_sub(window_ms));
         for chunk in &chunks {
@@ -622,6 +632,7 @@ impl Writer {
             if let Some(done) = close {
                 self.sync_if_due(true);
                 self.finish_spare();
+                self.dedupe.finish();
                 drop(self.lock.take());
                 let _ = done.send(());
                 return;
@@ -629,6 +640,7 @@ impl Writer {
         }
         self.sync_if_due(true);
         self.finish_spare();
+        self.dedupe.finish();
     }
 
     /// Wait for a spare chunk being zero-filled (before the directory lock goes, so that
@@ -736,12 +748,14 @@ impl Writer {
                 }
             }
         }
+        // Bounded upkeep of the dedupe index (spills and filter rebuilds run in background
+        // threads); a new spill starts only once the keys' records are durable.
+        self.dedupe.maintain();
         if self.dedupe.over_cap() {
-            // Keys go to disk only once their records are durable.
             self.sync_if_due(true);
             self.dedupe.make_room();
-            self.publish_dedupe_state();
         }
+        self.publish_dedupe_state();
         if self.last_retention.elapsed() >= RETENTION_EVERY {
             self.last_retention = Instant::now();
             if let Err(error) = self.retention(None, u64::MAX) {

@@ -85,6 +85,43 @@ fn dedupe_beyond_the_memory_cap_is_exact_across_restarts() {
     assert_eq!(log.append_blocking(records(1000..1001)).unwrap(), [Appended::At(1000)]);
 }
 
+/// A spill of dedupe keys to a run file never holds up appends: with the spill's thread
+/// held at its start, the writer goes on answering (exactly) and every id stays known.
+/// Were the spill written by the writer, as it once was, the appends below would wait in
+/// the held job until its one-minute hang guard gave up, and the test would fail.
+#[test]
+fn appends_go_on_while_a_dedupe_spill_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, gate) = dedupe::tests::gate(dedupe::Job::Spill);
+    let cfg = LogConfig { dedupe_max_ids: 1000, chunk_bytes: 1 << 20, dedupe_hook: Some(hook), ..config(dir.path()) };
+    let (log, _) = Log::open(cfg.clone()).unwrap();
+    let batch = |b: u32| (b * 50..(b + 1) * 50).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
+    // A spill starts once more than half of the 1,000 ids of memory are taken.
+    for b in 0..11 {
+        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
+    }
+    gate.started.recv_timeout(Duration::from_secs(60)).expect("a spill started");
+    // It is held; appends still complete, and room is left for these.
+    for b in 11..17 {
+        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
+    }
+    for b in 0..17 {
+        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| *a == Appended::Duplicate), "batch {b}");
+    }
+    assert!(gate.started.try_recv().is_err(), "no second spill while the first is held");
+    assert_eq!(log.dedupe_stats().0, 850, "the ids are all in memory still");
+    drop(gate.release);
+    log.close();
+    assert!(!gate.timed_out.load(Ordering::SeqCst), "the writer waited for the held spill");
+    // The spill finished before the close returned: its run is on disk and, like every id,
+    // known after a restart.
+    let (log, _) = Log::open(LogConfig { dedupe_hook: None, ..cfg }).unwrap();
+    for b in 0..17 {
+        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| *a == Appended::Duplicate), "batch {b}");
+    }
+    assert!(std::fs::read_dir(dir.path().join("dedupe")).unwrap().count() > 0, "no dedupe run written");
+}
+
 #[test]
 fn dedupe_window_expires() {
     let _guard = CLOCK_LOCK.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,21 +1,33 @@
 //! The dedupe index: "was this key appended within the last W?", exact, bounded in memory,
-//! surviving restarts.
+//! surviving restarts, and never making the log's writer wait long for its own upkeep.
 //!
 //! Keys are 128-bit xxh3 hashes of the caller's key bytes (message ids): with n ids in the
 //! window the chance of any false positive is about n² / 2¹²⁹ (10⁻²⁰ for a billion ids),
 //! so the index is exact for practical purposes. It has two layers:
 //!
-//! - **Recent, in memory**: a hash set of the newest keys plus a queue in append order,
-//!   about 46 bytes per key, at most `max_ids` keys (20 M by default: about 0.9 GB).
-//! - **Older, on disk**: when the recent layer is full, its oldest keys (up to 1 M at a
-//!   time) are sorted and written to a run file `<dir>/<max ms>-<seq>.run`, fsync'd, and
-//!   dropped from memory. In memory each run keeps only a sparse index (one key in 4,096),
-//!   and one cuckoo filter with 16-bit fingerprints covers every run key: about 2–4 bytes
-//!   of RAM per key on disk (16 bytes on disk). A lookup that misses the recent layer asks
-//!   the filter; only on a filter hit (a real duplicate, or about 1 in 5,000 fresh keys)
-//!   are the runs searched (a binary search in the sparse index and one read of a block).
-//!   A run is deleted, and its keys removed from the filter, once all its keys are older
-//!   than the window.
+//! - **Recent, in memory** (`memory`): the newest keys in append order with a hash index,
+//!   at most `max_ids` keys. The index is allocated for `max_ids` keys when the log opens
+//!   and never resizes; the keys live in 384 KiB segments allocated as they fill.
+//! - **Older, on disk** (`disk`): once the recent layer is more than half full (or `max_ids`
+//!   less 256 K keys, if that is more), its oldest keys are sorted, written to a run file
+//!   `<dir>/<max ms>-<seq>.run` and fsync'd by a background thread, while the writer goes
+//!   on and the keys stay findable in memory. Once the run is durable the writer installs
+//!   it, adds its keys to a cuckoo filter and then drops them from memory, a slice at a
+//!   time. In memory each run keeps a sparse index (one key in 256); a lookup that misses
+//!   the recent layer asks the filters, and only on a filter hit (a real duplicate, or
+//!   about 1 in 6,000 fresh keys) searches the runs (a binary search in the sparse index
+//!   and one 5 KiB read per run). A run is deleted once all its keys are older than the
+//!   window. When the filter that takes new run keys is nearly full, or most filtered keys
+//!   are in deleted runs, a background thread builds a new filter from the run files and
+//!   the writer swaps it in (see `disk`).
+//!
+//! So the writer's own work for the index per group commit is its lookups and inserts
+//! plus upkeep ([`Dedupe::maintain`]) of at most 4,096 keys or 1 ms, whichever comes
+//! first (but at least twice the keys inserted since, to keep up). It waits only when
+//! inserts outrun the background thread (the recent layer full while a spill is still
+//! being written: it waits for that spill), when one group commit holds more new keys than
+//! the recent layer has room for (then it grows, an O(n) copy, and logs a warning), and in
+//! [`Dedupe::spill_through`].
 //!
 //! Keys move to disk only after the frames that hold them are durable ([`Dedupe::insert`]
 //! never spills; the log's writer calls [`Dedupe::make_room`] after its sync), so a crash
@@ -24,8 +36,9 @@
 //! On open the runs are loaded (their keys re-read to rebuild the filter) and the recent
 //! layer is rebuilt by the log from the key slots of frames appended at or after
 //! [`Dedupe::disk_covers_until_ms`]. That makes the runs a snapshot that pins retention: the
-//! log deletes a chunk only when its keys are in runs or out of the window, and spills the
-//! keys of a chunk it wants to delete first ([`Dedupe::spill_through`]).
+//! log deletes a chunk only when its keys are in durable runs or out of the window, and
+//! spills the keys of a chunk it wants to delete first ([`Dedupe::spill_through`], which
+//! waits for the run).
 //! Without a directory (tests, benchmarks) the index is memory-only and, when full, forgets
 //! its oldest keys early, counting them in [`Dedupe::evicted_early`].
 //!
@@ -39,57 +52,186 @@
 //! Version 1 (still read) had 16-byte entries without times: its keys count until the run
 //! is deleted, up to the span of one run longer than the window.
 //!
-//! Memory: the recent layer costs about 46 MB per million keys; the disk layer about
-//! 2–4 MB of RAM (filter and sparse index) and 16 MB of disk per million keys.
+//! Memory, measured (`cargo bench -p ferry-log --bench dedupe_memory`): the recent layer's
+//! index takes 10 bytes per id of `max_ids`, allocated at open (and resident after the
+//! first few per cent of ids, which touch all of it), and its segments 24 bytes per id
+//! held: 34.4 MB per million ids at the cap, exactly; the capacity is the cap, nothing
+//! doubles. The disk layer takes 3.1–3.5 bytes of RAM per id on disk, allocated (filters
+//! and sparse index; up to about 3.5 bytes per id more while a new filter is being built),
+//! and 20 bytes of disk.
 
-use std::collections::{HashSet, VecDeque};
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+mod disk;
+mod filter;
+mod memory;
+
+use std::collections::VecDeque;
+use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-const RUN_MAGIC: &[u8; 8] = b"FRYDEDUP";
-const RUN_VERSION: u32 = 2;
-const RUN_HEADER_LEN: u64 = 40;
-/// Bytes per key in a run: version 1 (key only) and version 2 (key and time).
-const ENTRY_LEN_V1: usize = 16;
-const ENTRY_LEN_V2: usize = 20;
-/// Keys moved to disk at a time: sorting and writing them stalls the writer ~0.1 s.
+use disk::{DiskLayer, Run};
+use memory::{Memory, Segment};
+
+/// Most keys moved to disk at a time.
 const SPILL_KEYS: usize = 1 << 17;
-/// One key in this many is kept in memory per run.
-const SPARSE_EVERY: usize = 4096;
+/// The largest memory cap (36 GB of RAM): larger ones are lowered to it.
+pub const MAX_IDS: usize = 1 << 30;
+/// Keys of upkeep per [`Dedupe::maintain`] at most, unless more were inserted since the
+/// last call (then twice as many, so that upkeep keeps up with inserts).
+const STEP_KEYS: usize = 4096;
+/// Upkeep per [`Dedupe::maintain`] stops after about this long (once it has kept up).
+const STEP_TIME: Duration = Duration::from_millis(1);
+/// Keys of upkeep between looks at the clock.
+const STEP_CHUNK: usize = 256;
+/// How long to wait before retrying a spill that failed.
+const SPILL_RETRY: Duration = Duration::from_secs(1);
+
+/// The index's background jobs, as test hooks see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum Job {
+    Spill,
+    Rebuild,
+}
+
+/// Called by every background job as it starts, on its thread (tests block it there).
+#[derive(Clone)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) struct Hook(pub(crate) Arc<dyn Fn(Job) + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+/// Counters of the index's upkeep, for tests and benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// The most keys of upkeep (filter inserts, memory removals) done in one call of
+    /// [`Dedupe::maintain`].
+    pub max_step_keys: usize,
+    /// Inserts that found the recent layer full and waited for a spill.
+    pub full_waits: u64,
+    /// Times the recent layer grew past its capacity.
+    pub grows: u64,
+    /// Runs written.
+    pub spills: u64,
+    /// Filters rebuilt from the run files.
+    pub rebuilds: u64,
+}
+
+/// Bytes allocated by the index, by part.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// The recent layer's hash index (fixed at open).
+    pub index: usize,
+    /// The recent layer's key segments.
+    pub segments: usize,
+    /// The disk layer's cuckoo filters.
+    pub filters: usize,
+    /// The disk layer's run list and sparse indexes.
+    pub runs: usize,
+}
+
+struct InFlight {
+    handle: JoinHandle<SpillResult>,
+    /// The spill holds the keys before this sequence number.
+    end: u64,
+}
+
+/// The run written and its keys sorted, or nothing when every key had expired.
+type SpillResult = io::Result<Option<(Run, Vec<u128>)>>;
+
+struct SpillInput {
+    parts: Vec<(Segment, Range<usize>)>,
+    horizon_ms: u64,
+    covers_ms: u64,
+    dir: PathBuf,
+    seq: u64,
+    hook: Option<Hook>,
+}
+
+/// Keys of an installed run on their way into the filter; the keys before `end` leave
+/// memory once they all are.
+struct FilterTodo {
+    keys: Vec<u128>,
+    next: usize,
+    end: u64,
+}
 
 pub struct Dedupe {
     window_ms: u64,
     max_ids: usize,
-    seen: HashSet<u128, xxhash_rust::xxh3::Xxh3Builder>,
-    order: VecDeque<(u64, u128)>,
+    spill_keys: usize,
+    memory: Memory,
+    // Sequence numbers of the recent layer, in order head <= filtered <= installed <=
+    // spilled <= tail: keys before `filtered` are in installed runs and the filter (memory
+    // drops them), before `installed` in installed runs, before `spilled` also in the spill
+    // being written; `durable`: keys before it were durable at the last `make_room`.
+    filtered: u64,
+    installed: u64,
+    spilled: u64,
+    durable: u64,
+    spill: Option<InFlight>,
+    filter_todo: VecDeque<FilterTodo>,
+    inserted_since_maintain: usize,
+    retry_spill_at: Option<Instant>,
     evicted_early: u64,
     disk: Option<DiskLayer>,
     /// Keys appended before this time (ms) are outside the window.
     horizon_ms: u64,
+    hook: Option<Hook>,
+    stats: Stats,
 }
 
 impl Dedupe {
-    /// A memory-only index (it forgets its oldest keys early when full).
+    /// A memory-only index (it forgets its oldest keys early when full). `max_ids` (at
+    /// most [`MAX_IDS`]) is its memory cap, allocated now.
     pub fn new(window_ms: u64, max_ids: usize) -> Dedupe {
+        let max_ids = max_ids.clamp(1, MAX_IDS);
         Dedupe {
             window_ms,
-            max_ids: max_ids.max(1),
-            seen: HashSet::with_hasher(xxhash_rust::xxh3::Xxh3Builder::new()),
-            order: VecDeque::new(),
+            max_ids,
+            spill_keys: (max_ids / 4).clamp(1, SPILL_KEYS),
+            memory: Memory::with_capacity(max_ids),
+            filtered: 0,
+            installed: 0,
+            spilled: 0,
+            durable: 0,
+            spill: None,
+            filter_todo: VecDeque::new(),
+            inserted_since_maintain: 0,
+            retry_spill_at: None,
             evicted_early: 0,
             disk: None,
             horizon_ms: 0,
+            hook: None,
+            stats: Stats::default(),
         }
     }
 
     /// An index that moves its older keys to run files in `dir`, loading the runs there.
     pub fn open(dir: &Path, window_ms: u64, max_ids: usize, now_ms: u64) -> io::Result<Dedupe> {
+        Dedupe::open_with(dir, window_ms, max_ids, now_ms, disk::MIN_FILTER_KEYS)
+    }
+
+    fn open_with(dir: &Path, window_ms: u64, max_ids: usize, now_ms: u64, min_filter: usize) -> io::Result<Dedupe> {
         let mut dedupe = Dedupe::new(window_ms, max_ids);
         dedupe.horizon_ms = now_ms.saturating_sub(window_ms);
-        dedupe.disk = Some(DiskLayer::open(dir, dedupe.horizon_ms)?);
+        dedupe.disk = Some(DiskLayer::open(dir, dedupe.horizon_ms, min_filter)?);
         Ok(dedupe)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_hook(&mut self, hook: Option<Hook>) {
+        if let Some(disk) = &mut self.disk {
+            disk.set_hook(hook.clone());
+        }
+        self.hook = hook;
     }
 
     /// Every key appended before this time (ms) is in a run file: the log rebuilds the
@@ -98,437 +240,422 @@ impl Dedupe {
         self.disk.as_ref().and_then(|d| d.runs.iter().map(|r| r.max_ms).max())
     }
 
-    /// The append time of the oldest key held only in memory.
+    /// The append time of the oldest key held only in memory (not yet in a durable run).
     pub fn oldest_in_memory_ms(&self) -> Option<u64> {
-        self.order.front().map(|e| e.0)
+        (self.installed < self.memory.tail()).then(|| self.memory.entry(self.installed).at)
     }
 
     /// Whether `key` was inserted within the window.
     pub fn contains(&self, key: u128) -> bool {
-        self.seen.contains(&key) || self.disk.as_ref().is_some_and(|d| d.contains(key, self.horizon_ms))
+        if let Some(seq) = self.memory.find(key)
+            && self.memory.entry(seq).at >= self.horizon_ms
+        {
+            return true;
+        }
+        self.disk.as_ref().is_some_and(|d| d.contains(key, self.horizon_ms))
     }
 
     /// Remember `key` as appended at `now_ms`. Returns false if it was already there.
     pub fn insert(&mut self, key: u128, now_ms: u64) -> bool {
-        if self.contains(key) {
+        if !self.forget_if_expired(key) || self.disk.as_ref().is_some_and(|d| d.contains(key, self.horizon_ms)) {
             return false;
         }
-        self.seen.insert(key);
-        self.order.push_back((now_ms, key));
+        self.push(key, now_ms);
         true
     }
 
-    /// Whether the recent layer holds more than its cap (call [`Dedupe::make_room`] once
-    /// the inserted keys' records are durable).
+    /// False if the recent layer holds `key` inside the window; if it holds it from before
+    /// the window, make that entry unfindable (so a key is indexed at most once).
+    fn forget_if_expired(&mut self, key: u128) -> bool {
+        let Some(seq) = self.memory.find(key) else { return true };
+        if self.memory.entry(seq).at >= self.horizon_ms {
+            return false;
+        }
+        self.memory.unindex(key, seq);
+        true
+    }
+
+    fn push(&mut self, key: u128, at: u64) {
+        if self.memory.is_full() {
+            self.make_space();
+        }
+        self.memory.push(key, at);
+        self.inserted_since_maintain += 1;
+    }
+
+    /// Whether [`Dedupe::make_room`] has work: a spill to start (call it once the inserted
+    /// keys' records are durable).
     pub fn over_cap(&self) -> bool {
-        self.order.len() > self.max_ids
+        if self.disk.is_none() {
+            return self.memory.len() > self.max_ids;
+        }
+        self.spill.is_none()
+            && self.filter_todo.is_empty()
+            && self.memory.head() == self.installed
+            && self.pending() > self.max_ids.saturating_sub(2 * self.spill_keys)
+            && self.retry_spill_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// Keys in memory not yet in a run or a spill.
+    fn pending(&self) -> usize {
+        (self.memory.tail() - self.spilled) as usize
     }
 
     /// Insert while rebuilding from the log (whose records are durable). Keys already in a
     /// run (frames appended in the same millisecond as a run's end are replayed) are
     /// skipped, so no key is ever in two runs.
     pub fn restore(&mut self, key: u128, appended_ms: u64) {
-        if self.disk.as_ref().is_some_and(|d| d.contains(key, self.horizon_ms)) {
+        if !self.forget_if_expired(key) || self.disk.as_ref().is_some_and(|d| d.contains(key, self.horizon_ms)) {
             return;
         }
-        if self.seen.insert(key) {
-            self.order.push_back((appended_ms, key));
+        self.push(key, appended_ms);
+        self.durable = self.memory.tail();
+        if self.inserted_since_maintain >= STEP_KEYS / 2 {
+            self.maintain();
+        }
+        if self.over_cap() {
             self.make_room();
         }
     }
 
-    /// Move the oldest keys to a run file (or, memory-only, forget them) until the recent
-    /// layer is back under its cap. Only for keys whose records are durable.
+    /// Start moving the oldest keys to a run file (in the background), or, memory-only,
+    /// forget them, until the recent layer is back under its cap. Every key inserted so far
+    /// must be durable.
     pub fn make_room(&mut self) {
-        if !self.over_cap() {
+        self.durable = self.memory.tail();
+        if self.disk.is_none() {
+            while self.memory.len() > self.max_ids {
+                self.evict_front();
+            }
             return;
         }
-        let n = (self.order.len() - self.max_ids).max(SPILL_KEYS.min(self.max_ids / 2).max(1));
-        self.spill_front(n.min(self.order.len()));
+        if self.over_cap() {
+            let target = self.max_ids.saturating_sub(3 * self.spill_keys);
+            let end = self.spilled + self.pending().saturating_sub(target).max(1) as u64;
+            self.start_spill(end);
+        }
+    }
+
+    /// Upkeep, called by the writer after every group commit: pick up a finished spill or
+    /// filter rebuild, and add a bounded slice of run keys to the filter and drop as many
+    /// from memory. Never waits.
+    pub fn maintain(&mut self) {
+        let start = Instant::now();
+        let inserted = std::mem::take(&mut self.inserted_since_maintain);
+        if self.spill.as_ref().is_some_and(|s| s.handle.is_finished())
+            && let Some(spill) = self.spill.take()
+        {
+            self.finish_spill(spill);
+        }
+        if let Some(disk) = &mut self.disk {
+            disk.poll();
+        }
+        // At most `STEP_KEYS` keys or `STEP_TIME`, whichever comes first, but at least
+        // twice the keys inserted since the last call.
+        let (must, budget) = (2 * inserted, STEP_KEYS.max(2 * inserted));
+        let mut done = 0;
+        while done < budget {
+            let did = self.upkeep(STEP_CHUNK.min(budget - done));
+            done += did;
+            if did == 0 || (done >= must && start.elapsed() >= STEP_TIME) {
+                break;
+            }
+        }
+        self.stats.max_step_keys = self.stats.max_step_keys.max(done);
     }
 
     /// Move every key appended at or before `ms` to a run file, so that the chunks holding
-    /// them may be deleted. Only for keys whose records are durable. Returns false if there
-    /// is no disk layer or the run could not be written.
+    /// them may be deleted; waits for the run. Only for keys whose records are durable.
+    /// Returns false if there is no disk layer or the run could not be written.
     pub fn spill_through(&mut self, ms: u64) -> bool {
         if self.disk.is_none() {
             return false;
         }
-        let n = self.order.partition_point(|(at, _)| *at <= ms);
-        if n == 0 {
-            return true;
+        if let Some(spill) = self.spill.take() {
+            self.finish_spill(spill);
         }
         // Keys are in append order, so the run covers everything before `ms + 1`.
-        self.spill_front(n)
-    }
-
-    /// Spill the `n` oldest keys; false if they had to stay in memory.
-    fn spill_front(&mut self, n: usize) -> bool {
-        let oldest: Vec<(u64, u128)> = self.order.drain(..n).collect();
-        for (_, key) in &oldest {
-            self.seen.remove(key);
+        let (mut low, mut high) = (self.spilled, self.memory.tail());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if self.memory.entry(mid).at <= ms { low = mid + 1 } else { high = mid }
         }
-        // Every key appended before the oldest one still in memory is now on disk.
-        let covers = match self.order.front() {
-            Some(&(at, _)) => at,
-            None => oldest.last().map_or(0, |e| e.0.saturating_add(1)),
-        };
-        match &mut self.disk {
-            Some(disk) => {
-                if let Err(error) = disk.spill(&oldest, covers) {
-                    // The keys stay findable: put them back, and let memory grow past the cap
-                    // rather than forget them.
-                    tracing::error!(%error, "cannot write a dedupe run; keeping its keys in memory");
-                    for (at, key) in oldest.into_iter().rev() {
-                        self.seen.insert(key);
-                        self.order.push_front((at, key));
-                    }
-                    return false;
-                }
-                true
-            }
-            None => {
-                self.evicted_early += oldest.len() as u64;
-                true
-            }
+        if low == self.spilled {
+            return self.installed == self.spilled;
         }
+        self.durable = self.durable.max(low);
+        self.spill_now(low)
     }
 
     /// Undo the last `n` inserts (their records could not be written).
     pub fn rollback(&mut self, n: usize) {
         for _ in 0..n {
-            if let Some((_, key)) = self.order.pop_back() {
-                self.seen.remove(&key);
-            }
-        }
-    }
-
-    /// Forget keys older than the window.
-    pub fn expire(&mut self, now_ms: u64) {
-        let horizon = now_ms.saturating_sub(self.window_ms).max(self.horizon_ms);
-        self.horizon_ms = horizon;
-        while let Some(&(at, key)) = self.order.front() {
-            if at >= horizon {
+            if self.memory.tail() == self.durable.max(self.spilled) {
                 break;
             }
-            self.order.pop_front();
-            self.seen.remove(&key);
-        }
-        if let Some(disk) = &mut self.disk
-            && let Err(error) = disk.expire(horizon)
-        {
-            tracing::warn!(%error, "cannot delete an expired dedupe run");
+            self.memory.pop_back();
         }
     }
 
-    /// Keys in the recent (memory) layer.
+    /// Forget keys older than the window (in memory lazily: they no longer count, and
+    /// leave a slice at a time in [`Dedupe::maintain`]).
+    pub fn expire(&mut self, now_ms: u64) {
+        self.horizon_ms = now_ms.saturating_sub(self.window_ms).max(self.horizon_ms);
+        if let Some(disk) = &mut self.disk {
+            disk.expire(self.horizon_ms);
+        }
+    }
+
+    /// Keys in the recent (memory) layer that are not in a run yet.
     pub fn len(&self) -> usize {
-        self.order.len()
+        (self.memory.tail() - self.installed) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len() == 0
     }
 
     /// Keys in run files.
     pub fn disk_len(&self) -> u64 {
-        self.disk.as_ref().map_or(0, |d| d.runs.iter().map(|r| r.count).sum())
+        self.disk.as_ref().map_or(0, DiskLayer::len)
     }
 
     pub fn evicted_early(&self) -> u64 {
         self.evicted_early
     }
-}
 
-struct Run {
-    path: PathBuf,
-    count: u64,
-    min_ms: u64,
-    max_ms: u64,
-    /// Bytes per entry: 16 (version 1) or 20 (version 2, with the key's time).
-    entry_len: usize,
-    /// Every `SPARSE_EVERY`th key, for finding the block to read.
-    sparse: Vec<u128>,
-}
-
-struct DiskLayer {
-    dir: PathBuf,
-    runs: Vec<Run>,
-    filter: Cuckoo,
-    seq: u64,
-}
-
-impl DiskLayer {
-    fn open(dir: &Path, horizon_ms: u64) -> io::Result<DiskLayer> {
-        std::fs::create_dir_all(dir)?;
-        let mut layer = DiskLayer { dir: dir.to_owned(), runs: Vec::new(), filter: Cuckoo::new(1 << 16), seq: 0 };
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "run"))
-            .collect();
-        paths.sort();
-        for path in paths {
-            let (header, entries) = read_run(&path)?;
-            layer.seq = layer.seq.max(header.seq_hint(&path) + 1);
-            if header.max_ms < horizon_ms {
-                std::fs::remove_file(&path)?;
-                continue;
-            }
-            let keys: Vec<u128> = entries.iter().map(|e| e.0).collect();
-            let sparse = keys.iter().step_by(SPARSE_EVERY).copied().collect();
-            layer.runs.push(Run {
-                path,
-                count: header.count,
-                min_ms: header.min_ms,
-                max_ms: header.max_ms,
-                entry_len: header.entry_len,
-                sparse,
-            });
-            layer.add_to_filter(&keys)?;
-        }
-        Ok(layer)
+    pub fn stats(&self) -> Stats {
+        Stats { rebuilds: self.disk.as_ref().map_or(0, |d| d.rebuilds), ..self.stats }
     }
 
-    /// Add a run's keys to the filter (the run is already in `self.runs`); when the
-    /// filter fills up, rebuild it twice as large from every run file.
-    fn add_to_filter(&mut self, keys: &[u128]) -> io::Result<()> {
-        for key in keys {
-            if !self.filter.insert(*key) {
-                return self.rebuild_filter();
-            }
-        }
-        Ok(())
+    pub fn allocated_bytes(&self) -> MemoryUse {
+        let (index, segments) = self.memory.allocated_bytes();
+        let (filters, runs) = self.disk.as_ref().map_or((0, 0), DiskLayer::allocated_bytes);
+        MemoryUse { index, segments, filters, runs }
     }
 
-    fn rebuild_filter(&mut self) -> io::Result<()> {
-        let mut keys = Vec::new();
-        for run in &self.runs {
-            keys.extend(read_run(&run.path)?.1.into_iter().map(|e| e.0));
+    /// Wait for the background threads (before the log's directory lock is released).
+    pub fn finish(&mut self) {
+        if let Some(spill) = self.spill.take() {
+            self.finish_spill(spill);
         }
-        let mut buckets = self.filter.buckets.len() * 2;
-        // Four slots a bucket: a table this large fails only if a key were stored many times
-        // over, which the index never does; refuse rather than grow without bound.
-        let limit = (keys.len() / 4 + 1).next_power_of_two() * 8 + (1 << 16);
-        'grow: loop {
-            if buckets > limit {
-                return Err(io::Error::other("dedupe filter cannot hold the run keys"));
-            }
-            let mut bigger = Cuckoo::new(buckets);
-            for key in &keys {
-                if !bigger.insert(*key) {
-                    buckets *= 2;
-                    continue 'grow;
-                }
-            }
-            self.filter = bigger;
-            return Ok(());
+        if let Some(disk) = &mut self.disk {
+            disk.finish();
         }
     }
 
-    /// Whether a run holds `key` appended at or after `horizon_ms`. A run that cannot be
-    /// read answers yes: a false duplicate is logged, a false "new" would store it twice.
-    fn contains(&self, key: u128, horizon_ms: u64) -> bool {
-        if !self.filter.contains(key) {
-            return false;
+    /// Wait for a spill being written and a filter rebuild under way, and do all upkeep
+    /// (tests and benchmarks).
+    pub fn settle(&mut self) {
+        if let Some(spill) = self.spill.take() {
+            self.finish_spill(spill);
         }
-        self.runs.iter().rev().any(|run| match run_lookup(run, key) {
-            Ok(found) => found.is_some_and(|at| at >= horizon_ms),
-            Err(error) => {
-                tracing::error!(file = %run.path.display(), %error, "cannot read a dedupe run; answering duplicate");
-                true
+        self.upkeep(usize::MAX);
+        if let Some(disk) = &mut self.disk {
+            disk.wait_for_rebuild();
+        }
+    }
+
+    /// Wait for the spill being written and install it, without upkeep (tests: a disk
+    /// faster than the inserts).
+    #[cfg(test)]
+    pub(crate) fn wait_for_spill(&mut self) {
+        if let Some(spill) = self.spill.take() {
+            self.finish_spill(spill);
+        }
+    }
+
+    /// The recent layer is full: make room now (never forgetting a key inside the window
+    /// with a disk layer).
+    fn make_space(&mut self) {
+        self.stats.full_waits += 1;
+        if let Some(spill) = self.spill.take() {
+            self.finish_spill(spill);
+        }
+        self.upkeep(usize::MAX);
+        if self.memory.is_full() && self.disk.is_none() {
+            while self.memory.is_full() && self.memory.head() < self.durable {
+                self.evict_front();
             }
+        }
+        if self.memory.is_full() && self.disk.is_some() && self.spilled < self.durable {
+            let end = self.durable;
+            self.spill_now(end);
+            self.upkeep(usize::MAX);
+        }
+        if self.memory.is_full() {
+            let capacity = self.memory.capacity() * 2;
+            tracing::warn!(
+                capacity,
+                max_ids = self.max_ids,
+                "dedupe memory layer grows past its cap: one group commit holds more new keys than it has room for"
+            );
+            self.memory.grow(capacity);
+            self.stats.grows += 1;
+        }
+    }
+
+    /// Memory-only: forget the oldest key.
+    fn evict_front(&mut self) {
+        if let Some(entry) = self.memory.pop_front() {
+            self.evicted_early += u64::from(entry.at >= self.horizon_ms);
+        }
+        self.advance_bounds_to_head();
+    }
+
+    fn advance_bounds_to_head(&mut self) {
+        let head = self.memory.head();
+        self.filtered = self.filtered.max(head);
+        self.installed = self.installed.max(head);
+        self.spilled = self.spilled.max(head);
+        self.durable = self.durable.max(head);
+    }
+
+    /// Add run keys to the filter, then drop keys that are in runs and the filter from
+    /// memory, then drop expired keys from the front: at most `budget` keys in all.
+    fn upkeep(&mut self, budget: usize) -> usize {
+        let mut done = 0;
+        while let (Some(todo), Some(disk)) = (self.filter_todo.front_mut(), &mut self.disk) {
+            let end = todo.keys.len().min(todo.next.saturating_add(budget - done));
+            disk.add_keys(&todo.keys[todo.next..end]);
+            done += end - todo.next;
+            todo.next = end;
+            if todo.next < todo.keys.len() {
+                return done;
+            }
+            self.filtered = todo.end;
+            self.filter_todo.pop_front();
+        }
+        while done < budget && self.memory.head() < self.filtered {
+            self.memory.pop_front();
+            done += 1;
+        }
+        while done < budget
+            && self.memory.head() == self.spilled
+            && self.memory.head() < self.memory.tail()
+            && self.memory.entry(self.memory.head()).at < self.horizon_ms
+        {
+            self.memory.pop_front();
+            self.advance_bounds_to_head();
+            done += 1;
+        }
+        done
+    }
+
+    fn spill_input(&mut self, end: u64) -> Option<SpillInput> {
+        let disk = self.disk.as_mut()?;
+        let covers_ms = match end < self.memory.tail() {
+            // Every key appended before the next one's time is in this run or an older one.
+            true => self.memory.entry(end).at,
+            false => self.memory.entry(end - 1).at,
+        };
+        Some(SpillInput {
+            parts: self.memory.share(self.spilled, end),
+            horizon_ms: self.horizon_ms,
+            covers_ms,
+            dir: disk.dir().to_owned(),
+            seq: disk.next_seq(),
+            hook: self.hook.clone(),
         })
     }
 
-    /// Write `entries` (oldest first) as one sorted run, durably, then index it. `max_ms`:
-    /// every key appended before it is in this run or an older one.
-    fn spill(&mut self, entries: &[(u64, u128)], max_ms: u64) -> io::Result<()> {
-        let min_ms = entries.iter().map(|e| e.0).min().unwrap_or(0);
-        let mut sorted: Vec<(u128, u64)> = entries.iter().map(|&(at, key)| (key, at)).collect();
-        // By key, the newest time first, so that `dedup` keeps the newest.
-        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        sorted.dedup_by_key(|e| e.0);
-        let keys: Vec<u128> = sorted.iter().map(|e| e.0).collect();
-        let path = self.dir.join(format!("{max_ms:020}-{:010}.run", self.seq));
-        self.seq += 1;
-        let mut bytes = Vec::with_capacity(RUN_HEADER_LEN as usize + keys.len() * ENTRY_LEN_V2 + 4);
-        bytes.extend_from_slice(RUN_MAGIC);
-        bytes.extend_from_slice(&RUN_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&[0; 4]);
-        bytes.extend_from_slice(&(keys.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&min_ms.to_le_bytes());
-        bytes.extend_from_slice(&max_ms.to_le_bytes());
-        for (key, at) in &sorted {
-            bytes.extend_from_slice(&key.to_le_bytes());
-            // Times more than 49 days after the oldest key (never, with a window of at most
-            // 30 days) are stored as the maximum: remembered a little too long, never too short.
-            let delta = u32::try_from(at.saturating_sub(min_ms)).unwrap_or(u32::MAX);
-            bytes.extend_from_slice(&delta.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        let tmp = path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
-        let sparse = keys.iter().step_by(SPARSE_EVERY).copied().collect();
-        self.runs.push(Run { path, count: keys.len() as u64, min_ms, max_ms, entry_len: ENTRY_LEN_V2, sparse });
-        self.add_to_filter(&keys)
-    }
-
-    fn expire(&mut self, horizon_ms: u64) -> io::Result<()> {
-        while let Some(i) = self.runs.iter().position(|r| r.max_ms < horizon_ms) {
-            let run = self.runs.remove(i);
-            let (_, entries) = read_run(&run.path)?;
-            for (key, _) in entries {
-                self.filter.remove(key);
+    /// Write the keys `spilled..end` to a run in a background thread.
+    fn start_spill(&mut self, end: u64) {
+        let Some(input) = self.spill_input(end) else { return };
+        self.spilled = end;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("ferry-dedupe-spill".to_owned()).spawn(move || {
+            let input = rx.recv().map_err(|_| io::Error::other("spill input lost"))?;
+            write_spill(input)
+        });
+        match spawned {
+            Ok(handle) => {
+                let _ = tx.send(input);
+                self.spill = Some(InFlight { handle, end });
             }
-            std::fs::remove_file(&run.path)?;
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a dedupe spill thread; spilling in the writer");
+                let result = write_spill(input);
+                self.install(end, result);
+            }
         }
-        Ok(())
+    }
+
+    /// Write the keys `spilled..end` to a run now; false if it failed.
+    fn spill_now(&mut self, end: u64) -> bool {
+        let Some(input) = self.spill_input(end) else { return false };
+        self.spilled = end;
+        let result = write_spill(input);
+        let ok = result.is_ok();
+        self.install(end, result);
+        ok
+    }
+
+    fn finish_spill(&mut self, spill: InFlight) {
+        let result = spill.handle.join().unwrap_or_else(|_| Err(io::Error::other("dedupe spill thread panicked")));
+        self.install(spill.end, result);
+    }
+
+    fn install(&mut self, end: u64, result: SpillResult) {
+        match result {
+            Ok(written) => {
+                let keys = match (written, &mut self.disk) {
+                    (Some((run, keys)), Some(disk)) => {
+                        disk.install(run);
+                        self.stats.spills += 1;
+                        keys
+                    }
+                    _ => Vec::new(),
+                };
+                self.installed = end;
+                self.filter_todo.push_back(FilterTodo { keys, next: 0, end });
+                self.retry_spill_at = None;
+            }
+            Err(error) => {
+                // The keys stay in memory, findable; retry later, and let memory grow past
+                // the cap rather than forget them.
+                tracing::error!(%error, "cannot write a dedupe run; keeping its keys in memory");
+                self.spilled = self.installed;
+                self.retry_spill_at = Some(Instant::now() + SPILL_RETRY);
+            }
+        }
     }
 }
 
-struct RunHeader {
-    count: u64,
-    min_ms: u64,
-    max_ms: u64,
-    entry_len: usize,
-}
-
-impl RunHeader {
-    fn seq_hint(&self, path: &Path) -> u64 {
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        stem.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+impl Drop for Dedupe {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
-/// A run's header and its entries (key, append time in ms); version 1 entries get the
-/// time the run covers up to.
-fn read_run(path: &Path) -> io::Result<(RunHeader, Vec<(u128, u64)>)> {
-    let mut bytes = Vec::new();
-    File::open(path)?.read_to_end(&mut bytes)?;
-    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("dedupe run {}: {why}", path.display()));
-    if bytes.len() < RUN_HEADER_LEN as usize + 4 || &bytes[0..8] != RUN_MAGIC {
-        return Err(bad("not a dedupe run"));
+/// Sort a spill's keys (those still inside the window) and write them as a durable run.
+fn write_spill(input: SpillInput) -> SpillResult {
+    if let Some(hook) = &input.hook {
+        (hook.0)(Job::Spill);
     }
-    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap_or_default());
-    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or_default());
-    let entry_len = match u32_at(8) {
-        1 => ENTRY_LEN_V1,
-        2 => ENTRY_LEN_V2,
-        _ => return Err(bad("unsupported version")),
-    };
-    let header = RunHeader { count: u64_at(16), min_ms: u64_at(24), max_ms: u64_at(32), entry_len };
-    let body_end = bytes.len() - 4;
-    let expected_end = header.count.checked_mul(entry_len as u64).and_then(|n| n.checked_add(RUN_HEADER_LEN));
-    if expected_end != Some(body_end as u64) || crc32fast::hash(&bytes[..body_end]) != u32_at(body_end) {
-        return Err(bad("checksum mismatch"));
-    }
-    let entries =
-        bytes[RUN_HEADER_LEN as usize..body_end].chunks_exact(entry_len).map(|e| decode_entry(&header, e)).collect();
-    Ok((header, entries))
-}
-
-fn decode_entry(header: &RunHeader, entry: &[u8]) -> (u128, u64) {
-    let key = u128::from_le_bytes(entry[..16].try_into().unwrap_or_default());
-    let at = match entry.get(16..20) {
-        Some(delta) => header.min_ms + u64::from(u32::from_le_bytes(delta.try_into().unwrap_or_default())),
-        None => header.max_ms,
-    };
-    (key, at)
-}
-
-/// Binary search of one run: the sparse index picks a block, one read fetches it. The
-/// key's append time if the run holds it.
-fn run_lookup(run: &Run, key: u128) -> io::Result<Option<u64>> {
-    let block = run.sparse.partition_point(|k| *k <= key);
-    if block == 0 {
+    let mut sorted: Vec<(u128, u64)> = input
+        .parts
+        .iter()
+        .flat_map(|(segment, range)| segment[range.clone()].iter())
+        .filter(|e| e.at >= input.horizon_ms)
+        .map(|e| (e.key(), e.at))
+        .collect();
+    drop(input.parts);
+    if sorted.is_empty() {
         return Ok(None);
     }
-    let first = (block - 1) * SPARSE_EVERY;
-    let len = SPARSE_EVERY.min(run.count as usize - first);
-    let mut bytes = vec![0u8; len * run.entry_len];
-    File::open(&run.path)?.read_exact_at(&mut bytes, RUN_HEADER_LEN + (first * run.entry_len) as u64)?;
-    let header = RunHeader { count: run.count, min_ms: run.min_ms, max_ms: run.max_ms, entry_len: run.entry_len };
-    let entries: Vec<(u128, u64)> = bytes.chunks_exact(run.entry_len).map(|e| decode_entry(&header, e)).collect();
-    Ok(entries.binary_search_by(|e| e.0.cmp(&key)).ok().map(|i| entries[i].1))
-}
-
-/// A cuckoo filter: 4 slots of 16-bit fingerprints per bucket; supports removal.
-struct Cuckoo {
-    buckets: Vec<[u16; 4]>,
-    victim_seed: u64,
-}
-
-impl Cuckoo {
-    fn new(buckets: usize) -> Cuckoo {
-        Cuckoo { buckets: vec![[0; 4]; buckets.next_power_of_two()], victim_seed: 0x9e37_79b9_7f4a_7c15 }
-    }
-
-    fn mask(&self) -> usize {
-        self.buckets.len() - 1
-    }
-
-    fn fingerprint_and_index(&self, key: u128) -> (u16, usize) {
-        let low = key as u64;
-        let fingerprint = ((key >> 64) as u16) | 1;
-        (fingerprint, (low as usize) & self.mask())
-    }
-
-    fn alt(&self, index: usize, fingerprint: u16) -> usize {
-        (index ^ (u64::from(fingerprint).wrapping_mul(0x5bd1_e995_5bd1_e995) as usize)) & self.mask()
-    }
-
-    fn contains(&self, key: u128) -> bool {
-        let (fp, i1) = self.fingerprint_and_index(key);
-        let i2 = self.alt(i1, fp);
-        self.buckets[i1].contains(&fp) || self.buckets[i2].contains(&fp)
-    }
-
-    /// False when full (the caller grows the filter).
-    fn insert(&mut self, key: u128) -> bool {
-        let (mut fp, i1) = self.fingerprint_and_index(key);
-        let i2 = self.alt(i1, fp);
-        for i in [i1, i2] {
-            if let Some(slot) = self.buckets[i].iter_mut().find(|s| **s == 0) {
-                *slot = fp;
-                return true;
-            }
-        }
-        let mut i = i1;
-        for _ in 0..500 {
-            self.victim_seed ^= self.victim_seed << 13;
-            self.victim_seed ^= self.victim_seed >> 7;
-            self.victim_seed ^= self.victim_seed << 17;
-            let slot = (self.victim_seed % 4) as usize;
-            std::mem::swap(&mut fp, &mut self.buckets[i][slot]);
-            i = self.alt(i, fp);
-            if let Some(empty) = self.buckets[i].iter_mut().find(|s| **s == 0) {
-                *empty = fp;
-                return true;
-            }
-        }
-        // Full: one fingerprint is now homeless, so the caller rebuilds from the runs.
-        false
-    }
-
-    fn remove(&mut self, key: u128) {
-        let (fp, i1) = self.fingerprint_and_index(key);
-        let i2 = self.alt(i1, fp);
-        for i in [i1, i2] {
-            if let Some(slot) = self.buckets[i].iter_mut().find(|s| **s == fp) {
-                *slot = 0;
-                return;
-            }
-        }
-    }
+    // Leave the core to the writer now and then (on a small machine they share it).
+    std::thread::yield_now();
+    // By key, the newest time first, so that `dedup` keeps the newest.
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    sorted.dedup_by_key(|e| e.0);
+    std::thread::yield_now();
+    let run = disk::write_run(&input.dir, input.seq, &sorted, input.covers_ms)?;
+    Ok(Some((run, sorted.into_iter().map(|e| e.0).collect())))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -623,10 +750,10 @@ mod tests {
         let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/dedupe-run-v2.run");
         let base = 1_795_862_235_000;
         let dir = tempfile::tempdir().unwrap();
-        let mut layer = DiskLayer::open(dir.path(), 0).unwrap();
-        let entries: Vec<(u64, u128)> = (0..5u64).map(|i| (base + i, key(i))).collect();
-        layer.spill(&entries, base + 5).unwrap();
-        let written = std::fs::read(&layer.runs[0].path).unwrap();
+        let mut entries: Vec<(u128, u64)> = (0..5u64).map(|i| (key(i), base + i)).collect();
+        entries.sort();
+        let run = disk::write_run(dir.path(), 0, &entries, base + 5).unwrap();
+        let written = std::fs::read(&run.path).unwrap();
         if std::env::var_os("UPDATE_EXPECT").is_some() {
             std::fs::write(&golden, &written).unwrap();
         }
@@ -656,15 +783,172 @@ mod tests {
     }
 
     #[test]
-    fn cuckoo_filter_grows_and_removes() {
+    fn filters_are_rebuilt_as_the_disk_layer_grows_and_forget_deleted_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = Dedupe::open(dir.path(), u64::MAX, 20_000, 0).unwrap();
-        // More keys than the first filter's 262,144 slots hold.
-        for i in 0..300_000u64 {
-            d.restore(key(i), 1);
+        let mut d = Dedupe::open_with(dir.path(), 100_000, 2_000, 0, 1024).unwrap();
+        // Many times more keys than the first filter was sized for.
+        for i in 0..100_000u64 {
+            d.restore(key(i), i);
         }
-        for i in (0..300_000u64).step_by(997) {
-            assert!(d.contains(key(i)));
+        assert_eq!(d.stats().grows, 0);
+        d.settle();
+        d.disk.as_mut().unwrap().wait_for_rebuild();
+        assert!(d.stats().rebuilds >= 3, "{:?}", d.stats());
+        assert!((0..100_000u64).step_by(61).all(|i| d.contains(key(i))), "a key was forgotten");
+        assert!((100_000..200_000u64).all(|i| !d.contains(key(i))), "a fresh key was found");
+        // Once most runs are deleted, a rebuild shrinks the filters.
+        let before = d.allocated_bytes().filters;
+        d.expire(190_000);
+        for i in 100_000..100_100u64 {
+            d.insert(key(i), 190_000);
         }
+        for _ in 0..1000 {
+            d.maintain();
+            d.disk.as_mut().unwrap().wait_for_rebuild();
+            if d.allocated_bytes().filters < before / 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(d.allocated_bytes().filters < before / 2, "{} >= {before} / 2", d.allocated_bytes().filters);
+        assert!(!d.contains(key(5)) && d.contains(key(99_999)) && d.contains(key(100_050)));
+    }
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, mpsc};
+    use std::time::Duration;
+
+    /// Holds every background job of one kind at its start until released.
+    pub(crate) struct Gate {
+        pub(crate) started: mpsc::Receiver<()>,
+        /// Dropping it releases every job, held or to come.
+        pub(crate) release: mpsc::Sender<()>,
+        /// A held job waited a minute without being released (a hang guard, never expected).
+        pub(crate) timed_out: Arc<AtomicBool>,
+    }
+
+    pub(crate) fn gate(kind: Job) -> (Hook, Gate) {
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let flag = timed_out.clone();
+        let hook = Hook(Arc::new(move |job| {
+            if job != kind {
+                return;
+            }
+            let _ = started_tx.lock().unwrap().send(());
+            let released = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(60));
+            if matches!(released, Err(mpsc::RecvTimeoutError::Timeout)) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }));
+        (hook, Gate { started, release, timed_out })
+    }
+
+    /// One group commit as the log's writer does it: inserts, upkeep, maybe a spill.
+    fn commit(d: &mut Dedupe, keys: std::ops::Range<u64>) {
+        for i in keys {
+            assert!(d.insert(key(i), i), "fresh key {i} reported as a duplicate");
+        }
+        d.maintain();
+        if d.over_cap() {
+            d.make_room();
+        }
+    }
+
+    /// The writer never waits for a spill: while one is held in its thread, inserts and
+    /// upkeep go on, and every key, those being written included, is still found. (Were the
+    /// spill written by the caller, as it once was, `commit` would block in the held job.)
+    #[test]
+    fn a_spill_being_written_blocks_no_insert_and_hides_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Dedupe::open(dir.path(), u64::MAX, 1000, 0).unwrap();
+        let (hook, gate) = gate(Job::Spill);
+        d.set_hook(Some(hook));
+        let mut next = 0;
+        while d.spill.is_none() {
+            commit(&mut d, next..next + 10);
+            next += 10;
+            assert!(next <= 1000, "no spill started in the background");
+        }
+        gate.started.recv_timeout(Duration::from_secs(60)).expect("the spill's thread started");
+        // Room is left for this many more while a spill is written.
+        for _ in 0..20 {
+            commit(&mut d, next..next + 10);
+            next += 10;
+        }
+        assert!(d.spill.is_some() && d.disk_len() == 0, "the spill is still held");
+        assert_eq!(d.stats().full_waits, 0);
+        assert!((0..next).all(|i| d.contains(key(i))), "a key being spilled was hidden");
+        assert!((next..next + 10_000).all(|i| !d.contains(key(i))));
+        drop(gate.release);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while d.disk_len() == 0 {
+            assert!(Instant::now() < deadline, "the released spill never finished");
+            d.maintain();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        d.settle();
+        assert!(d.len() < next as usize);
+        assert!((0..next).all(|i| d.contains(key(i))) && (next..next + 10_000).all(|i| !d.contains(key(i))));
+        assert!(!gate.timed_out.load(Ordering::SeqCst));
+    }
+
+    /// Nor for a filter rebuild: new runs go to the fresh filter meanwhile, exactly.
+    #[test]
+    fn the_filter_is_rebuilt_in_the_background_while_inserts_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Dedupe::open_with(dir.path(), u64::MAX, 1000, 0, 4096).unwrap();
+        let (hook, gate) = gate(Job::Rebuild);
+        d.set_hook(Some(hook));
+        let mut next = 0;
+        while gate.started.try_recv().is_err() {
+            commit(&mut d, next..next + 50);
+            d.wait_for_spill();
+            next += 50;
+            assert!(next < 100_000, "no rebuild started");
+        }
+        // The fresh filter (4,096 keys) takes the runs written meanwhile.
+        let held_from = next;
+        while next < held_from + 3000 {
+            commit(&mut d, next..next + 50);
+            d.wait_for_spill();
+            next += 50;
+        }
+        assert!(d.disk.as_ref().unwrap().rebuilding() && d.stats().rebuilds == 0, "the rebuild is still held");
+        assert!(d.disk_len() > held_from + 1000, "runs were installed during the rebuild");
+        assert_eq!((d.stats().full_waits, d.stats().grows), (0, 0));
+        assert!((0..next).all(|i| d.contains(key(i))) && (next..next + 10_000).all(|i| !d.contains(key(i))));
+        drop(gate.release);
+        d.disk.as_mut().unwrap().wait_for_rebuild();
+        assert_eq!(d.stats().rebuilds, 1);
+        assert!((0..next).all(|i| d.contains(key(i))) && (next..next + 10_000).all(|i| !d.contains(key(i))));
+        assert!(!gate.timed_out.load(Ordering::SeqCst));
+    }
+
+    /// The writer's upkeep per group commit is a bounded slice, and the memory layer keeps
+    /// the capacity it got at open (no resize), while the index grows to many times its
+    /// memory cap with spills and filter rebuilds all along.
+    #[test]
+    fn upkeep_per_commit_is_bounded_and_memory_never_resizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Dedupe::open_with(dir.path(), u64::MAX, 10_000, 0, 4096).unwrap();
+        let index_bytes = d.allocated_bytes().index;
+        let mut next = 0;
+        while next < 200_000 {
+            commit(&mut d, next..next + 100);
+            next += 100;
+            // Background threads faster than the inserts, as a disk is next to group commits.
+            d.wait_for_spill();
+            assert!(d.memory.len() <= 10_000);
+        }
+        let stats = d.stats();
+        assert!(stats.max_step_keys <= STEP_KEYS, "{stats:?}");
+        assert_eq!((stats.full_waits, stats.grows), (0, 0), "{stats:?}");
+        assert!(stats.spills > 50 && stats.rebuilds >= 2, "{stats:?}");
+        assert_eq!((d.memory.capacity(), d.allocated_bytes().index), (10_000, index_bytes));
+        assert!((0..next).step_by(61).all(|i| d.contains(key(i))));
+        assert!((next..next + 100_000).all(|i| !d.contains(key(i))));
     }
 }

@@ -227,7 +227,7 @@ fn main() {
     println!("events: {} bytes stored, 20 properties, 10 event names; batches of 10,000", sample.len());
     println!();
     println!(
-        "| warehouse | load events/s (rows/s) | CPU µs/event (ferry's side) | log → worker → warehouse events/s | latency at 10,000 events/s: p50 / p99 / max |"
+        "| warehouse | load events/s (rows/s) | CPU µs/event: ferry / database server | log → worker → warehouse events/s | latency at 10,000 events/s: p50 / p99 / max |"
     );
     println!("|---|---|---|---|---|");
     runtime.block_on(async {

@@ -144,8 +144,13 @@ impl Server {
                 c
             }
             Kind::FerryAlways | Kind::FerryInterval => {
+                // The ingest path alone: delivery (the embedded warehouse by default) would
+                // share the pinned core; it has its own benchmark (ferry-delivery's
+                // `warehouse` bench).
+                let config = work.join("ferry-bench.toml");
+                std::fs::write(&config, "destinations = []\n")?;
                 let mut c = launcher.command(0, "ferry");
-                c.arg("--data-dir").arg(&data).arg("serve");
+                c.arg("--config").arg(&config).arg("--data-dir").arg(&data).arg("serve");
                 c.args(["--sync", if kind == Kind::FerryAlways { "always" } else { "interval" }]);
                 c
             }

@@ -108,7 +108,10 @@ impl PostgresWarehouse {
                 conn.schemas.insert(namespace.clone(), schema);
             }
         }
-        for _ in 0..3 {
+        // COPY straight into the tables first; a key that is there already (a redelivery,
+        // a replay) fails it, and the batch is loaded again through staging tables.
+        let mut direct = true;
+        for _ in 0..4 {
             // Planning and COPY encoding (CPU, on a blocking thread) of the next chunk
             // overlap PostgreSQL loading the last one, in one transaction.
             let snapshot: Vec<(String, Vec<Arc<Event>>, Schema)> =
@@ -128,8 +131,9 @@ impl PostgresWarehouse {
             let tx = conn.client.transaction().await.map_err(classify)?;
             let mut loaded = Vec::new();
             let mut outcome = Ok(true);
+            let mut checked = Checked::default();
             while let Some(chunk) = chunks.recv().await {
-                match apply(&tx, &chunk, &mut conn.schemas).await {
+                match apply(&tx, &chunk, &mut conn.schemas, &mut checked, direct).await {
                     Ok(true) => loaded.push(chunk),
                     other => {
                         outcome = other;
@@ -150,6 +154,10 @@ impl PostgresWarehouse {
                 Ok(false) => {
                     // The cache was refreshed for the tables that moved; plan again.
                     drop(tx);
+                }
+                Err(e) if direct && e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    drop(tx);
+                    direct = false;
                 }
                 Err(e)
                     if e.code() == Some(&SqlState::UNDEFINED_TABLE)
@@ -334,10 +342,19 @@ fn lock_key(namespace: &str, table: &str) -> String {
 
 /// Apply the plans inside `tx`. `Ok(false)`: a table that needs changes is not what the
 /// cache said; the cache now holds the truth for it and nothing should be committed.
+/// Column types this transaction has read from the catalog (under `row exclusive`, so
+/// they hold until it ends), by table.
+#[derive(Default)]
+struct Checked {
+    types: HashMap<String, HashMap<String, String>>,
+}
+
 async fn apply(
     tx: &Transaction<'_>,
     chunk: &Chunk,
     schemas: &mut HashMap<String, Schema>,
+    checked: &mut Checked,
+    direct: bool,
 ) -> Result<bool, tokio_postgres::Error> {
     let ns = &chunk.namespace;
     if chunk.changes_schema() {
@@ -386,42 +403,46 @@ async fn apply(
         }
         for table in chunk.tables.iter().filter(|t| t.changes_schema()) {
             change_schema(tx, ns, table).await?;
+            // Read it again below, with the new columns.
+            checked.types.remove(&table.name);
         }
     }
     // Binary COPY data carries no types: it may go straight into a table only while each
     // of its columns has exactly the type it was encoded for. `row exclusive` (which
     // loaders share) keeps every `alter table` out until this transaction ends, so what
-    // the catalog says now holds until the commit.
+    // the catalog says then holds until the commit; each table is read once per
+    // transaction.
     let loaded: Vec<&ChunkTable> = chunk.tables.iter().filter(|t| t.rows > 0).collect();
-    if loaded.is_empty() {
-        return Ok(true);
+    let unread: Vec<String> =
+        loaded.iter().filter(|t| !checked.types.contains_key(&t.name)).map(|t| t.name.clone()).collect();
+    if !unread.is_empty() {
+        let locks: Vec<String> =
+            unread.iter().map(|t| format!("lock table {}.{} in row exclusive mode;", quote(ns), quote(t))).collect();
+        tx.batch_execute(&locks.concat()).await?;
+        for (table, column, data_type) in column_types(tx, ns, Some(&unread)).await? {
+            checked.types.entry(table).or_default().insert(column, data_type);
+        }
     }
-    let locks: Vec<String> =
-        loaded.iter().map(|t| format!("lock table {}.{} in row exclusive mode;", quote(ns), quote(&t.name))).collect();
-    tx.batch_execute(&locks.concat()).await?;
-    let names: Vec<String> = loaded.iter().map(|t| t.name.clone()).collect();
-    let types: HashMap<(String, String), String> = column_types(tx, ns, Some(&names))
-        .await?
-        .into_iter()
-        .map(|(table, column, data_type)| ((table, column), data_type))
-        .collect();
     for (i, table) in loaded.iter().enumerate() {
-        let mut direct = true;
+        let Some(types) = checked.types.get(&table.name) else {
+            // Dropped by hand since the plan: read the table again and plan again.
+            schemas.entry(ns.clone()).or_default().tables.remove(&table.name);
+            return Ok(false);
+        };
+        let mut exact = true;
         for (column, t) in &table.columns {
-            match types.get(&(table.name.clone(), column.clone())) {
+            match types.get(column) {
                 Some(actual) if actual == catalog_type(*t) => {}
                 // Made by hand with another type (`integer`, `varchar`, ...): staging and
                 // an insert cast it.
-                Some(_) => direct = false,
+                Some(_) => exact = false,
                 None => {
-                    // Dropped by hand since the plan: read the table again and plan again.
-                    let cached = schemas.entry(ns.clone()).or_default();
-                    cached.tables.remove(&table.name);
+                    schemas.entry(ns.clone()).or_default().tables.remove(&table.name);
                     return Ok(false);
                 }
             }
         }
-        copy_rows(tx, ns, table, i, direct).await?;
+        copy_rows(tx, ns, table, i, direct && exact).await?;
     }
     Ok(true)
 }
@@ -449,13 +470,13 @@ async fn change_schema(tx: &Transaction<'_>, ns: &str, table: &ChunkTable) -> Re
     Ok(())
 }
 
-/// Move the rows into the table. Events and discards first try a binary `COPY` straight
-/// into the table (inside a savepoint): the common case, where none of the rows is there
-/// yet, costs PostgreSQL one write. When a row is there already (a redelivery, a replay),
-/// the COPY fails on the key, the savepoint is rolled back, and the rows go through a
-/// staging table and `insert ... on conflict do nothing`. `users` always goes the second
-/// way (it upserts), and so does a table with a column of a type ferry did not choose
-/// (`direct` false), since binary COPY data would be misread there.
+/// Move the rows into the table. With `direct`, events and discards go by binary `COPY`
+/// straight into the table: the common case, where none of the rows is there yet, costs
+/// PostgreSQL one write (a row that is there already fails the transaction, which is then
+/// loaded again without `direct`). Otherwise the rows go through a staging table and
+/// `insert ... on conflict do nothing`; `users` always does (it upserts), and so does a
+/// table with a column of a type ferry did not choose, where binary COPY data would be
+/// misread.
 async fn copy_rows(
     tx: &Transaction<'_>,
     ns: &str,
@@ -470,14 +491,7 @@ async fn copy_rows(
     let names: Vec<String> = table.columns.iter().map(|(c, _)| quote(c)).collect();
     let columns = names.join(", ");
     if direct && table.kind != TableKind::Users {
-        tx.batch_execute("savepoint ferry_direct").await?;
-        match copy_binary(tx, &target, &columns, &table.data).await {
-            Ok(()) => return tx.batch_execute("release savepoint ferry_direct").await,
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                tx.batch_execute("rollback to savepoint ferry_direct").await?;
-            }
-            Err(e) => return Err(e),
-        }
+        return copy_binary(tx, &target, &columns, &table.data).await;
     }
     let stage = quote(&format!("ferry_stage_{i}"));
     let defs: Vec<String> = table.columns.iter().map(|(c, t)| format!("{} {}", quote(c), sql_type(*t))).collect();

@@ -4,9 +4,13 @@
 //!
 //! - [`warehouse`]: Segment's warehouse schema in SQLite (embedded, the default) and
 //!   PostgreSQL.
+//! - [`webhook`]: Segment-compatible webhooks (signed, single or batched).
+//! - [`http`]: the shared HTTP client and the status → outcome rule.
 //! - `scripted` (feature `test-util`): a destination whose outcomes a test decides.
 
+pub mod http;
 pub mod warehouse;
+pub mod webhook;
 
 #[cfg(feature = "test-util")]
 pub mod scripted;

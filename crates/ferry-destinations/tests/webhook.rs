@@ -126,8 +126,9 @@ async fn batch_mode_sends_arrays_within_the_bounds() {
     let events = real_client_events();
     let outcomes = webhook.send(&events).await;
     assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
-    let state = state.lock().unwrap();
     let sizes: Vec<usize> = state
+        .lock()
+        .unwrap()
         .requests
         .iter()
         .map(|(headers, body)| {
@@ -136,7 +137,6 @@ async fn batch_mode_sends_arrays_within_the_bounds() {
         })
         .collect();
     assert_eq!(sizes, [30, 30, 10]);
-    drop(state);
     // A byte bound cuts earlier (but never below one event per request).
     let (addr, state) = receiver(Vec::new(), Duration::ZERO).await;
     let webhook = Webhook::new(WebhookConfig { batch: Some((100, 3000)), ..config(addr) }).unwrap();

@@ -21,4 +21,4 @@ pub use dead_letter::{DeadLetter, DeadLetters, Filter};
 pub use feed::{Feed, LogView};
 pub use replay::{Progress, ReplayRequest, redrive, replay};
 pub use retry::Backoff;
-pub use worker::{Start, Worker, WorkerConfig, WorkerStatus, cursor_name};
+pub use worker::{Start, Worker, WorkerConfig, WorkerStatus, batch_cursor_name, cursor_name};

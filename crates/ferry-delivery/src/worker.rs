@@ -73,6 +73,12 @@ pub fn cursor_name(destination: &str) -> String {
     format!("delivery.{destination}")
 }
 
+/// For destinations that need stable batches: where the batch being sent ends (a cursor,
+/// so it is durable, and never behind the destination's own).
+pub fn batch_cursor_name(destination: &str) -> String {
+    format!("delivery-batch.{destination}")
+}
+
 /// What a worker has done; shared with metrics, the admin API and tests.
 #[derive(Debug, Default)]
 pub struct WorkerStatus {
@@ -215,6 +221,11 @@ impl Worker {
                 start
             }
         };
+        // A destination that names its output after the batch (files) must get the very
+        // batch it was sent before a crash again: its end was written down first.
+        let stable = self.destination.needs_stable_batches();
+        let batch_cursor = batch_cursor_name(&self.config.name);
+        let mut exactly_until = if stable { self.feed.cursor(&batch_cursor).filter(|&end| end > next) } else { None };
         self.status.position.store(next, Ordering::Relaxed);
         tracing::info!(destination = %self.config.name, position = next, "delivery worker started");
         let mut prefetched: Option<
@@ -230,11 +241,12 @@ impl Worker {
                     _ = shutdown.changed() => continue,
                 }
             }
-            let batch = match prefetched.take() {
-                Some(read) => read.await,
-                None => {
+            let batch = match (prefetched.take(), exactly_until.take()) {
+                (_, Some(end)) => self.read(next, Some(end)).await,
+                (Some(read), None) => read.await,
+                (None, None) => {
                     self.linger(next, &mut shutdown).await;
-                    self.read(next).await
+                    self.read(next, None).await
                 }
             };
             let batch = match batch {
@@ -259,7 +271,10 @@ impl Worker {
             // Catching up (a full batch already waits behind this one): read and decode it
             // while this one is sent.
             if self.feed.end().saturating_sub(after) >= self.config.batch_events as u64 {
-                prefetched = Some(Box::pin(self.read(after)));
+                prefetched = Some(Box::pin(self.read(after, None)));
+            }
+            if stable && self.feed.cursor(&batch_cursor) != Some(after) {
+                self.commit(&batch_cursor, after, &mut shutdown).await;
             }
             match self.deliver(batch, &mut shutdown).await {
                 Finished::Done => {
@@ -291,16 +306,27 @@ impl Worker {
         }
     }
 
-    /// The next batch from `next`: up to `batch_events` records and `batch_bytes` bytes,
-    /// decoded and routed, on a blocking thread. The read starts at once (it is spawned),
-    /// so a prefetch runs beside the send of the batch before it.
-    fn read(&self, next: u64) -> impl std::future::Future<Output = std::io::Result<Batch>> + Send + 'static {
+    /// The next batch from `next`: up to `batch_events` records and `batch_bytes` bytes
+    /// (or, with `exactly_until`, every record before that position), decoded and routed,
+    /// on a blocking thread. The read starts at once (it is spawned), so a prefetch runs
+    /// beside the send of the batch before it.
+    fn read(
+        &self,
+        next: u64,
+        exactly_until: Option<u64>,
+    ) -> impl std::future::Future<Output = std::io::Result<Batch>> + Send + 'static {
         let feed = self.feed.clone();
-        let (max, max_bytes) = (self.config.batch_events.max(1), self.config.batch_bytes);
+        let (max, max_bytes) = match exactly_until {
+            Some(end) => (end.saturating_sub(next).max(1) as usize, usize::MAX),
+            None => (self.config.batch_events.max(1), self.config.batch_bytes),
+        };
         let name = self.config.name.clone();
         let routed = self.destination.follows_integrations();
         let task = tokio::task::spawn_blocking(move || -> std::io::Result<Batch> {
             let mut records = feed.read(next, max)?;
+            if let Some(end) = exactly_until {
+                records.retain(|(position, _)| *position < end);
+            }
             let mut bytes = 0;
             let keep = records
                 .iter()

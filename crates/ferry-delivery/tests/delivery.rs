@@ -280,6 +280,32 @@ async fn shutdown_during_retries_leaves_the_cursor_and_the_batch_comes_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_asking_for_stable_batches_gets_the_same_batch_after_a_stop() {
+    let s = setup();
+    append(&s.log, ids("m", 150)).await;
+    let failing = Arc::new(Scripted::new(|_, _| Outcome::retry("disk full")).with_stable_batches());
+    let running = start(&s, config("files"), failing.clone());
+    until("first attempt", || !failing.batches().is_empty()).await;
+    running.stop().await;
+    assert_eq!(failing.batches()[0].len(), 100);
+    // More events arrive, and the batch size grows: the first batch is still 0..100.
+    append(&s.log, ids("n", 50)).await;
+    let files = Arc::new(Scripted::accepting().with_stable_batches());
+    let running = start(&s, WorkerConfig { batch_events: 1000, ..config("files") }, files.clone());
+    until("all delivered", || count(&running.status) == 200).await;
+    running.stop().await;
+    let sizes: Vec<usize> = files.batches().iter().map(Vec::len).collect();
+    assert_eq!(sizes, [100, 100]);
+    assert_eq!(files.batches()[0].iter().map(|e| e.message_id.clone()).collect::<Vec<_>>(), ids("m", 100));
+    // A destination without the need is not held to it.
+    let plain = Arc::new(Scripted::accepting());
+    let running = start(&s, WorkerConfig { batch_events: 1000, ..config("plain") }, plain.clone());
+    until("plain delivered", || count(&running.status) == 200).await;
+    running.stop().await;
+    assert_eq!(plain.batches().iter().map(Vec::len).collect::<Vec<_>>(), [200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_during_a_send_finishes_it_and_commits() {
     let s = setup();
     append(&s.log, ids("m", 10)).await;
@@ -402,4 +428,34 @@ fn dead_letter_format_v1_matches_its_golden_schema() {
     drop(conn);
     let error = DeadLetters::open(&dir.path().join("dead-letters.db")).err().unwrap();
     assert!(error.to_string().contains("format version 2"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_roll_with_the_batches_and_hold_every_event_once() {
+    use ferry_destinations::files::{Files, FilesConfig};
+    let s = setup();
+    append(&s.log, ids("m", 95)).await;
+    let root = s.dir.path().join("lake");
+    let files = Arc::new(Files::open(FilesConfig { root: root.clone(), level: 6 }).unwrap());
+    let running = start(&s, WorkerConfig { batch_events: 10, ..config("lake") }, files);
+    until("all written", || s.log.cursor(&cursor_name("lake")) == Some(95)).await;
+    running.stop().await;
+    let dir = root.join("source=web/type=track/date=2026-11-28/hour=10");
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names.len(), 10, "one file per batch of 10: {names:?}");
+    let mut seen = Vec::new();
+    for name in names {
+        let bytes = std::fs::read(dir.join(&name)).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text).unwrap();
+        for line in text.lines() {
+            let json: serde_json::Value = serde_json::from_str(line).unwrap();
+            seen.push(json["messageId"].as_str().unwrap().to_owned());
+        }
+    }
+    seen.sort();
+    let mut expected = ids("m", 95);
+    expected.sort();
+    assert_eq!(seen, expected);
 }

@@ -5,9 +5,11 @@
 //! - [`warehouse`]: Segment's warehouse schema in SQLite (embedded, the default) and
 //!   PostgreSQL.
 //! - [`webhook`]: Segment-compatible webhooks (signed, single or batched).
+//! - [`files`]: gzip JSON Lines in `source=/type=/date=/hour=` partitions.
 //! - [`http`]: the shared HTTP client and the status → outcome rule.
 //! - `scripted` (feature `test-util`): a destination whose outcomes a test decides.
 
+pub mod files;
 pub mod http;
 pub mod warehouse;
 pub mod webhook;
@@ -59,6 +61,13 @@ pub trait Destination: Send + Sync + 'static {
         true
     }
 
+    /// Whether a batch sent again after a crash must hold exactly the events it held the
+    /// first time (a destination that names what it writes after the batch, such as
+    /// files). The delivery engine then writes each batch's end down before sending it.
+    fn needs_stable_batches(&self) -> bool {
+        false
+    }
+
     /// Deliver a batch.
     fn send<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>>;
 
@@ -66,4 +75,26 @@ pub trait Destination: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+}
+
+/// The event as Segment-shaped JSON for destinations that pass events on (webhooks,
+/// files): the stored record without ferry's own `_ferry` notes (borrowed when it has
+/// none, which is the common case).
+pub fn segment_json(event: &Event) -> std::borrow::Cow<'_, str> {
+    if event.ferry_notes().is_none() {
+        return std::borrow::Cow::Borrowed(event.json());
+    }
+    let Ok(fields) = ferry_wire::Fields::parse(event.json()) else { return std::borrow::Cow::Borrowed(event.json()) };
+    let mut out = String::with_capacity(event.json().len());
+    out.push('{');
+    for (key, value) in fields.members.iter().filter(|(k, _)| k != "_ferry") {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key.as_ref()).unwrap_or_default());
+        out.push(':');
+        out.push_str(value.get());
+    }
+    out.push('}');
+    std::borrow::Cow::Owned(out)
 }

@@ -13,6 +13,7 @@ pub struct Scripted {
     script: Box<Script>,
     delay: Duration,
     follows_integrations: bool,
+    stable_batches: bool,
     state: Mutex<State>,
 }
 
@@ -30,6 +31,7 @@ impl Scripted {
             script: Box::new(script),
             delay: Duration::ZERO,
             follows_integrations: true,
+            stable_batches: false,
             state: Mutex::default(),
         }
     }
@@ -48,6 +50,12 @@ impl Scripted {
     /// Ignore `integrations`, as warehouses do.
     pub fn ignoring_integrations(mut self) -> Scripted {
         self.follows_integrations = false;
+        self
+    }
+
+    /// Ask for stable batches, as file destinations do.
+    pub fn with_stable_batches(mut self) -> Scripted {
+        self.stable_batches = true;
         self
     }
 
@@ -70,6 +78,10 @@ impl Scripted {
 impl Destination for Scripted {
     fn follows_integrations(&self) -> bool {
         self.follows_integrations
+    }
+
+    fn needs_stable_batches(&self) -> bool {
+        self.stable_batches
     }
 
     fn send<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {

@@ -181,22 +181,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 
 /// The event as the webhook sends it: the stored JSON without ferry's `_ferry` notes.
 pub fn body(event: &Event) -> String {
-    if event.ferry_notes().is_none() {
-        return event.json().to_owned();
-    }
-    let Ok(fields) = ferry_wire::Fields::parse(event.json()) else { return event.json().to_owned() };
-    let mut out = String::with_capacity(event.json().len());
-    out.push('{');
-    for (key, value) in fields.members.iter().filter(|(k, _)| k != "_ferry") {
-        if out.len() > 1 {
-            out.push(',');
-        }
-        out.push_str(&serde_json::to_string(key.as_ref()).unwrap_or_default());
-        out.push(':');
-        out.push_str(value.get());
-    }
-    out.push('}');
-    out
+    crate::segment_json(event).into_owned()
 }
 
 impl Destination for Webhook {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry_api::{ApiConfig, AppState, IdGenerator, Sources, SystemClock};
-use ferry_delivery::{DeadLetters, Worker, cursor_name};
+use ferry_delivery::{DeadLetters, Worker, batch_cursor_name, cursor_name};
 use ferry_log::{Log, LogConfig, SyncPolicy};
 use tokio::sync::watch;
 
@@ -115,9 +115,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         built.push(destinations::build(&config, &destination)?);
     }
     // A cursor of a destination that is gone would hold back the log's retention forever.
-    let cursors: std::collections::HashSet<String> = built.iter().map(|b| cursor_name(&b.worker.name)).collect();
+    let cursors: std::collections::HashSet<String> =
+        built.iter().flat_map(|b| [cursor_name(&b.worker.name), batch_cursor_name(&b.worker.name)]).collect();
     for (cursor, position) in events.cursors() {
-        if cursor.starts_with("delivery.") && !cursors.contains(&cursor) {
+        if (cursor.starts_with("delivery.") || cursor.starts_with("delivery-batch.")) && !cursors.contains(&cursor) {
             tracing::warn!(cursor, position, "removing the cursor of a destination that is no longer configured");
             events.remove_cursor(&cursor).with_context(|| format!("cannot remove cursor {cursor}"))?;
         }

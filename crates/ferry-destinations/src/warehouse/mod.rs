@@ -33,6 +33,11 @@ pub(crate) enum LoadError {
     Data(String),
 }
 
+/// The schema / table prefix / partition name of a source id (its snake_case).
+pub(crate) fn namespace_of(source_id: &str) -> String {
+    naming::namespace(source_id)
+}
+
 /// Events grouped by their source's namespace, in first-seen order within each.
 pub(crate) fn by_namespace(events: &[Arc<Event>]) -> BTreeMap<String, Vec<Arc<Event>>> {
     let mut groups: BTreeMap<String, Vec<Arc<Event>>> = BTreeMap::new();

@@ -40,6 +40,45 @@ pub(crate) enum DestinationKind {
     Sqlite,
     /// A PostgreSQL warehouse (Segment's schema; one schema per source).
     Postgres,
+    /// Segment-compatible webhooks: each event's JSON to one to five URLs.
+    Webhook,
+    /// gzip JSON Lines files in `source=/type=/date=/hour=` partitions (a data lake).
+    Files,
+}
+
+impl DestinationConfig {
+    /// A destination with every optional setting at its default.
+    pub(crate) fn new(name: &str, kind: DestinationKind) -> DestinationConfig {
+        DestinationConfig {
+            name: name.to_owned(),
+            kind,
+            path: None,
+            urls: Vec::new(),
+            headers: std::collections::BTreeMap::new(),
+            shared_secret: None,
+            method: None,
+            batch: false,
+            level: None,
+            url: None,
+            start: None,
+            batch_events: None,
+            batch_bytes: None,
+            batch_ms: None,
+            max_age_seconds: None,
+            retry_initial_ms: None,
+            retry_max_ms: None,
+            timeout_ms: None,
+        }
+    }
+}
+
+/// A webhook's HTTP method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum WebhookMethod {
+    Post,
+    Put,
+    Patch,
 }
 
 /// Where a destination starts reading when it has no cursor yet.
@@ -62,9 +101,29 @@ pub(crate) struct DestinationConfig {
     /// `sqlite` or `postgres`.
     #[serde(rename = "type")]
     pub(crate) kind: DestinationKind,
-    /// sqlite: the database file (default `<data_dir>/warehouse.db`).
+    /// sqlite: the database file (default `<data_dir>/warehouse.db`); files: the root
+    /// directory (default `<data_dir>/files`).
     #[serde(default)]
     pub(crate) path: Option<PathBuf>,
+    /// webhook: one to five URLs; an event is delivered when any of them answers 2xx.
+    #[serde(default)]
+    pub(crate) urls: Vec<String>,
+    /// webhook: extra headers for every request.
+    #[serde(default)]
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
+    /// webhook: with a secret, requests carry `X-Signature`, the hex HMAC-SHA1 of the body.
+    #[serde(default)]
+    pub(crate) shared_secret: Option<String>,
+    /// webhook: `post` (default), `put` or `patch`.
+    #[serde(default)]
+    pub(crate) method: Option<WebhookMethod>,
+    /// webhook: send each batch as one JSON array (at most `batch_events` events and
+    /// `batch_bytes` bytes per request) instead of one request per event.
+    #[serde(default)]
+    pub(crate) batch: bool,
+    /// files: gzip level, 1 (fastest) to 9 (smallest); default 6.
+    #[serde(default)]
+    pub(crate) level: Option<u32>,
     /// postgres: the connection URL, e.g. `postgres://user:password@host:5432/analytics`.
     #[serde(default)]
     pub(crate) url: Option<String>,
@@ -217,15 +276,41 @@ impl Config {
             if !names.insert(d.name.clone()) {
                 problems.push(format!("two destinations are named {}", d.name));
             }
+            let kind = d.kind;
+            let name = &d.name;
+            let only = |field: &str, given: bool, kinds: &[DestinationKind], problems: &mut Vec<String>| {
+                if given && !kinds.contains(&kind) {
+                    problems
+                        .push(format!("destination {name}: `{field}` does not apply to type {kind:?}").to_lowercase());
+                }
+            };
+            use DestinationKind as K;
+            only("url", d.url.is_some(), &[K::Postgres], &mut problems);
+            only("path", d.path.is_some(), &[K::Sqlite, K::Files], &mut problems);
+            only("urls", !d.urls.is_empty(), &[K::Webhook], &mut problems);
+            only("headers", !d.headers.is_empty(), &[K::Webhook], &mut problems);
+            only("shared_secret", d.shared_secret.is_some(), &[K::Webhook], &mut problems);
+            only("method", d.method.is_some(), &[K::Webhook], &mut problems);
+            only("batch", d.batch, &[K::Webhook], &mut problems);
+            only("level", d.level.is_some(), &[K::Files], &mut problems);
             match d.kind {
-                DestinationKind::Postgres if d.url.as_deref().is_none_or(str::is_empty) => {
-                    problems.push(format!("destination {}: type postgres needs `url`", d.name));
+                K::Postgres if d.url.as_deref().is_none_or(str::is_empty) => {
+                    problems.push(format!("destination {name}: type postgres needs `url`"));
                 }
-                DestinationKind::Postgres if d.path.is_some() => {
-                    problems.push(format!("destination {}: `path` is for sqlite; postgres takes `url`", d.name));
+                K::Webhook if d.urls.is_empty() || d.urls.len() > 5 => {
+                    problems.push(format!("destination {name}: type webhook needs one to five `urls`"));
                 }
-                DestinationKind::Sqlite if d.url.is_some() => {
-                    problems.push(format!("destination {}: `url` is for postgres; sqlite takes `path`", d.name));
+                K::Webhook => {
+                    for url in &d.urls {
+                        if !(url.starts_with("http://") || url.starts_with("https://")) {
+                            problems.push(format!(
+                                "destination {name}: webhook url {url:?} must start with http:// or https://"
+                            ));
+                        }
+                    }
+                }
+                K::Files if d.level.is_some_and(|l| !(1..=9).contains(&l)) => {
+                    problems.push(format!("destination {name}: `level` must be between 1 and 9"));
                 }
                 _ => {}
             }
@@ -347,7 +432,7 @@ mod tests {
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("needs `url`")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("two destinations are named pg")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("`url` is for postgres")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("`url` does not apply to type sqlite")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("`batch_events` must be positive")), "{problems:?}");
         let error = toml::from_str::<Config>("[[destinations]]\nname = \"x\"\ntype = \"bigquery\"\n").unwrap_err();
         assert!(error.to_string().contains("unknown variant `bigquery`"), "{error}");

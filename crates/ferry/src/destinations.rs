@@ -6,9 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use ferry_delivery::{Backoff, Start, WorkerConfig};
 use ferry_destinations::Destination;
+use ferry_destinations::files::{Files, FilesConfig};
 use ferry_destinations::warehouse::{PostgresConfig, PostgresWarehouse, SqliteConfig, SqliteWarehouse};
+use ferry_destinations::webhook::{Method, Webhook, WebhookConfig};
 
-use crate::config::{Config, DestinationConfig, DestinationKind, StartAt};
+use crate::config::{Config, DestinationConfig, DestinationKind, StartAt, WebhookMethod};
 
 /// The name of the embedded warehouse when no destinations are configured.
 pub(crate) const DEFAULT_WAREHOUSE: &str = "warehouse";
@@ -25,56 +27,58 @@ pub(crate) struct Built {
 pub(crate) fn configured(config: &Config) -> Vec<DestinationConfig> {
     match &config.destinations {
         Some(list) => list.clone(),
-        None => vec![DestinationConfig {
-            name: DEFAULT_WAREHOUSE.to_owned(),
-            kind: DestinationKind::Sqlite,
-            path: None,
-            url: None,
-            start: None,
-            batch_events: None,
-            batch_bytes: None,
-            batch_ms: None,
-            max_age_seconds: None,
-            retry_initial_ms: None,
-            retry_max_ms: None,
-            timeout_ms: None,
-        }],
+        None => vec![DestinationConfig::new(DEFAULT_WAREHOUSE, DestinationKind::Sqlite)],
+    }
+}
+
+/// Batches (events, bytes, time), where a new destination starts, and how long one send
+/// may take, by kind: warehouses load micro-batches once a second; webhooks send small
+/// batches quickly; files roll a file per partition a minute (or 64 MiB).
+fn defaults(kind: DestinationKind) -> (usize, usize, u64, Start, u64) {
+    match kind {
+        DestinationKind::Sqlite | DestinationKind::Postgres => (10_000, 32 << 20, 1000, Start::Beginning, 60_000),
+        DestinationKind::Webhook => (100, 1 << 20, 200, Start::End, 60_000),
+        DestinationKind::Files => (100_000, 64 << 20, 60_000, Start::Beginning, 120_000),
     }
 }
 
 /// The delivery settings of a destination, defaults filled in.
 pub(crate) fn worker_config(d: &DestinationConfig) -> WorkerConfig {
-    let defaults = WorkerConfig::new(&d.name);
-    // Warehouses: big batches once a second (Segment-style micro-batches).
-    let (batch_events, batch_ms, start) = (10_000, 1000, Start::Beginning);
+    let defaults_for_all = WorkerConfig::new(&d.name);
+    let (batch_events, batch_bytes, batch_ms, start, timeout_ms) = defaults(d.kind);
     WorkerConfig {
         batch_events: d.batch_events.unwrap_or(batch_events),
-        batch_bytes: d.batch_bytes.unwrap_or(32 << 20),
+        batch_bytes: d.batch_bytes.unwrap_or(batch_bytes),
         linger: Duration::from_millis(d.batch_ms.unwrap_or(batch_ms)),
-        max_age: d.max_age_seconds.map_or(defaults.max_age, Duration::from_secs),
+        max_age: d.max_age_seconds.map_or(defaults_for_all.max_age, Duration::from_secs),
         backoff: Backoff {
-            initial: d.retry_initial_ms.map_or(defaults.backoff.initial, Duration::from_millis),
-            max: d.retry_max_ms.map_or(defaults.backoff.max, Duration::from_millis),
+            initial: d.retry_initial_ms.map_or(defaults_for_all.backoff.initial, Duration::from_millis),
+            max: d.retry_max_ms.map_or(defaults_for_all.backoff.max, Duration::from_millis),
         },
-        timeout: Duration::from_millis(d.timeout_ms.unwrap_or(60_000)),
+        // A webhook's `timeout_ms` bounds each request; the worker allows a whole batch.
+        timeout: Duration::from_millis(match d.kind {
+            DestinationKind::Webhook => timeout_ms,
+            _ => d.timeout_ms.unwrap_or(timeout_ms),
+        }),
         start: match d.start {
             Some(StartAt::Beginning) => Start::Beginning,
             Some(StartAt::End) => Start::End,
             None => start,
         },
-        ..defaults
+        ..defaults_for_all
     }
 }
 
 /// Open one destination (files, connections made lazily where possible).
 pub(crate) fn build(config: &Config, d: &DestinationConfig) -> anyhow::Result<Built> {
     let worker = worker_config(d);
+    let context = || format!("destination {}", d.name);
     match d.kind {
         DestinationKind::Sqlite => {
             let path = d.path.clone().unwrap_or_else(|| config.data_dir.join("warehouse.db"));
             let warehouse = SqliteWarehouse::open(&SqliteConfig { path: path.clone() })
                 .map_err(anyhow::Error::msg)
-                .with_context(|| format!("destination {}", d.name))?;
+                .with_context(context)?;
             Ok(Built { worker, destination: Arc::new(warehouse), target: path.display().to_string() })
         }
         DestinationKind::Postgres => {
@@ -82,6 +86,32 @@ pub(crate) fn build(config: &Config, d: &DestinationConfig) -> anyhow::Result<Bu
             let warehouse =
                 PostgresWarehouse::new(PostgresConfig { url: url.clone(), connect_timeout: Duration::from_secs(10) });
             Ok(Built { worker, destination: Arc::new(warehouse), target: redact(&url) })
+        }
+        DestinationKind::Webhook => {
+            let webhook = Webhook::new(WebhookConfig {
+                urls: d.urls.clone(),
+                headers: d.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                shared_secret: d.shared_secret.clone(),
+                method: match d.method {
+                    None | Some(WebhookMethod::Post) => Method::Post,
+                    Some(WebhookMethod::Put) => Method::Put,
+                    Some(WebhookMethod::Patch) => Method::Patch,
+                },
+                batch: d.batch.then_some((worker.batch_events, worker.batch_bytes)),
+                timeout: Duration::from_millis(d.timeout_ms.unwrap_or(5000)),
+                ..WebhookConfig::new(String::new())
+            })
+            .map_err(anyhow::Error::msg)
+            .with_context(context)?;
+            let target = d.urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(", ");
+            Ok(Built { worker, destination: Arc::new(webhook), target })
+        }
+        DestinationKind::Files => {
+            let root = d.path.clone().unwrap_or_else(|| config.data_dir.join("files"));
+            let files = Files::open(FilesConfig { root: root.clone(), level: d.level.unwrap_or(6) })
+                .map_err(anyhow::Error::msg)
+                .with_context(context)?;
+            Ok(Built { worker, destination: Arc::new(files), target: root.display().to_string() })
         }
     }
 }

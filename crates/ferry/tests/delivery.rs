@@ -205,3 +205,97 @@ fn replay_restores_rows_beside_a_running_server_without_duplicates() {
     assert!(!ok && err.contains("no destination named \"nope\"") && err.contains("warehouse"), "{err}");
     terminate(server);
 }
+
+/// A webhook receiver on loopback: every request's signature header and body.
+fn webhook_receiver() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>) {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let state = seen.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let state = state.clone();
+                    async move {
+                        let signature =
+                            headers.get("x-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                        state.lock().unwrap().push((signature, body.to_vec()));
+                        "ok"
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (rx.recv().unwrap(), seen)
+}
+
+#[test]
+fn webhooks_files_and_the_warehouse_each_get_what_integrations_allow() {
+    let (receiver, seen) = webhook_receiver();
+    let dir = temp_dir();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurls = [\"http://{receiver}/hook\"]\nshared_secret = \"s3cret\"\nbatch = true\nbatch_ms = 50\n\n\
+             [[destinations]]\nname = \"lake\"\ntype = \"files\"\nbatch_ms = 100\n\n\
+             [[destinations]]\nname = \"warehouse\"\ntype = \"sqlite\"\nbatch_ms = 100\n"
+        ),
+    );
+    let server = Server::start(dir.path(), &["--config", &config]);
+    let items = vec![
+        track("plain", "Order Completed", r#"{"revenue": 19.99, "currency": "EUR"}"#, "{}"),
+        track("all-off", "Order Completed", "{}", r#"{"All": false}"#),
+        track("hook-only", "Order Completed", "{}", r#"{"All": false, "hook": true}"#),
+        track("hook-off", "Order Completed", "{}", r#"{"hook": false}"#),
+    ];
+    send_batch(&server, "wk_routes", &items);
+    let bodies = eventually("the webhook", 30, || {
+        let seen = seen.lock().unwrap();
+        let ids: Vec<String> = seen
+            .iter()
+            .flat_map(|(signature, body)| {
+                assert_eq!(*signature, ferry_destinations::webhook::signature("s3cret", body), "signed");
+                serde_json::from_slice::<Vec<serde_json::Value>>(body).unwrap()
+            })
+            .map(|e| e["messageId"].as_str().unwrap().to_owned())
+            .collect();
+        (ids.len() >= 2).then_some(ids)
+    });
+    let mut bodies = bodies;
+    bodies.sort();
+    assert_eq!(bodies, ["hook-only", "plain"], "the webhook follows integrations");
+    // Storage destinations ignore integrations, as in Segment.
+    let rows = eventually("the warehouse", 30, || {
+        let rows = sqlite_rows(dir.path(), "select id from order_completed order by id");
+        (rows.len() == 4).then_some(rows)
+    });
+    assert_eq!(rows, [["all-off"], ["hook-off"], ["hook-only"], ["plain"]]);
+    let lines = eventually("the files", 30, || {
+        let mut ids = Vec::new();
+        let mut dirs = vec![dir.path().join("files")];
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if !entry.file_name().to_string_lossy().starts_with('.') {
+                    let out = std::process::Command::new("zcat").arg(&path).output().unwrap();
+                    for line in String::from_utf8(out.stdout).unwrap().lines() {
+                        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                        ids.push(v["messageId"].as_str().unwrap().to_owned());
+                    }
+                }
+            }
+        }
+        ids.sort();
+        (ids.len() == 4).then_some(ids)
+    });
+    assert_eq!(lines, ["all-off", "hook-off", "hook-only", "plain"]);
+    terminate(server);
+}

@@ -206,10 +206,12 @@ fn replay_restores_rows_beside_a_running_server_without_duplicates() {
     terminate(server);
 }
 
-/// A webhook receiver on loopback: every request's signature header and body.
-fn webhook_receiver() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>) {
-    use std::sync::{Arc, Mutex};
-    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+/// Every request a receiver got: its `X-Signature` and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A webhook receiver on loopback.
+fn webhook_receiver() -> (std::net::SocketAddr, Received) {
+    let seen = Received::default();
     let state = seen.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

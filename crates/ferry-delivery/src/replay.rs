@@ -135,6 +135,7 @@ async fn send_with_retries(
         for (event, outcome) in pending.into_iter().zip(outcomes) {
             match outcome {
                 Outcome::Delivered => report.delivered += 1,
+                Outcome::Skipped { .. } => report.skipped += 1,
                 Outcome::Reject { reason } => {
                     report.failed += 1;
                     report.last_error = Some(reason);
@@ -219,7 +220,7 @@ pub async fn redrive(
             let outcomes = destination.send(&batch).await;
             for ((id, _), outcome) in events.iter().zip(outcomes) {
                 match outcome {
-                    Outcome::Delivered => delivered.push(*id),
+                    Outcome::Delivered | Outcome::Skipped { .. } => delivered.push(*id),
                     Outcome::Retry { error, .. } => failed.push((*id, error)),
                     Outcome::Reject { reason } => failed.push((*id, reason)),
                 }

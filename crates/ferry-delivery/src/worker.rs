@@ -85,6 +85,8 @@ pub struct WorkerStatus {
     pub delivered: AtomicU64,
     /// Events skipped because `integrations` turned this destination off.
     pub filtered: AtomicU64,
+    /// Events the destination has no counterpart for (it answered `Skipped`).
+    pub skipped: AtomicU64,
     /// Events the destination rejected (and so dead-lettered).
     pub rejected: AtomicU64,
     /// Events dead-lettered, for any reason.
@@ -367,6 +369,9 @@ impl Worker {
                 match outcome {
                     Outcome::Delivered => {
                         self.status.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Outcome::Skipped { .. } => {
+                        self.status.skipped.fetch_add(1, Ordering::Relaxed);
                     }
                     Outcome::Reject { reason } => {
                         self.status.rejected.fetch_add(1, Ordering::Relaxed);

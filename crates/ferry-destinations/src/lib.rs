@@ -6,11 +6,17 @@
 //!   PostgreSQL.
 //! - [`webhook`]: Segment-compatible webhooks (signed, single or batched).
 //! - [`files`]: gzip JSON Lines in `source=/type=/date=/hour=` partitions.
+//! - [`mixpanel`], [`amplitude`], [`ga4`]: analytics tools, with Segment's conversions
+//!   (revenue as a Mixpanel transaction, Amplitude's revenue fields, GA4 e-commerce).
 //! - [`http`]: the shared HTTP client and the status → outcome rule.
 //! - `scripted` (feature `test-util`): a destination whose outcomes a test decides.
 
+pub mod amplitude;
 pub mod files;
+pub mod ga4;
 pub mod http;
+mod mapping;
+pub mod mixpanel;
 pub mod warehouse;
 pub mod webhook;
 
@@ -37,6 +43,9 @@ pub enum Outcome {
     Retry { after: Option<Duration>, error: String },
     /// The destination will never take this event; it goes to the dead letters.
     Reject { reason: String },
+    /// Not for this destination (a call it has no counterpart for, such as an alias for
+    /// Google Analytics): nothing sent, nothing to retry, counted apart from deliveries.
+    Skipped { reason: String },
 }
 
 impl Outcome {
@@ -48,6 +57,11 @@ impl Outcome {
     /// A rejection.
     pub fn reject(reason: impl Into<String>) -> Outcome {
         Outcome::Reject { reason: reason.into() }
+    }
+
+    /// Not for this destination.
+    pub fn skipped(reason: impl Into<String>) -> Outcome {
+        Outcome::Skipped { reason: reason.into() }
     }
 }
 

@@ -105,6 +105,11 @@ use serde_json::value::RawValue;
 /// event: destinations apply it, as Segment's do.
 pub const DEFAULT_CURRENCY: &str = "USD";
 
+/// Whether `code` is an ISO 4217 currency code in use (upper case, as the spec wants).
+pub fn is_currency(code: &str) -> bool {
+    currency::is_iso4217(code)
+}
+
 /// Bounds on untrusted input.
 #[derive(Debug, Clone)]
 pub struct Limits {

@@ -38,6 +38,11 @@ pub(crate) fn namespace_of(source_id: &str) -> String {
     naming::namespace(source_id)
 }
 
+/// Segment's snake_case of a name (for destinations that need names of that shape).
+pub(crate) fn snake_case_of(name: &str) -> String {
+    naming::snake_case(name).into_owned()
+}
+
 /// Events grouped by their source's namespace, in first-seen order within each.
 pub(crate) fn by_namespace(events: &[Arc<Event>]) -> BTreeMap<String, Vec<Arc<Event>>> {
     let mut groups: BTreeMap<String, Vec<Arc<Event>>> = BTreeMap::new();

@@ -22,6 +22,8 @@ pub mod webhook;
 
 #[cfg(feature = "test-util")]
 pub mod scripted;
+#[cfg(feature = "test-util")]
+pub mod standins;
 
 use std::future::Future;
 use std::pin::Pin;

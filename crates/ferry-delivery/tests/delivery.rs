@@ -459,3 +459,89 @@ async fn files_roll_with_the_batches_and_hold_every_event_once() {
     expected.sort();
     assert_eq!(seen, expected);
 }
+
+/// Every stored event of the real-client captures, as log records.
+fn real_client_records() -> Vec<Record> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-event/tests/expected");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    let mut records = Vec::new();
+    for path in paths {
+        let outcomes: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for outcome in outcomes {
+            for event in outcome["accepted"].as_array().cloned().unwrap_or_default() {
+                records.push(Record { key: None, payload: event.to_string().into_bytes() });
+            }
+        }
+    }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_client_events_reach_each_tool_as_integrations_say() {
+    use ferry_destinations::amplitude::{Amplitude, AmplitudeConfig};
+    use ferry_destinations::ga4::{Ga4, Ga4Config};
+    use ferry_destinations::mixpanel::{Mixpanel, MixpanelConfig};
+    use ferry_destinations::standins;
+    let s = setup();
+    let records = real_client_records();
+    let total = records.len() as u64;
+    s.log.append(records).await.unwrap();
+    let (mp, amp, ga) =
+        (standins::mixpanel("tok").await, standins::amplitude("key").await, standins::ga4("G-1", "sec").await);
+    let timeout = Duration::from_secs(5);
+    let mixpanel = Mixpanel::new(MixpanelConfig {
+        api_url: mp.url.clone(),
+        project_token: "tok".into(),
+        service_account: None,
+        timeout,
+    })
+    .unwrap();
+    let amplitude =
+        Amplitude::new(AmplitudeConfig { api_url: amp.url.clone(), api_key: "key".into(), timeout }).unwrap();
+    let ga4 = Ga4::new(Ga4Config {
+        api_url: ga.url.clone(),
+        measurement_id: "G-1".into(),
+        api_secret: "sec".into(),
+        timeout,
+    })
+    .unwrap();
+    let warehouse = Arc::new(Scripted::accepting().ignoring_integrations());
+    let workers = [
+        start(&s, config("Mixpanel"), Arc::new(mixpanel)),
+        start(&s, config("Amplitude"), Arc::new(amplitude)),
+        start(&s, config("Google Analytics 4"), Arc::new(ga4)),
+        start(&s, config("warehouse"), warehouse.clone()),
+    ];
+    until("every destination through the log", || {
+        workers.iter().all(|w| w.status.position.load(std::sync::atomic::Ordering::Relaxed) == total)
+    })
+    .await;
+    for w in workers {
+        w.stop().await;
+    }
+    // "Mixpanel Only" carries {"All": false, "Mixpanel": true}.
+    let mixpanel_only =
+        |events: &[serde_json::Value], key: &str| events.iter().filter(|e| e[key] == "Mixpanel Only").count();
+    assert!(mixpanel_only(&mp.accepted("/import"), "event") > 0);
+    assert_eq!(mixpanel_only(&amp.accepted("/2/httpapi"), "event_type"), 0);
+    assert_eq!(ga.accepted("/mp/collect").iter().filter(|e| e["name"] == "mixpanel_only").count(), 0);
+    assert!(warehouse.sent_ids().len() as u64 == total, "the warehouse ignores integrations");
+    // The EUR revenue event: a Mixpanel transaction, Amplitude revenue.
+    assert!(mp.accepted("/engage").iter().any(|u| u["$append"]["$transactions"]["$amount"] == 19.99));
+    assert!(amp.accepted("/2/httpapi").iter().any(|e| e["event_type"] == "Order Completed" && e["revenue"] == 19.99));
+    // GA4 rejects the purchases without an order id: they are dead letters, not lost.
+    let dead =
+        s.dead_letters.list(&Filter { destination: Some("Google Analytics 4".into()), ..Filter::default() }).unwrap();
+    assert!(
+        !dead.is_empty()
+            && dead
+                .iter()
+                .all(|d| d.event.as_deref() == Some("Order Completed") && d.reason.contains("transaction_id"))
+    );
+    assert!(ga.problems().is_empty(), "{:?}", ga.problems());
+}

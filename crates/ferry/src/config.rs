@@ -44,6 +44,12 @@ pub(crate) enum DestinationKind {
     Webhook,
     /// gzip JSON Lines files in `source=/type=/date=/hour=` partitions (a data lake).
     Files,
+    /// Mixpanel's ingestion API (events, People transactions for revenue, profiles).
+    Mixpanel,
+    /// Amplitude's HTTP V2 API.
+    Amplitude,
+    /// Google Analytics 4's Measurement Protocol.
+    Ga4,
 }
 
 impl DestinationConfig {
@@ -59,6 +65,12 @@ impl DestinationConfig {
             method: None,
             batch: false,
             level: None,
+            api_url: None,
+            project_token: None,
+            service_account: None,
+            api_key: None,
+            measurement_id: None,
+            api_secret: None,
             url: None,
             start: None,
             batch_events: None,
@@ -70,6 +82,15 @@ impl DestinationConfig {
             timeout_ms: None,
         }
     }
+}
+
+/// A Mixpanel service account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServiceAccount {
+    pub(crate) user: String,
+    pub(crate) secret: String,
+    pub(crate) project_id: String,
 }
 
 /// A webhook's HTTP method.
@@ -124,6 +145,27 @@ pub(crate) struct DestinationConfig {
     /// files: gzip level, 1 (fastest) to 9 (smallest); default 6.
     #[serde(default)]
     pub(crate) level: Option<u32>,
+    /// mixpanel, amplitude, ga4: the API's base URL (for EU residency or a proxy), default
+    /// `https://api.mixpanel.com`, `https://api2.amplitude.com`,
+    /// `https://www.google-analytics.com`.
+    #[serde(default)]
+    pub(crate) api_url: Option<String>,
+    /// mixpanel: the project token.
+    #[serde(default)]
+    pub(crate) project_token: Option<String>,
+    /// mixpanel: a service account for `/import` instead of the token: user name, secret
+    /// and the project id.
+    #[serde(default)]
+    pub(crate) service_account: Option<ServiceAccount>,
+    /// amplitude: the project's API key.
+    #[serde(default)]
+    pub(crate) api_key: Option<String>,
+    /// ga4: the data stream's measurement id (`G-...`).
+    #[serde(default)]
+    pub(crate) measurement_id: Option<String>,
+    /// ga4: a Measurement Protocol API secret of the stream.
+    #[serde(default)]
+    pub(crate) api_secret: Option<String>,
     /// postgres: the connection URL, e.g. `postgres://user:password@host:5432/analytics`.
     #[serde(default)]
     pub(crate) url: Option<String>,
@@ -293,6 +335,31 @@ impl Config {
             only("method", d.method.is_some(), &[K::Webhook], &mut problems);
             only("batch", d.batch, &[K::Webhook], &mut problems);
             only("level", d.level.is_some(), &[K::Files], &mut problems);
+            only("api_url", d.api_url.is_some(), &[K::Mixpanel, K::Amplitude, K::Ga4], &mut problems);
+            only("project_token", d.project_token.is_some(), &[K::Mixpanel], &mut problems);
+            only("service_account", d.service_account.is_some(), &[K::Mixpanel], &mut problems);
+            only("api_key", d.api_key.is_some(), &[K::Amplitude], &mut problems);
+            only("measurement_id", d.measurement_id.is_some(), &[K::Ga4], &mut problems);
+            only("api_secret", d.api_secret.is_some(), &[K::Ga4], &mut problems);
+            let missing = |field: &str, value: &Option<String>, problems: &mut Vec<String>| {
+                if value.as_deref().is_none_or(str::is_empty) {
+                    problems.push(format!("destination {name}: type {kind:?} needs `{field}`").to_lowercase());
+                }
+            };
+            match d.kind {
+                K::Mixpanel => missing("project_token", &d.project_token, &mut problems),
+                K::Amplitude => missing("api_key", &d.api_key, &mut problems),
+                K::Ga4 => {
+                    missing("measurement_id", &d.measurement_id, &mut problems);
+                    missing("api_secret", &d.api_secret, &mut problems);
+                }
+                _ => {}
+            }
+            if let Some(url) = &d.api_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                problems.push(format!("destination {name}: api_url {url:?} must start with http:// or https://"));
+            }
             match d.kind {
                 K::Postgres if d.url.as_deref().is_none_or(str::is_empty) => {
                     problems.push(format!("destination {name}: type postgres needs `url`"));

@@ -6,7 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use ferry_delivery::{Backoff, Start, WorkerConfig};
 use ferry_destinations::Destination;
+use ferry_destinations::amplitude::{Amplitude, AmplitudeConfig};
 use ferry_destinations::files::{Files, FilesConfig};
+use ferry_destinations::ga4::{Ga4, Ga4Config};
+use ferry_destinations::mixpanel::{Mixpanel, MixpanelConfig};
 use ferry_destinations::warehouse::{PostgresConfig, PostgresWarehouse, SqliteConfig, SqliteWarehouse};
 use ferry_destinations::webhook::{Method, Webhook, WebhookConfig};
 
@@ -39,6 +42,9 @@ fn defaults(kind: DestinationKind) -> (usize, usize, u64, Start, u64) {
         DestinationKind::Sqlite | DestinationKind::Postgres => (10_000, 32 << 20, 1000, Start::Beginning, 60_000),
         DestinationKind::Webhook => (100, 1 << 20, 200, Start::End, 60_000),
         DestinationKind::Files => (100_000, 64 << 20, 60_000, Start::Beginning, 120_000),
+        DestinationKind::Mixpanel | DestinationKind::Amplitude | DestinationKind::Ga4 => {
+            (1000, 4 << 20, 1000, Start::End, 120_000)
+        }
     }
 }
 
@@ -55,10 +61,13 @@ pub(crate) fn worker_config(d: &DestinationConfig) -> WorkerConfig {
             initial: d.retry_initial_ms.map_or(defaults_for_all.backoff.initial, Duration::from_millis),
             max: d.retry_max_ms.map_or(defaults_for_all.backoff.max, Duration::from_millis),
         },
-        // A webhook's `timeout_ms` bounds each request; the worker allows a whole batch.
+        // For HTTP destinations `timeout_ms` bounds each request; the worker allows a
+        // whole batch.
         timeout: Duration::from_millis(match d.kind {
-            DestinationKind::Webhook => timeout_ms,
-            _ => d.timeout_ms.unwrap_or(timeout_ms),
+            DestinationKind::Sqlite | DestinationKind::Postgres | DestinationKind::Files => {
+                d.timeout_ms.unwrap_or(timeout_ms)
+            }
+            _ => timeout_ms,
         }),
         start: match d.start {
             Some(StartAt::Beginning) => Start::Beginning,
@@ -106,6 +115,44 @@ pub(crate) fn build(config: &Config, d: &DestinationConfig) -> anyhow::Result<Bu
             let target = d.urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(", ");
             Ok(Built { worker, destination: Arc::new(webhook), target })
         }
+        DestinationKind::Mixpanel => {
+            let api_url = d.api_url.clone().unwrap_or_else(|| "https://api.mixpanel.com".to_owned());
+            let mixpanel = Mixpanel::new(MixpanelConfig {
+                api_url: api_url.clone(),
+                project_token: d.project_token.clone().unwrap_or_default(),
+                service_account: d
+                    .service_account
+                    .as_ref()
+                    .map(|a| (a.user.clone(), a.secret.clone(), a.project_id.clone())),
+                timeout: request_timeout(d),
+            })
+            .map_err(anyhow::Error::msg)
+            .with_context(context)?;
+            Ok(Built { worker, destination: Arc::new(mixpanel), target: api_url })
+        }
+        DestinationKind::Amplitude => {
+            let api_url = d.api_url.clone().unwrap_or_else(|| "https://api2.amplitude.com".to_owned());
+            let amplitude = Amplitude::new(AmplitudeConfig {
+                api_url: api_url.clone(),
+                api_key: d.api_key.clone().unwrap_or_default(),
+                timeout: request_timeout(d),
+            })
+            .map_err(anyhow::Error::msg)
+            .with_context(context)?;
+            Ok(Built { worker, destination: Arc::new(amplitude), target: api_url })
+        }
+        DestinationKind::Ga4 => {
+            let api_url = d.api_url.clone().unwrap_or_else(|| "https://www.google-analytics.com".to_owned());
+            let ga4 = Ga4::new(Ga4Config {
+                api_url: api_url.clone(),
+                measurement_id: d.measurement_id.clone().unwrap_or_default(),
+                api_secret: d.api_secret.clone().unwrap_or_default(),
+                timeout: request_timeout(d),
+            })
+            .map_err(anyhow::Error::msg)
+            .with_context(context)?;
+            Ok(Built { worker, destination: Arc::new(ga4), target: api_url })
+        }
         DestinationKind::Files => {
             let root = d.path.clone().unwrap_or_else(|| config.data_dir.join("files"));
             let files = Files::open(FilesConfig { root: root.clone(), level: d.level.unwrap_or(6) })
@@ -114,6 +161,11 @@ pub(crate) fn build(config: &Config, d: &DestinationConfig) -> anyhow::Result<Bu
             Ok(Built { worker, destination: Arc::new(files), target: root.display().to_string() })
         }
     }
+}
+
+/// One HTTP request of an HTTP destination: `timeout_ms`, 10 s by default.
+fn request_timeout(d: &DestinationConfig) -> Duration {
+    Duration::from_millis(d.timeout_ms.unwrap_or(10_000))
 }
 
 /// A URL without its password, for logs.

@@ -101,11 +101,12 @@ pub struct LogConfig {
     pub max_disk_bytes: u64,
     /// How long a dedupe key is remembered (24 h by default, up to 30 days).
     pub dedupe_window: Duration,
-    /// At most this many keys are held in memory; older keys inside the window move to run
-    /// files in `<dir>/dedupe/` in the background. The memory layer is allocated for this
-    /// many at open and never resizes: 10 bytes per id of the cap for its index, plus 24
-    /// bytes per id held, so 34.4 MB per million ids at the cap (at most 2³⁰). Ids in run
-    /// files cost 3.1–3.5 bytes of RAM and 20 bytes of disk each.
+    /// At most this many keys are held in memory (1 M by default, at most 2³⁰); older keys
+    /// inside the window move to run files in `<dir>/dedupe/` in the background. The memory
+    /// layer is allocated for this many at open and never resizes: its index takes 10 bytes
+    /// per id of the cap, resident from open, and its keys 24 bytes per id held, so 34.4 MB
+    /// per million ids at the cap, exactly. Ids in run files cost about 3–3.6 bytes of RAM
+    /// (up to about 3 more while a filter is rebuilt) and 20 bytes of disk each.
     pub dedupe_max_ids: usize,
     /// Prepare the next chunk file ahead of time, filled with zeros, in a background
     /// thread: overwriting allocated blocks needs no file-size or extent change in the
@@ -128,7 +129,7 @@ impl Default for LogConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_disk_bytes: 10 * 1024 * 1024 * 1024,
             dedupe_window: Duration::from_secs(24 * 3600),
-            dedupe_max_ids: 20_000_000,
+            dedupe_max_ids: 1_000_000,
             preallocate: true,
             clock: system_clock_ms,
             #[cfg(test)]

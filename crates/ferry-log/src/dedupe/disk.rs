@@ -150,7 +150,7 @@ impl DiskLayer {
             runs,
             seq,
             main,
-            recent: Cuckoo::for_keys(min_filter_keys.max(total / 2)),
+            recent: Cuckoo::resident_for_keys(min_filter_keys.max(total / 2)),
             frozen: Vec::new(),
             rebuild: None,
             cancel: Arc::new(AtomicBool::new(false)),
@@ -279,7 +279,7 @@ impl DiskLayer {
         let cancel = self.cancel.clone();
         let hook = self.hook.clone();
         let spawned = std::thread::Builder::new().name("ferry-dedupe-filter".to_owned()).spawn(move || {
-            if fresh_tx.send(Cuckoo::for_keys(fresh_keys)).is_err() {
+            if fresh_tx.send(Cuckoo::resident_for_keys(fresh_keys)).is_err() {
                 return Ok(None);
             }
             let Ok(runs) = snapshot_rx.recv() else { return Ok(None) };

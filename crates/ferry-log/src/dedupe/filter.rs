@@ -25,8 +25,20 @@ pub(crate) struct Cuckoo {
 impl Cuckoo {
     /// A filter sized for `keys` keys at 85 % load.
     pub(crate) fn for_keys(keys: usize) -> Cuckoo {
-        let buckets = ((keys as f64 / (SLOTS as f64 * LOAD)).ceil() as usize).max(1);
+        let buckets = Cuckoo::buckets_for(keys);
         Cuckoo { buckets: vec![[0; SLOTS]; buckets], stash: Vec::new(), len: 0, victim_seed: 0x9e37_79b9_7f4a_7c15 }
+    }
+
+    /// The same, with every page written (resident): for a filter the writer will fill, so
+    /// that it takes no page faults (a first touch costs microseconds, more than an insert).
+    pub(crate) fn resident_for_keys(keys: usize) -> Cuckoo {
+        let mut filter = Cuckoo::for_keys(keys);
+        super::memory::make_resident(&mut filter.buckets);
+        filter
+    }
+
+    fn buckets_for(keys: usize) -> usize {
+        ((keys as f64 / (SLOTS as f64 * LOAD)).ceil() as usize).max(1)
     }
 
     /// Fingerprints stored (one per insert).

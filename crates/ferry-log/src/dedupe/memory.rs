@@ -57,15 +57,18 @@ pub(crate) struct Memory {
 }
 
 impl Memory {
-    /// Room for `capacity` keys; the index is allocated now, the segments as keys arrive.
+    /// Room for `capacity` keys; the index is allocated now and written through (resident:
+    /// the writer never takes a page fault on it), the segments as keys arrive.
     pub(crate) fn with_capacity(capacity: usize) -> Memory {
         let capacity = capacity.max(1);
         let slots = capacity + capacity / 4 + 2;
         // 2^b - 1 sequence numbers must exceed the keys held at once.
         let seq_bits = (64 - (capacity as u64 + 1).leading_zeros()).max(1);
         assert!(seq_bits <= 32 && slots < u32::MAX as usize, "dedupe memory capacity too large");
+        let mut index = vec![0u64; slots];
+        make_resident(&mut index);
         Memory {
-            slots: vec![0u64; slots].into_boxed_slice(),
+            slots: index.into_boxed_slice(),
             seq_bits,
             capacity,
             segments: VecDeque::new(),
@@ -282,6 +285,16 @@ impl Memory {
 
     fn next(&self, i: usize) -> usize {
         if i + 1 == self.slots.len() { 0 } else { i + 1 }
+    }
+}
+
+/// Write every 4 KiB page of `items` (zeroed memory is mapped lazily: the first write to
+/// each page would fault later, on the writer, at a few microseconds each).
+pub(crate) fn make_resident<T: Copy + Default>(items: &mut [T]) {
+    let stride = (4096 / std::mem::size_of::<T>().max(1)).max(1);
+    for i in (0..items.len()).step_by(stride) {
+        // An opaque value, so that the write is not optimised away.
+        items[i] = std::hint::black_box(T::default());
     }
 }
 

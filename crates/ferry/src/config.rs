@@ -102,6 +102,21 @@ pub(crate) enum WebhookMethod {
     Patch,
 }
 
+impl DestinationKind {
+    /// The name used in `type = "..."`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            DestinationKind::Sqlite => "sqlite",
+            DestinationKind::Postgres => "postgres",
+            DestinationKind::Webhook => "webhook",
+            DestinationKind::Files => "files",
+            DestinationKind::Mixpanel => "mixpanel",
+            DestinationKind::Amplitude => "amplitude",
+            DestinationKind::Ga4 => "ga4",
+        }
+    }
+}
+
 /// Where a destination starts reading when it has no cursor yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -343,7 +358,7 @@ impl Config {
             only("api_secret", d.api_secret.is_some(), &[K::Ga4], &mut problems);
             let missing = |field: &str, value: &Option<String>, problems: &mut Vec<String>| {
                 if value.as_deref().is_none_or(str::is_empty) {
-                    problems.push(format!("destination {name}: type {kind:?} needs `{field}`").to_lowercase());
+                    problems.push(format!("destination {name}: type {} needs `{field}`", kind.name()));
                 }
             };
             match d.kind {
@@ -519,7 +534,23 @@ mod example {
             .lines()
             .map(|l| {
                 l.strip_prefix("# ")
-                    .filter(|r| ["[", "id ", "write_keys ", "name ", "type ", "url "].iter().any(|p| r.starts_with(p)))
+                    .filter(|r| {
+                        [
+                            "[",
+                            "id ",
+                            "write_keys ",
+                            "name ",
+                            "type ",
+                            "url ",
+                            "urls ",
+                            "project_token ",
+                            "api_key ",
+                            "measurement_id ",
+                            "api_secret ",
+                        ]
+                        .iter()
+                        .any(|p| r.starts_with(p))
+                    })
                     .unwrap_or(l)
             })
             .collect::<Vec<_>>()
@@ -527,7 +558,9 @@ mod example {
         let config: super::Config = toml::from_str(&uncommented).expect("example sources are valid");
         assert_eq!(config.sources.len(), 2);
         assert!(config.problems().is_empty(), "{:?}", config.problems());
-        let destinations = config.destinations.expect("the example destination");
-        assert_eq!((destinations.len(), destinations[0].kind), (1, super::DestinationKind::Postgres));
+        let destinations = config.destinations.expect("the example destinations");
+        let kinds: Vec<super::DestinationKind> = destinations.iter().map(|d| d.kind).collect();
+        use super::DestinationKind as K;
+        assert_eq!(kinds, [K::Postgres, K::Webhook, K::Files, K::Mixpanel, K::Amplitude, K::Ga4]);
     }
 }

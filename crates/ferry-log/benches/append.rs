@@ -5,6 +5,13 @@
 //!
 //! Records are ~1 KB analytics events with varied values. Each figure is the median of
 //! `ROUNDS` runs of `RUN_FOR`; set `BENCH_DIR` to measure another disk.
+//!
+//! Then the dedupe index growing (`cargo bench -p ferry-log --bench append -- dedupe` runs
+//! only this part; `DEDUPE_GROWTH_KEYS` sets how far, 5 M by default): from 0 keys with a
+//! memory cap of 250 K ids, so that keys keep moving to run files and the filters keep
+//! being rebuilt, (1) the writer's dedupe work per group commit, timed alone, with its
+//! worst time on a CPU and waiting for one, and (2) durable append latency (p50 to max) of
+//! 16 writers × 100 fresh keyed records, next to the same without keys.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -145,6 +152,154 @@ fn ferry_log(dir: &Path, writers: usize, batch: usize) -> Run {
     run
 }
 
+/// What appending keyed records did while the dedupe index grew.
+struct Growth {
+    keys: u64,
+    seconds: f64,
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+    max: Duration,
+    /// Keys stored when the slowest append started.
+    max_at_keys: u64,
+}
+
+/// Durable keyed appends (`writers` threads × `batch` records, every id fresh) while the
+/// dedupe index grows from 0 to `total` keys with a memory cap of `cap` ids, so that keys
+/// keep moving to run files and the disk layer's filter keeps growing. The append latency
+/// includes every pause of the log's writer.
+fn dedupe_growth(dir: &Path, total: u64, cap: usize, writers: usize, batch: u64, keyed: bool) -> Growth {
+    let _ = std::fs::remove_dir_all(dir);
+    let config =
+        LogConfig { dir: dir.to_owned(), sync: SyncPolicy::Always, dedupe_max_ids: cap, ..LogConfig::default() };
+    let (log, _) = Log::open(config).unwrap();
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let start = Instant::now();
+    let mut latencies: Vec<(Duration, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut latencies = Vec::new();
+                    loop {
+                        let first = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                        if first >= total {
+                            return latencies;
+                        }
+                        let records: Vec<Record> = (first..first + batch)
+                            .map(|i| Record {
+                                key: keyed.then(|| format!("growth-{i}").into_bytes()),
+                                payload: event(i),
+                            })
+                            .collect();
+                        let t = Instant::now();
+                        let answers = log.append_blocking(records).unwrap();
+                        latencies.push((t.elapsed(), first));
+                        assert!(answers.iter().all(|a| matches!(a, ferry_log::Appended::At(_))));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    log.close();
+    let _ = std::fs::remove_dir_all(dir);
+    latencies.sort();
+    let only: Vec<Duration> = latencies.iter().map(|l| l.0).collect();
+    let (max, max_at_keys) = latencies.last().copied().unwrap_or_default();
+    Growth {
+        keys: total,
+        seconds,
+        p50: percentile(&only, 0.5),
+        p99: percentile(&only, 0.99),
+        p999: percentile(&only, 0.999),
+        max,
+        max_at_keys,
+    }
+}
+
+/// How long the writer spent on the dedupe index per group commit.
+struct Pauses {
+    groups: usize,
+    /// Expire, the group's lookups and inserts, and upkeep.
+    all: [Duration; 4],
+    /// Upkeep alone (`maintain`, `make_room`): the part that is not the group's own work.
+    upkeep: [Duration; 4],
+    /// Upkeep of one group, the longest time not spent waiting for a CPU (wall time less
+    /// the time the writer was runnable while other threads ran, which
+    /// `/proc/thread-self/schedstat` counts exactly), and the longest such wait.
+    upkeep_max_running: Duration,
+    upkeep_max_runqueue: Duration,
+    stats: ferry_log::dedupe::Stats,
+    disk_keys: u64,
+}
+
+/// How long this thread has been runnable but waiting for a CPU, in total. (The file's
+/// first field, time on a CPU, is updated only at scheduler ticks: too coarse here.)
+fn runqueue_wait() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    Duration::from_nanos(text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// p50, p99, p99.9 and max of `values`.
+fn spread(mut values: Vec<Duration>) -> [Duration; 4] {
+    values.sort();
+    [percentile(&values, 0.5), percentile(&values, 0.99), percentile(&values, 0.999), percentile(&values, 1.0)]
+}
+
+/// The dedupe work of the log's writer, timed alone, while the index grows from 0 to `total`
+/// fresh keys with a memory cap of `cap` ids: for each group commit of `group` keys, what
+/// the writer does (expire, check-and-insert each key, then upkeep and maybe start a spill),
+/// then `pace` standing in for the group's write and fdatasync, during which the background
+/// spill and filter threads run as they would.
+fn dedupe_pauses(dir: &Path, total: u64, cap: usize, group: u64, pace: Duration) -> Pauses {
+    let _ = std::fs::remove_dir_all(dir);
+    let day_ms = 24 * 3600 * 1000;
+    let mut dedupe = ferry_log::dedupe::Dedupe::open(dir, day_ms, cap, 0).unwrap();
+    let groups = (total / group) as usize;
+    let (mut all, mut upkeep) = (Vec::with_capacity(groups), Vec::with_capacity(groups));
+    let (mut max_running, mut max_runqueue) = (Duration::ZERO, Duration::ZERO);
+    let start = Instant::now();
+    for g in 0..groups as u64 {
+        let keys: Vec<u128> = (g * group..(g + 1) * group)
+            .map(|i| xxhash_rust::xxh3::xxh3_128(format!("growth-{i}").as_bytes()))
+            .collect();
+        let now = start.elapsed().as_millis() as u64;
+        let t = Instant::now();
+        dedupe.expire(now);
+        for key in keys {
+            assert!(dedupe.insert(key, now));
+        }
+        let waited_before = runqueue_wait();
+        let inserted = Instant::now();
+        dedupe.maintain();
+        if dedupe.over_cap() {
+            dedupe.make_room();
+        }
+        let done = Instant::now();
+        let waited = runqueue_wait() - waited_before;
+        max_running = max_running.max((done - inserted).saturating_sub(waited));
+        max_runqueue = max_runqueue.max(waited);
+        all.push(done - t);
+        upkeep.push(done - inserted);
+        // Like an fdatasync, this leaves the core to the background threads.
+        std::thread::sleep(pace);
+    }
+    dedupe.settle();
+    let (stats, disk_keys) = (dedupe.stats(), dedupe.disk_len());
+    drop(dedupe);
+    let _ = std::fs::remove_dir_all(dir);
+    Pauses {
+        groups,
+        all: spread(all),
+        upkeep: spread(upkeep),
+        upkeep_max_running: max_running,
+        upkeep_max_runqueue: max_runqueue,
+        stats,
+        disk_keys,
+    }
+}
+
 fn sequential_write_mb_s(path: &Path) -> f64 {
     let block = vec![7u8; 1 << 20];
     let mut file = File::create(path).unwrap();
@@ -197,11 +352,19 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is read.
+    // `cargo bench` passes `--bench`; `-- dedupe` runs only the dedupe growth measurement.
+    let only_dedupe = std::env::args().any(|a| a == "dedupe");
     let root: PathBuf =
         std::env::var_os("BENCH_DIR").map_or_else(|| std::env::temp_dir().join("ferry-log-bench"), PathBuf::from);
     std::fs::create_dir_all(&root).unwrap();
     let raw = root.join("raw.bin");
+    if only_dedupe {
+        let (fsync_p50, fsync_p99) = fsync_latency(&raw);
+        println!("disk: 4 KiB write + fdatasync p50 {} ms, p99 {} ms", ms(fsync_p50), ms(fsync_p99));
+        dedupe_growth_report(&root);
+        let _ = std::fs::remove_dir_all(&root);
+        return;
+    }
 
     let mut seq: Vec<f64> = (0..ROUNDS).map(|_| sequential_write_mb_s(&raw)).collect();
     let (fsync_p50, fsync_p99) = fsync_latency(&raw);
@@ -238,5 +401,61 @@ fn main() {
     }
     println!();
     println!("dedupe: {:.1} M lookups/s on one core (1 M keys held)", dedupe_lookups_per_s() / 1e6);
+    println!();
+    dedupe_growth_report(&root);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The dedupe index growing from 0 to `DEDUPE_GROWTH_KEYS` (5 M by default) keys with a
+/// memory cap of 250 K ids: the writer's dedupe pauses alone, then durable append latency
+/// with keys and, as a control, without.
+fn dedupe_growth_report(root: &Path) {
+    let total = std::env::var("DEDUPE_GROWTH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
+    let cap = 250_000;
+    let (group, pace) = (200, Duration::from_micros(500));
+    println!(
+        "dedupe writer pauses: 0 → {} M fresh keys, memory cap {} K ids, groups of {group} keys, {} ms per group for the write + fdatasync",
+        total / 1_000_000,
+        cap / 1000,
+        ms(pace)
+    );
+    let p = dedupe_pauses(&root.join("pauses"), total, cap, group, pace);
+    let fmt = |d: [Duration; 4]| format!("{} / {} / {} / {}", ms(d[0]), ms(d[1]), ms(d[2]), ms(d[3]));
+    println!("dedupe work per group commit, p50 / p99 / p99.9 / max ms: {}", fmt(p.all));
+    println!("of which upkeep (spills, filters, memory), p50 / p99 / p99.9 / max ms: {}", fmt(p.upkeep));
+    println!(
+        "upkeep of one group: at most {} ms not waiting for a CPU, at most {} ms runnable waiting for one",
+        ms(p.upkeep_max_running),
+        ms(p.upkeep_max_runqueue)
+    );
+    println!(
+        "{} groups; {:.2} M keys ended in run files; {} runs, {} filter rebuilds, {} waits for a spill, {} memory grows, at most {} keys of upkeep in one group",
+        p.groups,
+        p.disk_keys as f64 / 1e6,
+        p.stats.spills,
+        p.stats.rebuilds,
+        p.stats.full_waits,
+        p.stats.grows,
+        p.stats.max_step_keys
+    );
+    println!();
+    println!(
+        "dedupe growth: 16 writers × 100 fresh keyed records, sync = always, 0 → {} M keys, memory cap {} K ids",
+        total / 1_000_000,
+        cap / 1000
+    );
+    println!("| records | append p50 ms | p99 | p99.9 | max (at M records) | records/s |");
+    println!("|---|---|---|---|---|---|");
+    for (keyed, name) in [(true, "keyed (dedupe)"), (false, "no key (control)")] {
+        let g = dedupe_growth(&root.join("growth"), total, cap, 16, 100, keyed);
+        println!(
+            "| {name} | {} | {} | {} | {} ({:.2}) | {:.0} |",
+            ms(g.p50),
+            ms(g.p99),
+            ms(g.p999),
+            ms(g.max),
+            g.max_at_keys as f64 / 1e6,
+            g.keys as f64 / g.seconds
+        );
+    }
 }

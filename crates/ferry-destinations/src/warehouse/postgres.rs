@@ -40,8 +40,17 @@ pub struct PostgresConfig {
 /// The PostgreSQL warehouse destination.
 pub struct PostgresWarehouse {
     config: PostgresConfig,
-    conn: Mutex<Option<Conn>>,
+    /// One connection per concurrent load (see [`PARALLEL_LOADS`]).
+    conns: Vec<Mutex<Option<Conn>>>,
 }
+
+/// A large batch is split across this many connections, loaded at once in separate
+/// transactions (each part all or nothing, with its own outcomes): PostgreSQL works one
+/// connection on one core, and a warehouse load is mostly its work.
+const PARALLEL_LOADS: usize = 2;
+
+/// Batches smaller than this are loaded on one connection.
+const PARALLEL_THRESHOLD: usize = 2 * PLAN_CHUNK;
 
 struct Conn {
     client: Client,
@@ -56,12 +65,12 @@ const PG_EPOCH_US: i64 = 946_684_800_000_000;
 impl PostgresWarehouse {
     /// A destination that connects on first use (and again after a failure).
     pub fn new(config: PostgresConfig) -> PostgresWarehouse {
-        PostgresWarehouse { config, conn: Mutex::new(None) }
+        PostgresWarehouse { config, conns: (0..PARALLEL_LOADS).map(|_| Mutex::new(None)).collect() }
     }
 
     /// Connect now, to report a bad URL or an unreachable server at start-up.
     pub async fn check(&self) -> Result<(), String> {
-        let mut conn = self.conn.lock().await;
+        let mut conn = self.conns[0].lock().await;
         self.connected(&mut conn).await.map(|_| ()).map_err(|e| match e {
             LoadError::Transient(e) | LoadError::Data(e) => e,
         })
@@ -88,8 +97,8 @@ impl PostgresWarehouse {
     }
 
     /// Load one batch in one transaction, planning again when the schema moved.
-    async fn load(&self, events: Vec<Arc<Event>>) -> Result<(), LoadError> {
-        let mut slot = self.conn.lock().await;
+    async fn load(&self, connection: usize, events: Vec<Arc<Event>>) -> Result<(), LoadError> {
+        let mut slot = self.conns[connection % self.conns.len()].lock().await;
         let result = self.load_on(&mut slot, &events).await;
         if let Err(LoadError::Transient(_)) = &result {
             // Start afresh next time: the connection or our schema cache may be stale.
@@ -244,14 +253,21 @@ impl Destination for PostgresWarehouse {
 
     fn send<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
-            let load = |batch: Vec<Arc<Event>>| self.load(batch);
-            load_bisecting(events, &load).await
+            let parts = if events.len() >= PARALLEL_THRESHOLD { self.conns.len() } else { 1 };
+            let size = events.len().div_ceil(parts.max(1)).max(1);
+            let loads = events.chunks(size).enumerate().map(|(connection, part)| async move {
+                let load = |batch: Vec<Arc<Event>>| self.load(connection, batch);
+                load_bisecting(part, &load).await
+            });
+            futures_util::future::join_all(loads).await.into_iter().flatten().collect()
         })
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            *self.conn.lock().await = None;
+            for conn in &self.conns {
+                *conn.lock().await = None;
+            }
         })
     }
 }

@@ -105,8 +105,8 @@ pub struct LogConfig {
     /// inside the window move to run files in `<dir>/dedupe/` in the background. The memory
     /// layer is allocated for this many at open and never resizes: its index takes 10 bytes
     /// per id of the cap, resident from open, and its keys 24 bytes per id held, so 34.4 MB
-    /// per million ids at the cap, exactly. Ids in run files cost about 3–3.6 bytes of RAM
-    /// (up to about 3 more while a filter is rebuilt) and 20 bytes of disk each.
+    /// per million ids at the cap, exactly. Ids in run files cost 2.5–3.6 bytes of RAM
+    /// (about 2 more at the peak of a filter rebuild) and 20 bytes of disk each.
     pub dedupe_max_ids: usize,
     /// Prepare the next chunk file ahead of time, filled with zeros, in a background
     /// thread: overwriting allocated blocks needs no file-size or extent change in the

@@ -53,12 +53,12 @@
 //! is deleted, up to the span of one run longer than the window.
 //!
 //! Memory, measured (`cargo bench -p ferry-log --bench dedupe_memory`): the recent layer's
-//! index takes 10 bytes per id of `max_ids`, allocated at open (and resident after the
-//! first few per cent of ids, which touch all of it), and its segments 24 bytes per id
-//! held: 34.4 MB per million ids at the cap, exactly; the capacity is the cap, nothing
-//! doubles. The disk layer takes 3.1–3.5 bytes of RAM per id on disk, allocated (filters
-//! and sparse index; up to about 3.5 bytes per id more while a new filter is being built),
-//! and 20 bytes of disk.
+//! index takes 10 bytes per id of `max_ids`, allocated and made resident at open (so that
+//! the writer never takes a page fault on it), and its segments 24 bytes per id held:
+//! 34.4 MB per million ids at the cap, exactly; the capacity is the cap, nothing doubles.
+//! The disk layer takes 2.5–3.6 bytes of RAM per id on disk (filters and sparse index,
+//! depending on where the filters are in their rebuild cycle; about 2 more at the peak of
+//! a rebuild) and 20 bytes of disk.
 
 mod disk;
 mod filter;

@@ -38,6 +38,9 @@ pub struct SqliteWarehouse {
 
 struct Inner {
     conn: Connection,
+    /// Told after every commit: the checkpointer copies the WAL into the database on its
+    /// own thread (and connection), so loads never wait for it.
+    checkpoint: std::sync::mpsc::SyncSender<()>,
     /// What the database holds, per namespace, as of `schema_version`.
     schemas: HashMap<String, Schema>,
     /// `table` of a namespace → its SQLite name.
@@ -60,6 +63,8 @@ impl SqliteWarehouse {
             // 64 MiB of page cache (the default is 2 MiB): inserts into large tables touch
             // index pages all over the file.
             conn.pragma_update(None, "cache_size", -65536)?;
+            // Checkpoints run on the checkpointer's thread, not inside the loader's commits.
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             conn.set_prepared_statement_cache_capacity(256);
             conn.execute_batch(
                 "create table if not exists _ferry_tables (
@@ -71,7 +76,8 @@ impl SqliteWarehouse {
             )
         };
         setup().map_err(|e| format!("cannot set up sqlite warehouse {}: {e}", config.path.display()))?;
-        let mut inner = Inner { conn, schemas: HashMap::new(), names: HashMap::new(), schema_version: -1 };
+        let checkpoint = spawn_checkpointer(&config.path)?;
+        let mut inner = Inner { conn, checkpoint, schemas: HashMap::new(), names: HashMap::new(), schema_version: -1 };
         inner.refresh().map_err(|e| format!("cannot read sqlite warehouse schema: {e}"))?;
         Ok(SqliteWarehouse { inner: Arc::new(Mutex::new(inner)) })
     }
@@ -107,6 +113,38 @@ impl Destination for SqliteWarehouse {
             load_bisecting(events, &load).await
         })
     }
+}
+
+/// The WAL grows past this before the checkpointer also truncates it (a passive
+/// checkpoint copies pages but leaves the file at its size).
+const WAL_TRUNCATE_BYTES: u64 = 256 << 20;
+
+/// A thread with its own connection that checkpoints the WAL whenever a load committed
+/// (passively: it never blocks the loader or readers), and truncates the WAL when it grew
+/// large. It sleeps on a channel, so an idle warehouse costs nothing; it ends when the
+/// warehouse is dropped.
+fn spawn_checkpointer(path: &std::path::Path) -> Result<std::sync::mpsc::SyncSender<()>, String> {
+    let conn = Connection::open(path).map_err(|e| format!("cannot open sqlite warehouse {}: {e}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let wal = {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        std::path::PathBuf::from(wal)
+    };
+    let (send, committed) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("ferry-sqlite-checkpoint".to_owned())
+        .spawn(move || {
+            while committed.recv().is_ok() {
+                let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES);
+                let mode = if large { "truncate" } else { "passive" };
+                if let Err(error) = conn.query_row(&format!("pragma wal_checkpoint({mode})"), [], |_| Ok(())) {
+                    tracing::warn!(%error, mode, "sqlite warehouse checkpoint failed; the next commit tries again");
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the sqlite checkpointer: {e}"))?;
+    Ok(send)
 }
 
 /// Load one batch in one transaction.
@@ -227,7 +265,7 @@ impl Inner {
         groups: &BTreeMap<String, Vec<Arc<Event>>>,
         uuid_ts: jiff::Timestamp,
     ) -> rusqlite::Result<bool> {
-        let Inner { conn, schemas, names, schema_version } = self;
+        let Inner { conn, schemas, names, schema_version, checkpoint } = self;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
         if version != *schema_version {
@@ -290,6 +328,8 @@ impl Inner {
             recreate_view(&tx, view)?;
         }
         tx.commit()?;
+        // A full channel means a checkpoint is already due: nothing to add.
+        let _ = checkpoint.try_send(());
         names.extend(new_names);
         // Our own DDL moved the version: read what is there now.
         if changed_schema {

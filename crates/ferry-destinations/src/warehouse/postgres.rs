@@ -186,7 +186,7 @@ impl PostgresWarehouse {
 }
 
 /// Events planned and encoded at a time.
-const PLAN_CHUNK: usize = 2000;
+const PLAN_CHUNK: usize = 2500;
 
 /// One planned chunk, owned (no borrow of the events), with each table's rows already in
 /// binary COPY format.

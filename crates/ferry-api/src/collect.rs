@@ -103,6 +103,8 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
         ferry_event::process(parsed, &mut ctx)
     };
     let accepted = processed.accepted.len();
+    let accepted_bytes: usize = processed.accepted.iter().map(|a| a.json.len()).sum();
+    let rejected_bytes: usize = processed.rejected.iter().map(|r| r.quarantine_json.len()).sum();
     let rejected: Vec<_> = processed
         .rejected
         .iter()
@@ -127,6 +129,13 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
     ApiStats::add(&inner.stats.accepted, accepted - receipt.duplicates);
     ApiStats::add(&inner.stats.duplicates, receipt.duplicates);
     ApiStats::add(&inner.stats.rejected, rejected.len());
+    let source = inner.metrics.sources.get(&source_id);
+    source.accepted.add((accepted - receipt.duplicates) as u64);
+    source.accepted_bytes.add(accepted_bytes.saturating_sub(receipt.duplicate_bytes) as u64);
+    source.duplicate.add(receipt.duplicates as u64);
+    source.duplicate_bytes.add(receipt.duplicate_bytes as u64);
+    source.rejected.add(rejected.len() as u64);
+    source.rejected_bytes.add(rejected_bytes as u64);
 
     if let Route::Single(_) = route {
         if let Some(first) = rejected.into_iter().next() {
@@ -224,6 +233,7 @@ pub(crate) async fn browser_metrics(State(state): State<AppState>, request: Requ
         .and_then(|bytes| serde_json::from_slice::<MetricsBody>(&bytes).ok())
         .map_or(0, |body| body.series.len());
     state.inner.stats.browser_metrics.fetch_add(series as u64, Ordering::Relaxed);
+    state.inner.metrics.browser_series.add(series as u64);
     success_body()
 }
 

@@ -10,6 +10,7 @@ mod body;
 mod collect;
 mod cors;
 mod error;
+pub mod metrics;
 mod settings;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use ferry_event::Limits;
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
+pub use metrics::MetricsSource;
 
 /// What the API asks of the log behind it (embedded `ferry-log` or NATS JetStream).
 pub trait Ingest: Send + Sync + 'static {
@@ -60,6 +62,8 @@ pub struct IngestEvent {
 pub struct IngestReceipt {
     /// How many events were duplicates of events already in the dedupe window.
     pub duplicates: usize,
+    /// The bytes of those duplicates' stored JSON.
+    pub duplicate_bytes: usize,
 }
 
 /// Why the log could not take a batch; each maps to 429 or 503 with `Retry-After`.
@@ -186,6 +190,9 @@ struct Inner {
     ids: Arc<dyn IdGenerator>,
     inflight: Semaphore,
     stats: ApiStats,
+    metrics: metrics::ApiMetrics,
+    /// The rest of the process's metrics (the log, delivery), when the binary sets them.
+    metrics_source: std::sync::OnceLock<Arc<dyn MetricsSource>>,
 }
 
 impl AppState {
@@ -204,12 +211,19 @@ impl AppState {
                 ids,
                 inflight: Semaphore::new(permits),
                 stats: ApiStats::default(),
+                metrics: metrics::ApiMetrics::default(),
+                metrics_source: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn stats(&self) -> &ApiStats {
         &self.inner.stats
+    }
+
+    /// Show `source`'s metrics on `/metrics` too (once; later calls are ignored).
+    pub fn add_metrics(&self, source: Arc<dyn MetricsSource>) {
+        let _ = self.inner.metrics_source.set(source);
     }
 }
 
@@ -227,6 +241,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/projects/{write_key}/settings", get(settings::settings))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(cors::cors))
         .with_state(state)

@@ -79,9 +79,20 @@ pub fn batch_cursor_name(destination: &str) -> String {
     format!("delivery-batch.{destination}")
 }
 
-/// What a worker has done; shared with metrics, the admin API and tests.
-#[derive(Debug, Default)]
+/// What a worker has done; shared with metrics, the admin API and tests. The event
+/// counters move when a batch's cursor is committed, so at any moment
+/// `end − start = delivered + filtered + skipped + dead_lettered + deleted + (end − position)`.
+#[derive(Debug)]
 pub struct WorkerStatus {
+    /// The position the worker started at.
+    pub start: AtomicU64,
+    /// Records retention deleted before this destination read them (never expected: a
+    /// cursor holds retention back; kept so the sums above stay true).
+    pub deleted: AtomicU64,
+    /// How long each send took (one attempt of one batch).
+    pub send_seconds: ferry_metrics::Histogram,
+    /// Events per send.
+    pub send_events: ferry_metrics::Histogram,
     pub delivered: AtomicU64,
     /// Events skipped because `integrations` turned this destination off.
     pub filtered: AtomicU64,
@@ -101,6 +112,27 @@ pub struct WorkerStatus {
     pub retrying: AtomicBool,
     /// The last error a send produced, with its time.
     pub last_error: Mutex<Option<(String, String)>>,
+}
+
+impl Default for WorkerStatus {
+    fn default() -> Self {
+        WorkerStatus {
+            start: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
+            send_seconds: ferry_metrics::Histogram::latency(),
+            send_events: ferry_metrics::Histogram::sizes(),
+            delivered: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            position: AtomicU64::new(0),
+            retrying: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        }
+    }
 }
 
 impl WorkerStatus {
@@ -184,10 +216,21 @@ fn decode(records: Vec<(u64, Vec<u8>)>, name: &str, routed: bool) -> Batch {
     batch
 }
 
+/// What became of a batch's events.
+#[derive(Debug, Default)]
+struct Tally {
+    delivered: u64,
+    filtered: u64,
+    skipped: u64,
+    rejected: u64,
+    dead_lettered: u64,
+}
+
 /// How a batch ended.
 enum Finished {
-    /// Every event delivered, filtered or dead-lettered: the cursor may move.
-    Done,
+    /// Every event delivered, filtered or dead-lettered: the cursor may move, and then
+    /// the tally counts (so the counters and the cursor always agree).
+    Done(Tally),
     /// Shutdown came while the batch waited for a retry: leave the cursor; the batch is
     /// sent again after a restart.
     Abandoned,
@@ -229,6 +272,7 @@ impl Worker {
         let batch_cursor = batch_cursor_name(&self.config.name);
         let mut exactly_until = if stable { self.feed.cursor(&batch_cursor).filter(|&end| end > next) } else { None };
         self.status.position.store(next, Ordering::Relaxed);
+        self.status.start.store(next, Ordering::Relaxed);
         tracing::info!(destination = %self.config.name, position = next, "delivery worker started");
         let mut prefetched: Option<
             std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Batch>> + Send + '_>>,
@@ -262,6 +306,7 @@ impl Worker {
             };
             let Some(first) = batch.first else { continue };
             if first > next {
+                self.status.deleted.fetch_add(first - next, Ordering::Relaxed);
                 tracing::warn!(
                     destination = %self.config.name,
                     from = next,
@@ -279,11 +324,17 @@ impl Worker {
                 self.commit(&batch_cursor, after, &mut shutdown).await;
             }
             match self.deliver(batch, &mut shutdown).await {
-                Finished::Done => {
+                Finished::Done(tally) => {
                     next = after;
                     self.commit(&cursor, next, &mut shutdown).await;
-                    self.status.position.store(next, Ordering::Relaxed);
-                    self.status.batches.fetch_add(1, Ordering::Relaxed);
+                    let s = &self.status;
+                    s.delivered.fetch_add(tally.delivered, Ordering::Relaxed);
+                    s.filtered.fetch_add(tally.filtered, Ordering::Relaxed);
+                    s.skipped.fetch_add(tally.skipped, Ordering::Relaxed);
+                    s.rejected.fetch_add(tally.rejected, Ordering::Relaxed);
+                    s.dead_lettered.fetch_add(tally.dead_lettered, Ordering::Relaxed);
+                    s.position.store(next, Ordering::Relaxed);
+                    s.batches.fetch_add(1, Ordering::Relaxed);
                 }
                 Finished::Abandoned => break,
             }
@@ -348,12 +399,16 @@ impl Worker {
     async fn deliver(&self, batch: Batch, shutdown: &mut watch::Receiver<bool>) -> Finished {
         let name = &self.config.name;
         let Batch { mut pending, filtered, mut dead, first_attempt_at, .. } = batch;
-        self.status.filtered.fetch_add(filtered, Ordering::Relaxed);
+        let mut tally = Tally { filtered, ..Tally::default() };
         let started = Instant::now();
         let mut failures = 0u32;
         while !pending.is_empty() {
             let events: Vec<Arc<Event>> = pending.iter().map(|p| p.event.clone()).collect();
-            let outcomes = match tokio::time::timeout(self.config.timeout, self.destination.send(&events)).await {
+            let sent_at = Instant::now();
+            let sent = tokio::time::timeout(self.config.timeout, self.destination.send(&events)).await;
+            self.status.send_seconds.observe_duration(sent_at.elapsed());
+            self.status.send_events.observe(events.len() as f64);
+            let outcomes = match sent {
                 Ok(outcomes) if outcomes.len() == events.len() => outcomes,
                 Ok(outcomes) => {
                     let error = format!("destination returned {} outcomes for {} events", outcomes.len(), events.len());
@@ -367,14 +422,10 @@ impl Worker {
             let mut last_error = None;
             for (mut p, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
-                    Outcome::Delivered => {
-                        self.status.delivered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Outcome::Skipped { .. } => {
-                        self.status.skipped.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Outcome::Delivered => tally.delivered += 1,
+                    Outcome::Skipped { .. } => tally.skipped += 1,
                     Outcome::Reject { reason } => {
-                        self.status.rejected.fetch_add(1, Ordering::Relaxed);
+                        tally.rejected += 1;
                         last_error = Some(reason.clone());
                         p.attempts.push(Attempt { at: now_iso(), error: reason.clone() });
                         dead.push(self.letter(p, reason, &first_attempt_at));
@@ -414,9 +465,10 @@ impl Worker {
             }
         }
         if !dead.is_empty() {
+            tally.dead_lettered = dead.len() as u64;
             self.dead_letter(dead, shutdown).await;
         }
-        Finished::Done
+        Finished::Done(tally)
     }
 
     fn letter(&self, p: Pending, reason: String, first_attempt_at: &str) -> NewDeadLetter {
@@ -447,7 +499,6 @@ impl Worker {
                 .unwrap_or_else(|e| Err(crate::dead_letter::DeadLetterError::Stopped(e.to_string())));
             match result {
                 Ok(()) => {
-                    self.status.dead_lettered.fetch_add(letters.len() as u64, Ordering::Relaxed);
                     for letter in letters.iter() {
                         tracing::warn!(destination = %self.config.name, message_id = %letter.message_id, reason = %letter.reason, "dead-lettered");
                     }

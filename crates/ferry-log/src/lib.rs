@@ -210,6 +210,37 @@ struct Shared {
     cursors: Mutex<BTreeMap<String, u64>>,
     dedupe_len: AtomicU64,
     dedupe_evicted: AtomicU64,
+    metrics: Arc<LogMetrics>,
+}
+
+/// What the writer has done, for `/metrics`.
+#[derive(Debug)]
+pub struct LogMetrics {
+    /// Frames written (one per group commit).
+    pub frames: ferry_metrics::Counter,
+    /// Records stored.
+    pub records: ferry_metrics::Counter,
+    /// Bytes of those records, before compression.
+    pub payload_bytes: ferry_metrics::Counter,
+    /// Bytes written to chunk files (frames, compressed).
+    pub frame_bytes: ferry_metrics::Counter,
+    /// Records per group commit.
+    pub group_records: ferry_metrics::Histogram,
+    /// How long each fdatasync took.
+    pub fsync_seconds: ferry_metrics::Histogram,
+}
+
+impl Default for LogMetrics {
+    fn default() -> Self {
+        LogMetrics {
+            frames: Default::default(),
+            records: Default::default(),
+            payload_bytes: Default::default(),
+            frame_bytes: Default::default(),
+            group_records: ferry_metrics::Histogram::sizes(),
+            fsync_seconds: ferry_metrics::Histogram::latency(),
+        }
+    }
 }
 
 enum Message {
@@ -324,6 +355,7 @@ impl Log {
             cursors: Mutex::new(cursors),
             dedupe_len: AtomicU64::new(dedupe.len() as u64),
             dedupe_evicted: AtomicU64::new(0),
+            metrics: Arc::default(),
         });
         let mut writer = Writer::new(shared.clone(), dedupe, next_offset, lock).map_err(io_err(&dir))?;
         let (tx, rx) = mpsc::channel();
@@ -418,6 +450,16 @@ impl Log {
     /// Whether appends can succeed now: not poisoned, not over budget.
     pub fn writable(&self) -> bool {
         self.shared.poisoned.lock().map(|p| p.is_none()).unwrap_or(false) && !self.shared.full.load(Ordering::Relaxed)
+    }
+
+    /// The writer's counters and histograms.
+    pub fn metrics(&self) -> Arc<LogMetrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// The disk budget in bytes.
+    pub fn max_disk_bytes(&self) -> u64 {
+        self.shared.config.max_disk_bytes
     }
 
     /// Chunk files and their bytes.
@@ -668,9 +710,11 @@ impl Writer {
         if !due || self.shared.config.sync == SyncPolicy::Never {
             return;
         }
+        let started = Instant::now();
         if let Err(error) = self.file.sync_data() {
             self.poison(format!("fdatasync failed: {error}"));
         }
+        self.shared.metrics.fsync_seconds.observe_duration(started.elapsed());
         self.dirty_since = None;
     }
 
@@ -816,8 +860,18 @@ impl Writer {
             self.roll_over()?;
         }
         self.file.write_all_at(&frame, self.file_len)?;
+        let records = payloads.len() as u64;
+        self.shared.metrics.frames.inc();
+        self.shared.metrics.records.add(records);
+        self.shared.metrics.payload_bytes.add(payloads.iter().map(|p| p.len() as u64).sum());
+        self.shared.metrics.frame_bytes.add(frame.len() as u64);
+        self.shared.metrics.group_records.observe(records as f64);
         match self.shared.config.sync {
-            SyncPolicy::Always => self.file.sync_data()?,
+            SyncPolicy::Always => {
+                let started = Instant::now();
+                self.file.sync_data()?;
+                self.shared.metrics.fsync_seconds.observe_duration(started.elapsed());
+            }
             SyncPolicy::Interval(_) => {
                 self.dirty_since.get_or_insert_with(Instant::now);
                 self.sync_if_due(false);

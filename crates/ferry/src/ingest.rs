@@ -21,6 +21,7 @@ impl EmbeddedIngest {
     }
 
     async fn ingest_inner(&self, batch: IngestBatch) -> Result<IngestReceipt, IngestError> {
+        let sizes: Vec<usize> = batch.events.iter().map(|e| e.json.len()).collect();
         let events: Vec<Record> = batch
             .events
             .into_iter()
@@ -33,7 +34,9 @@ impl EmbeddedIngest {
         quarantine?;
         let appended = events?;
         let duplicates = appended.iter().filter(|a| matches!(a, Appended::Duplicate)).count();
-        Ok(IngestReceipt { duplicates })
+        let duplicate_bytes =
+            appended.iter().zip(&sizes).filter(|(a, _)| matches!(a, Appended::Duplicate)).map(|(_, n)| n).sum();
+        Ok(IngestReceipt { duplicates, duplicate_bytes })
     }
 }
 

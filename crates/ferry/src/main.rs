@@ -5,6 +5,7 @@ mod config;
 mod destinations;
 mod ingest;
 mod serve;
+mod telemetry;
 
 use std::path::PathBuf;
 

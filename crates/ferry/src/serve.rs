@@ -125,14 +125,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let (stop_workers, workers_stopped) = watch::channel(false);
     let mut workers = Vec::new();
+    let mut statuses = Vec::new();
     for b in built {
         tracing::info!(destination = %b.worker.name, target = %b.target, "delivering");
+        let name = b.worker.name.clone();
         let worker = Worker::new(b.worker, Arc::new(events.clone()), b.destination, dead_letters.clone());
+        statuses.push((name, worker.status()));
         workers.push(tokio::spawn(worker.run(workers_stopped.clone())));
     }
+    let telemetry = Arc::new(crate::telemetry::Telemetry {
+        events: events.clone(),
+        quarantine: quarantine.clone(),
+        workers: statuses,
+        dead_letters: dead_letters.clone(),
+    });
 
     let ingest = EmbeddedIngest::new(events, quarantine);
     let state = AppState::new(api_config, ingest, Arc::new(SystemClock), Arc::new(UuidV7));
+    state.add_metrics(telemetry);
     let app = ferry_api::router(state);
 
     let listener = tokio::net::TcpListener::bind(config.server.listen).await.with_context(|| {

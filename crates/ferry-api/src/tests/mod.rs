@@ -31,16 +31,17 @@ impl Ingest for MemoryIngest {
                 return Err(error);
             }
             let mut events = self.events.lock().unwrap();
-            let mut duplicates = 0;
+            let (mut duplicates, mut duplicate_bytes) = (0, 0);
             for event in batch.events {
                 if events.iter().any(|(id, _)| *id == event.message_id) {
                     duplicates += 1;
+                    duplicate_bytes += event.json.len();
                 } else {
                     events.push((event.message_id, event.json));
                 }
             }
             self.quarantine.lock().unwrap().extend(batch.quarantine);
-            Ok(IngestReceipt { duplicates })
+            Ok(IngestReceipt { duplicates, duplicate_bytes })
         })
     }
 

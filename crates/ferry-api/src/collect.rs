@@ -187,7 +187,7 @@ fn request_error(error: ferry_event::RequestError) -> ApiError {
     }
 }
 
-fn ingest_error(error: IngestError) -> ApiError {
+pub(crate) fn ingest_error(error: IngestError) -> ApiError {
     match error {
         IngestError::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
         IngestError::Unavailable { retry_after, reason } => {

@@ -25,6 +25,12 @@ pub enum ApiError {
     Unavailable { retry_after: Duration },
     /// No such route.
     NotFound,
+    /// An admin route without the admin token (or with a wrong one).
+    AdminToken,
+    /// An admin request for something that is not there.
+    NoSuch { message: String },
+    /// An admin request that failed on ferry's side.
+    Internal { message: String },
 }
 
 impl ApiError {
@@ -55,6 +61,13 @@ impl ApiError {
                 "the event log cannot accept writes right now; retry after the given delay".to_owned(),
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such route".to_owned()),
+            ApiError::AdminToken => (
+                StatusCode::UNAUTHORIZED,
+                "admin_token_required",
+                "this route needs the admin token: send `Authorization: Bearer <token>`".to_owned(),
+            ),
+            ApiError::NoSuch { message } => (StatusCode::NOT_FOUND, "not_found", message.clone()),
+            ApiError::Internal { message } => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message.clone()),
         }
     }
 

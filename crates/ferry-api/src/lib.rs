@@ -6,6 +6,7 @@
 //! [`Ingest`] and answers 2xx only when that returns `Ok`, which by contract means durable.
 //! Build the router with [`router`]; everything it needs is in one [`AppState`].
 
+pub mod admin;
 mod body;
 mod collect;
 mod cors;
@@ -143,6 +144,8 @@ pub struct ApiConfig {
     pub public_url: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// With a token, the admin API and the debugger need `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -155,6 +158,7 @@ impl Default for ApiConfig {
             max_inflight_bytes: 256 * 1024 * 1024,
             public_url: None,
             trusted_proxies: Vec::new(),
+            admin_token: None,
         }
     }
 }
@@ -193,6 +197,8 @@ struct Inner {
     metrics: metrics::ApiMetrics,
     /// The rest of the process's metrics (the log, delivery), when the binary sets them.
     metrics_source: std::sync::OnceLock<Arc<dyn MetricsSource>>,
+    /// What the admin API works with, when the binary provides it.
+    admin: std::sync::OnceLock<Arc<dyn admin::Admin>>,
 }
 
 impl AppState {
@@ -213,12 +219,18 @@ impl AppState {
                 stats: ApiStats::default(),
                 metrics: metrics::ApiMetrics::default(),
                 metrics_source: std::sync::OnceLock::new(),
+                admin: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn stats(&self) -> &ApiStats {
         &self.inner.stats
+    }
+
+    /// Serve the admin API with `admin` (once; later calls are ignored).
+    pub fn set_admin(&self, admin: Arc<dyn admin::Admin>) {
+        let _ = self.inner.admin.set(admin);
     }
 
     /// Show `source`'s metrics on `/metrics` too (once; later calls are ignored).
@@ -242,6 +254,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(admin::openapi))
+        .merge(admin::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_token)))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(cors::cors))

@@ -64,6 +64,8 @@ pub struct Progress {
     pub failed: u64,
     /// The last failure, for the summary.
     pub last_error: Option<String>,
+    /// The progress callback asked to stop.
+    pub cancelled: bool,
 }
 
 /// Receive times are set as records are appended, so they rise with the position but
@@ -72,12 +74,13 @@ pub struct Progress {
 const CLOCK_SLACK_MS: i64 = 60_000;
 
 /// Re-send the events of a time range to `destination`, reporting progress after every
-/// batch. Blocking reads happen on this task: call it where blocking is fine.
+/// batch; `progress` returning `false` stops it (`cancelled`). Blocking reads happen on
+/// this task: call it where blocking is fine.
 pub async fn replay(
     records: &dyn Records,
     destination: &dyn Destination,
     request: &ReplayRequest,
-    progress: &mut dyn FnMut(&Progress),
+    progress: &mut (dyn FnMut(&Progress) -> bool + Send),
 ) -> std::io::Result<Progress> {
     let since_ms = request.since.as_millisecond();
     let until_ms = request.until.map(|u| u.as_millisecond());
@@ -112,8 +115,11 @@ pub async fn replay(
             events.push(Arc::new(event));
         }
         send_with_retries(destination, &events, request, &mut report).await;
-        progress(&report);
         next = last + 1;
+        if !progress(&report) {
+            report.cancelled = true;
+            return Ok(report);
+        }
     }
     report.scanned = report.total;
     progress(&report);
@@ -187,12 +193,13 @@ fn first_position_at(records: &dyn Records, ms: i64) -> std::io::Result<u64> {
 /// Re-send the dead letters matching `filter`; delivered ones are marked redriven, the
 /// others get the new attempt recorded and stay. `destinations` maps a name to its
 /// destination (`None`: not configured any more; those are counted as failed).
+/// `progress` returning `false` stops it after the current chunk.
 pub async fn redrive(
     store: &DeadLetters,
     filter: &Filter,
-    destinations: &dyn Fn(&str) -> Option<Arc<dyn Destination>>,
+    destinations: &(dyn Fn(&str) -> Option<Arc<dyn Destination>> + Sync),
     batch_events: usize,
-    progress: &mut dyn FnMut(&Progress),
+    progress: &mut (dyn FnMut(&Progress) -> bool + Send),
 ) -> Result<Progress, DeadLetterError> {
     let letters = store.list(filter)?;
     let mut report = Progress { total: letters.len() as u64, ..Progress::default() };
@@ -233,7 +240,10 @@ pub async fn redrive(
         }
         store.record_redrive(&delivered, &failed)?;
         report.scanned += chunk.len() as u64;
-        progress(&report);
+        if !progress(&report) {
+            report.cancelled = true;
+            break;
+        }
     }
     Ok(report)
 }

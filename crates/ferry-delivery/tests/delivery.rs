@@ -366,9 +366,12 @@ async fn redrive_sends_dead_letters_again_by_filter() {
     let destinations = |name: &str| (name == "hook").then(|| fixed.clone() as Arc<dyn Destination>);
     let filter = Filter { event: Some("Order Completed".into()), ..Filter::default() };
     let mut seen = Vec::new();
-    let report = ferry_delivery::redrive(&s.dead_letters, &filter, &destinations, 100, &mut |p| seen.push(p.clone()))
-        .await
-        .unwrap();
+    let report = ferry_delivery::redrive(&s.dead_letters, &filter, &destinations, 100, &mut |p| {
+        seen.push(p.clone());
+        true
+    })
+    .await
+    .unwrap();
     assert_eq!((report.total, report.delivered, report.failed), (2, 1, 1));
     assert_eq!(fixed.sent_ids(), ["b", "c"], "only the filtered ones");
     assert!(!seen.is_empty(), "progress is reported");
@@ -404,7 +407,12 @@ async fn replay_resends_a_time_range_from_a_read_only_view() {
         backoff: Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(5) },
     };
     let mut updates = 0;
-    let report = ferry_delivery::replay(&view, &destination, &request, &mut |_| updates += 1).await.unwrap();
+    let report = ferry_delivery::replay(&view, &destination, &request, &mut |_| {
+        updates += 1;
+        true
+    })
+    .await
+    .unwrap();
     assert_eq!(destination.sent_ids(), ["m3", "m4", "m5"]);
     assert_eq!((report.delivered, report.failed), (3, 0));
     assert!(updates >= 2);

@@ -26,6 +26,9 @@ pub(crate) struct Config {
     /// per key) and says so at start-up.
     #[serde(default)]
     pub(crate) sources: Vec<SourceConfig>,
+    /// The admin API and the debugger page.
+    #[serde(default)]
+    pub(crate) admin: AdminSection,
     /// Where events are delivered. Absent: the embedded SQLite warehouse
     /// `<data_dir>/warehouse.db` (named `warehouse`). `destinations = []`: none.
     #[serde(default)]
@@ -242,6 +245,21 @@ impl Default for ServerConfig {
             max_inflight_bytes: default_max_inflight(),
         }
     }
+}
+
+/// The admin API (`/admin/v1/...`) and the debugger (`/debugger`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminSection {
+    /// When set, the admin API and the debugger need `Authorization: Bearer <token>` (the
+    /// debugger page also takes `?token=`). Also `FERRY_ADMIN_TOKEN`.
+    #[serde(default)]
+    pub(crate) token: Option<String>,
+    /// Without a token ferry refuses to listen on an address other than loopback, since
+    /// anyone who reaches it could redrive, replay and read events; `true` allows it
+    /// anyway (behind a proxy that authenticates, say).
+    #[serde(default)]
+    pub(crate) allow_open: bool,
 }
 
 /// How appends are made durable.

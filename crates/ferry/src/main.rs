@@ -1,5 +1,6 @@
 //! The `ferry` binary: command line, configuration, wiring. No business logic lives here.
 
+mod admin;
 mod cmd;
 mod config;
 mod destinations;

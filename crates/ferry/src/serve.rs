@@ -25,6 +25,9 @@ pub(crate) struct ServeArgs {
     /// Worker threads of the runtime (default: one per core).
     #[arg(long, env = "FERRY_THREADS")]
     threads: Option<usize>,
+    /// The admin token; overrides `admin.token`.
+    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 /// How long shutdown waits for delivery workers to finish the batch in hand.
@@ -46,6 +49,15 @@ pub(crate) fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(sync) = args.sync {
         config.log.sync = sync;
+    }
+    if let Some(token) = args.admin_token {
+        config.admin.token = Some(token);
+    }
+    if !config.server.listen.ip().is_loopback() && config.admin.token.is_none() && !config.admin.allow_open {
+        anyhow::bail!(
+            "refusing to listen on {} with the admin api open to anyone who reaches it: set admin.token (or FERRY_ADMIN_TOKEN), or admin.allow_open = true if something in front of ferry authenticates",
+            config.server.listen
+        );
     }
     let problems = config.problems();
     if !problems.is_empty() {
@@ -103,6 +115,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         trusted_proxies: config.server.trusted_proxies.clone(),
         max_body_bytes: config.server.max_body_bytes,
         max_inflight_bytes: config.server.max_inflight_bytes,
+        admin_token: config.admin.token.clone().filter(|t| !t.is_empty()),
         ..ApiConfig::default()
     };
     let dead_letter_path = config.data_dir.join("dead-letters.db");
@@ -111,8 +124,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the dead letters in {}", dead_letter_path.display()))?,
     );
     let mut built = Vec::new();
+    let mut kinds = Vec::new();
     for destination in destinations::configured(&config) {
         built.push(destinations::build(&config, &destination)?);
+        kinds.push(destination.kind.name());
     }
     // A cursor of a destination that is gone would hold back the log's retention forever.
     let cursors: std::collections::HashSet<String> =
@@ -126,13 +141,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop_workers, workers_stopped) = watch::channel(false);
     let mut workers = Vec::new();
     let mut statuses = Vec::new();
-    for b in built {
+    let mut handles = Vec::new();
+    for (b, kind) in built.into_iter().zip(kinds) {
         tracing::info!(destination = %b.worker.name, target = %b.target, "delivering");
         let name = b.worker.name.clone();
-        let worker = Worker::new(b.worker, Arc::new(events.clone()), b.destination, dead_letters.clone());
-        statuses.push((name, worker.status()));
+        let (batch_events, backoff) = (b.worker.batch_events, b.worker.backoff);
+        let worker = Worker::new(b.worker, Arc::new(events.clone()), b.destination.clone(), dead_letters.clone());
+        statuses.push((name.clone(), worker.status()));
+        handles.push(Arc::new(crate::admin::Handle {
+            name,
+            kind,
+            target: b.target,
+            status: worker.status(),
+            destination: b.destination,
+            batch_events,
+            backoff,
+        }));
         workers.push(tokio::spawn(worker.run(workers_stopped.clone())));
     }
+    let admin =
+        Arc::new(crate::admin::EmbeddedAdmin::new(events.clone(), quarantine.clone(), handles, dead_letters.clone()));
     let telemetry = Arc::new(crate::telemetry::Telemetry {
         events: events.clone(),
         quarantine: quarantine.clone(),
@@ -143,6 +171,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let ingest = EmbeddedIngest::new(events, quarantine);
     let state = AppState::new(api_config, ingest, Arc::new(SystemClock), Arc::new(UuidV7));
     state.add_metrics(telemetry);
+    state.set_admin(admin);
     let app = ferry_api::router(state);
 
     let listener = tokio::net::TcpListener::bind(config.server.listen).await.with_context(|| {

@@ -161,7 +161,7 @@ impl MetricsSource for Telemetry {
 }
 
 /// Seconds since the oldest uncompleted event was received (0 when none is pending).
-fn lag_seconds(log: &Log, position: u64, end: u64) -> f64 {
+pub(crate) fn lag_seconds(log: &Log, position: u64, end: u64) -> f64 {
     if position >= end {
         return 0.0;
     }

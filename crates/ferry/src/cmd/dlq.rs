@@ -110,7 +110,7 @@ pub(crate) fn run(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
     }
 }
 
-fn to_json(letter: &DeadLetter, with_payload: bool) -> serde_json::Value {
+pub(crate) fn to_json(letter: &DeadLetter, with_payload: bool) -> serde_json::Value {
     let mut value = serde_json::json!({
         "id": letter.id,
         "destination": letter.destination,
@@ -179,7 +179,8 @@ fn redrive(config: &Config, store: &DeadLetters, filter: &Filter) -> anyhow::Res
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut line = ProgressLine::new();
     let report = runtime.block_on(ferry_delivery::redrive(store, filter, &lookup, 500, &mut |p| {
-        line.show(p.scanned, p.total, &format!("dead letters, {} delivered, {} failed", p.delivered, p.failed), false)
+        line.show(p.scanned, p.total, &format!("dead letters, {} delivered, {} failed", p.delivered, p.failed), false);
+        true
     }))?;
     line.show(
         report.scanned,

@@ -56,7 +56,8 @@ pub(crate) fn run(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut line = ProgressLine::new();
     let report = runtime.block_on(ferry_delivery::replay(&view, built.destination.as_ref(), &request, &mut |p| {
-        line.show(p.scanned, p.total, &format!("records, {} delivered, {} failed", p.delivered, p.failed), false)
+        line.show(p.scanned, p.total, &format!("records, {} delivered, {} failed", p.delivered, p.failed), false);
+        true
     }))?;
     line.show(
         report.scanned,

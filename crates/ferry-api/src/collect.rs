@@ -91,6 +91,9 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
     };
 
     let client_ip = client_ip(peer, &parts.headers, &config.trusted_proxies);
+    // The debugger's feed: the items as received, only while somebody watches.
+    let raws: Option<Vec<String>> =
+        inner.tap.watched().then(|| (0..parsed.len()).map(|i| parsed.item_json(i).unwrap_or_default()).collect());
     let processed = {
         let mut new_id = || inner.ids.message_id();
         let mut ctx = Ctx {
@@ -116,6 +119,26 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
             field: r.issue.field.clone(),
         })
         .collect();
+    let watched = raws.map(|raws| {
+        let events: Vec<(usize, String, Vec<u8>, Vec<ferry_event::Issue>)> = processed
+            .accepted
+            .iter()
+            .map(|a| (a.index, a.message_id.clone(), a.json.clone(), a.warnings.clone()))
+            .collect();
+        let rejected: Vec<ferry_tap::RejectedSeen> = processed
+            .rejected
+            .iter()
+            .map(|r| ferry_tap::RejectedSeen {
+                index: r.index,
+                message_id: r.message_id.clone(),
+                code: r.issue.code.to_owned(),
+                message: r.issue.message.clone(),
+                field: r.issue.field.clone(),
+                item: ferry_tap::bounded(raws.get(r.index).map_or("", String::as_str), ferry_tap::MAX_ITEM_BYTES),
+            })
+            .collect();
+        (raws, events, rejected)
+    });
     let batch = IngestBatch {
         events: processed
             .accepted
@@ -136,6 +159,9 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
     source.duplicate_bytes.add(receipt.duplicate_bytes as u64);
     source.rejected.add(rejected.len() as u64);
     source.rejected_bytes.add(rejected_bytes as u64);
+    if let Some((raws, events, rejected_seen)) = watched {
+        publish(inner, &source_id, parts.uri.path(), raws, events, rejected_seen, &receipt.duplicate);
+    }
 
     if let Route::Single(_) = route {
         if let Some(first) = rejected.into_iter().next() {
@@ -169,6 +195,47 @@ struct RejectedItem {
 
 fn success_body() -> Response {
     (StatusCode::OK, axum::Json(serde_json::json!({ "success": true }))).into_response()
+}
+
+/// What the debugger shows of a request.
+fn publish(
+    inner: &crate::Inner,
+    source: &str,
+    route: &str,
+    raws: Vec<String>,
+    events: Vec<(usize, String, Vec<u8>, Vec<ferry_event::Issue>)>,
+    rejected: Vec<ferry_tap::RejectedSeen>,
+    duplicate: &[bool],
+) {
+    let events = events
+        .into_iter()
+        .enumerate()
+        .map(|(n, (index, message_id, json, warnings))| {
+            let stored = String::from_utf8(json).unwrap_or_default();
+            let decoded = ferry_event::stored::Event::from_json(stored.clone().into_boxed_str()).ok();
+            ferry_tap::EventSeen {
+                message_id,
+                call: decoded.as_ref().map_or("", |e| e.kind.as_str()).to_owned(),
+                event: decoded.as_ref().and_then(|e| e.event.clone()),
+                user_id: decoded.as_ref().and_then(|e| e.user_id.clone()),
+                anonymous_id: decoded.as_ref().and_then(|e| e.anonymous_id.clone()),
+                raw: ferry_tap::bounded(raws.get(index).map_or("", String::as_str), ferry_tap::MAX_ITEM_BYTES),
+                stored,
+                warnings: warnings
+                    .into_iter()
+                    .map(|w| ferry_tap::Warning { code: w.code.to_owned(), message: w.message, field: w.field })
+                    .collect(),
+                duplicate: duplicate.get(n).copied().unwrap_or(false),
+            }
+        })
+        .collect();
+    inner.tap.publish(ferry_tap::Observation::Request(ferry_tap::RequestSeen {
+        at: ferry_event::format_time(inner.clock.now()),
+        source: source.to_owned(),
+        route: route.to_owned(),
+        events,
+        rejected,
+    }));
 }
 
 fn acquire(state: &AppState, bytes: usize) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {

@@ -10,6 +10,7 @@ pub mod admin;
 mod body;
 mod collect;
 mod cors;
+mod debugger;
 mod error;
 pub mod metrics;
 mod settings;
@@ -65,6 +66,8 @@ pub struct IngestReceipt {
     pub duplicates: usize,
     /// The bytes of those duplicates' stored JSON.
     pub duplicate_bytes: usize,
+    /// For each event of the batch, in order: whether it was a duplicate.
+    pub duplicate: Vec<bool>,
 }
 
 /// Why the log could not take a batch; each maps to 429 or 503 with `Retry-After`.
@@ -146,6 +149,8 @@ pub struct ApiConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// With a token, the admin API and the debugger need `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
+    /// The debugger's feed; the rest of the process (delivery) publishes to it too.
+    pub tap: Arc<ferry_tap::Tap>,
 }
 
 impl Default for ApiConfig {
@@ -159,6 +164,7 @@ impl Default for ApiConfig {
             public_url: None,
             trusted_proxies: Vec::new(),
             admin_token: None,
+            tap: Arc::default(),
         }
     }
 }
@@ -199,6 +205,8 @@ struct Inner {
     metrics_source: std::sync::OnceLock<Arc<dyn MetricsSource>>,
     /// What the admin API works with, when the binary provides it.
     admin: std::sync::OnceLock<Arc<dyn admin::Admin>>,
+    /// The debugger's feed.
+    tap: Arc<ferry_tap::Tap>,
 }
 
 impl AppState {
@@ -209,6 +217,7 @@ impl AppState {
         ids: Arc<dyn IdGenerator>,
     ) -> AppState {
         let permits = (config.max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        let tap = config.tap.clone();
         AppState {
             inner: Arc::new(Inner {
                 config,
@@ -220,6 +229,7 @@ impl AppState {
                 metrics: metrics::ApiMetrics::default(),
                 metrics_source: std::sync::OnceLock::new(),
                 admin: std::sync::OnceLock::new(),
+                tap,
             }),
         }
     }
@@ -255,7 +265,11 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(admin::openapi))
-        .merge(admin::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_token)))
+        .merge(
+            admin::routes()
+                .merge(debugger::routes())
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_token)),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(cors::cors))

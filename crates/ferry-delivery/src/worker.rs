@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_destinations::{Destination, Event, Outcome};
+use ferry_tap::{DeliverySeen, Observation, Tap};
 use tokio::sync::watch;
 
 use crate::dead_letter::{Attempt, DeadLetters, NewDeadLetter, now_iso};
@@ -150,6 +151,8 @@ pub struct Worker {
     destination: Arc<dyn Destination>,
     dead_letters: Arc<DeadLetters>,
     status: Arc<WorkerStatus>,
+    /// Where the debugger learns what became of each batch (only while it watches).
+    tap: Option<Arc<Tap>>,
 }
 
 /// One event of the batch in hand.
@@ -167,13 +170,15 @@ struct Batch {
     pending: Vec<Pending>,
     /// Events `integrations` switched off for this destination.
     filtered: u64,
+    /// Their message ids, kept only while the tap is watched.
+    filtered_ids: Vec<String>,
     /// Records that are not events.
     dead: Vec<NewDeadLetter>,
     first_attempt_at: String,
 }
 
 /// Decode records and route them by `integrations` (when the destination follows it).
-fn decode(records: Vec<(u64, Vec<u8>)>, name: &str, routed: bool) -> Batch {
+fn decode(records: Vec<(u64, Vec<u8>)>, name: &str, routed: bool, watched: bool) -> Batch {
     let first_attempt_at = now_iso();
     let first = records.first().map(|r| r.0);
     let last = records.last().map_or(0, |r| r.0);
@@ -182,6 +187,7 @@ fn decode(records: Vec<(u64, Vec<u8>)>, name: &str, routed: bool) -> Batch {
         last,
         pending: Vec::with_capacity(records.len()),
         filtered: 0,
+        filtered_ids: Vec::new(),
         dead: Vec::new(),
         first_attempt_at,
     };
@@ -190,6 +196,9 @@ fn decode(records: Vec<(u64, Vec<u8>)>, name: &str, routed: bool) -> Batch {
             Ok(event) => {
                 if routed && !event.routes_to(name) {
                     batch.filtered += 1;
+                    if watched {
+                        batch.filtered_ids.push(event.message_id.clone());
+                    }
                     continue;
                 }
                 batch.pending.push(Pending { position, event: Arc::new(event), attempts: Vec::new() });
@@ -243,7 +252,31 @@ impl Worker {
         destination: Arc<dyn Destination>,
         dead_letters: Arc<DeadLetters>,
     ) -> Worker {
-        Worker { config, feed, destination, dead_letters, status: Arc::default() }
+        Worker { config, feed, destination, dead_letters, status: Arc::default(), tap: None }
+    }
+
+    /// Tell `tap` what became of every batch (message ids by outcome).
+    pub fn with_tap(mut self, tap: Arc<Tap>) -> Worker {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// Publish an outcome for some of a batch's events, building nothing unless watched.
+    fn observe(&self, outcome: &str, ids: impl FnOnce() -> Vec<String>, error: Option<&str>) {
+        let Some(tap) = self.tap.as_ref().filter(|t| t.watched()) else {
+            return;
+        };
+        let message_ids = ids();
+        if message_ids.is_empty() {
+            return;
+        }
+        tap.publish(Observation::Delivery(DeliverySeen {
+            at: now_iso(),
+            destination: self.config.name.clone(),
+            outcome: outcome.to_owned(),
+            message_ids,
+            error: error.map(str::to_owned),
+        }));
     }
 
     /// The worker's counters.
@@ -375,6 +408,7 @@ impl Worker {
         };
         let name = self.config.name.clone();
         let routed = self.destination.follows_integrations();
+        let watched = self.tap.as_ref().is_some_and(|t| t.watched());
         let task = tokio::task::spawn_blocking(move || -> std::io::Result<Batch> {
             let mut records = feed.read(next, max)?;
             if let Some(end) = exactly_until {
@@ -390,7 +424,7 @@ impl Worker {
                 .unwrap_or(records.len())
                 .max(1);
             records.truncate(keep);
-            Ok(decode(records, &name, routed))
+            Ok(decode(records, &name, routed, watched))
         });
         async move { task.await.map_err(|e| std::io::Error::other(format!("log reader stopped: {e}")))? }
     }
@@ -398,8 +432,9 @@ impl Worker {
     /// Send a batch until every event is delivered or dead-lettered.
     async fn deliver(&self, batch: Batch, shutdown: &mut watch::Receiver<bool>) -> Finished {
         let name = &self.config.name;
-        let Batch { mut pending, filtered, mut dead, first_attempt_at, .. } = batch;
+        let Batch { mut pending, filtered, filtered_ids, mut dead, first_attempt_at, .. } = batch;
         let mut tally = Tally { filtered, ..Tally::default() };
+        self.observe("filtered", || filtered_ids, None);
         let started = Instant::now();
         let mut failures = 0u32;
         while !pending.is_empty() {
@@ -417,6 +452,9 @@ impl Worker {
                 }
                 Err(_) => vec![Outcome::retry(format!("timed out after {:?}", self.config.timeout)); events.len()],
             };
+            if self.tap.as_ref().is_some_and(|t| t.watched()) {
+                self.observe_outcomes(&pending, &outcomes);
+            }
             let mut retry_after: Option<Duration> = None;
             let mut still = Vec::new();
             let mut last_error = None;
@@ -449,6 +487,12 @@ impl Worker {
             failures += 1;
             if started.elapsed() >= self.config.max_age {
                 tracing::warn!(destination = %name, events = pending.len(), "retries ran out; dead-lettering");
+                let reason = last_error.as_deref().map(|e| format!("gave up after {failures} attempts: {e}"));
+                self.observe(
+                    "dead_lettered",
+                    || pending.iter().map(|p| p.event.message_id.clone()).collect(),
+                    reason.as_deref(),
+                );
                 for p in pending.drain(..) {
                     let last = p.attempts.last().map(|a| a.error.clone()).unwrap_or_default();
                     dead.push(self.letter(p, format!("gave up after {failures} attempts: {last}"), &first_attempt_at));
@@ -469,6 +513,27 @@ impl Worker {
             self.dead_letter(dead, shutdown).await;
         }
         Finished::Done(tally)
+    }
+
+    /// One attempt's outcomes, grouped, for the tap (rejections are dead-lettered at once;
+    /// events that run out of retries are published when they are dead-lettered).
+    fn observe_outcomes(&self, pending: &[Pending], outcomes: &[Outcome]) {
+        let ids = |want: fn(&Outcome) -> bool| {
+            pending.iter().zip(outcomes).filter(|(_, o)| want(o)).map(|(p, _)| p.event.message_id.clone()).collect()
+        };
+        self.observe("delivered", || ids(|o| matches!(o, Outcome::Delivered)), None);
+        self.observe("skipped", || ids(|o| matches!(o, Outcome::Skipped { .. })), None);
+        let first_error = |want: fn(&Outcome) -> bool| {
+            outcomes.iter().find(|o| want(o)).map(|o| match o {
+                Outcome::Reject { reason } => reason.as_str(),
+                Outcome::Retry { error, .. } => error.as_str(),
+                _ => "",
+            })
+        };
+        let rejected = |o: &Outcome| matches!(o, Outcome::Reject { .. });
+        let retried = |o: &Outcome| matches!(o, Outcome::Retry { .. });
+        self.observe("dead_lettered", || ids(rejected), first_error(rejected));
+        self.observe("retrying", || ids(retried), first_error(retried));
     }
 
     fn letter(&self, p: Pending, reason: String, first_attempt_at: &str) -> NewDeadLetter {

@@ -553,3 +553,47 @@ async fn real_client_events_reach_each_tool_as_integrations_say() {
     );
     assert!(ga.problems().is_empty(), "{:?}", ga.problems());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tap_hears_what_became_of_each_event() {
+    let s = setup();
+    let records = [("ok", "{}"), ("bad", "{}"), ("flaky", "{}"), ("off", r#"{"Mixpanel": false}"#)]
+        .iter()
+        .map(|(id, integrations)| Record {
+            key: None,
+            payload: stored(id, "E", integrations, "2026-11-28T10:00:00.000Z"),
+        })
+        .collect();
+    s.log.append(records).await.unwrap();
+    let destination = Arc::new(Scripted::new(|event, attempt| match (event.message_id.as_str(), attempt) {
+        ("bad", _) => Outcome::reject("400 invalid email"),
+        ("flaky", 0) => Outcome::retry("503 unavailable"),
+        _ => Outcome::Delivered,
+    }));
+    let tap = Arc::new(ferry_tap::Tap::new());
+    let (_, mut feed) = tap.subscribe();
+    let worker = Worker::new(config("Mixpanel"), Arc::new(s.log.clone()), destination, s.dead_letters.clone())
+        .with_tap(tap.clone());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(worker.run(stopped));
+    let mut seen: Vec<(String, String, Option<String>)> = Vec::new();
+    while !seen.iter().any(|(outcome, id, _)| outcome == "delivered" && id == "flaky") {
+        let observation =
+            tokio::time::timeout(Duration::from_secs(30), feed.recv()).await.expect("observations").unwrap();
+        let ferry_tap::Observation::Delivery(d) = &*observation else { panic!("not a delivery: {observation:?}") };
+        assert_eq!(d.destination, "Mixpanel");
+        seen.extend(d.message_ids.iter().map(|id| (d.outcome.clone(), id.clone(), d.error.clone())));
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let expected = [
+        ("filtered", "off", None),
+        ("delivered", "ok", None),
+        ("dead_lettered", "bad", Some("400 invalid email")),
+        ("retrying", "flaky", Some("503 unavailable")),
+        ("delivered", "flaky", None),
+    ];
+    let seen: Vec<(&str, &str, Option<&str>)> =
+        seen.iter().map(|(o, id, e)| (o.as_str(), id.as_str(), e.as_deref())).collect();
+    assert_eq!(seen, expected);
+}

@@ -362,6 +362,12 @@ impl Parsed<'_> {
         self.route
     }
 
+    /// Item `index` as received (a batch item's members re-joined without the whitespace
+    /// between them), for the debugger.
+    pub fn item_json(&self, index: usize) -> Option<String> {
+        self.items.get(index).map(|item| item.json().into_owned())
+    }
+
     /// How many items the request carries.
     pub fn len(&self) -> usize {
         self.items.len()

@@ -34,9 +34,9 @@ impl EmbeddedIngest {
         quarantine?;
         let appended = events?;
         let duplicates = appended.iter().filter(|a| matches!(a, Appended::Duplicate)).count();
-        let duplicate_bytes =
-            appended.iter().zip(&sizes).filter(|(a, _)| matches!(a, Appended::Duplicate)).map(|(_, n)| n).sum();
-        Ok(IngestReceipt { duplicates, duplicate_bytes })
+        let duplicate: Vec<bool> = appended.iter().map(|a| matches!(a, Appended::Duplicate)).collect();
+        let duplicate_bytes = duplicate.iter().zip(&sizes).filter(|(d, _)| **d).map(|(_, n)| n).sum();
+        Ok(IngestReceipt { duplicates, duplicate_bytes, duplicate })
     }
 }
 

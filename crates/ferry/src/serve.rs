@@ -109,6 +109,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let keys = config.sources.iter().flat_map(|s| s.write_keys.iter().map(|k| (k.clone(), s.id.clone()))).collect();
         Sources::Configured(keys)
     };
+    let tap = Arc::new(ferry_tap::Tap::new());
     let api_config = ApiConfig {
         sources,
         public_url: config.server.public_url.clone(),
@@ -116,6 +117,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.server.max_body_bytes,
         max_inflight_bytes: config.server.max_inflight_bytes,
         admin_token: config.admin.token.clone().filter(|t| !t.is_empty()),
+        tap: tap.clone(),
         ..ApiConfig::default()
     };
     let dead_letter_path = config.data_dir.join("dead-letters.db");
@@ -146,7 +148,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(destination = %b.worker.name, target = %b.target, "delivering");
         let name = b.worker.name.clone();
         let (batch_events, backoff) = (b.worker.batch_events, b.worker.backoff);
-        let worker = Worker::new(b.worker, Arc::new(events.clone()), b.destination.clone(), dead_letters.clone());
+        let worker = Worker::new(b.worker, Arc::new(events.clone()), b.destination.clone(), dead_letters.clone())
+            .with_tap(tap.clone());
         statuses.push((name.clone(), worker.status()));
         handles.push(Arc::new(crate::admin::Handle {
             name,

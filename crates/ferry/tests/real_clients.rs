@@ -9,7 +9,7 @@
 //! `FERRY_REQUIRE_CLIENTS=1` (set by `scripts/test`), in which case it fails.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -18,6 +18,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{chromium, clients_dir, deps_ready, node_works};
+
+mod support;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(50);
@@ -26,40 +29,8 @@ const BACKFILLED: &str = "2023-06-01T12:34:56.789Z";
 // ---------------------------------------------------------------------------------------
 // Dependencies
 
-fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients")
-}
-
 fn python() -> PathBuf {
     clients_dir().join(".venv/bin/python")
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
-}
-
-fn node_works() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether everything `what` needs is there; if not, skip loudly, or fail when
-/// `FERRY_REQUIRE_CLIENTS=1`.
-fn deps_ready(what: &str, needs: &[(&str, bool)]) -> bool {
-    let missing: Vec<&str> = needs.iter().filter(|(_, ok)| !ok).map(|(name, _)| *name).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!("{what}: missing {}; run scripts/install-test-deps.sh", missing.join(", "));
-    assert!(std::env::var("FERRY_REQUIRE_CLIENTS").as_deref() != Ok("1"), "FERRY_REQUIRE_CLIENTS=1 but {message}");
-    // Straight to the process's stderr: the test harness captures eprintln! of passing tests.
-    let banner = format!("\n==================== SKIPPED: {message} ====================\n\n");
-    let _ = std::io::stderr().write_all(banner.as_bytes());
-    false
 }
 
 fn python_ready(what: &str) -> bool {

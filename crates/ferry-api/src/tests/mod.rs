@@ -31,9 +31,11 @@ impl Ingest for MemoryIngest {
                 return Err(error);
             }
             let mut events = self.events.lock().unwrap();
-            let (mut duplicates, mut duplicate_bytes) = (0, 0);
+            let (mut duplicates, mut duplicate_bytes, mut duplicate) = (0, 0, Vec::new());
             for event in batch.events {
-                if events.iter().any(|(id, _)| *id == event.message_id) {
+                let seen = events.iter().any(|(id, _)| *id == event.message_id);
+                duplicate.push(seen);
+                if seen {
                     duplicates += 1;
                     duplicate_bytes += event.json.len();
                 } else {
@@ -41,7 +43,7 @@ impl Ingest for MemoryIngest {
                 }
             }
             self.quarantine.lock().unwrap().extend(batch.quarantine);
-            Ok(IngestReceipt { duplicates, duplicate_bytes })
+            Ok(IngestReceipt { duplicates, duplicate_bytes, duplicate })
         })
     }
 

@@ -218,3 +218,41 @@ pub fn terminate(mut server: Server) {
     }
     panic!("ferry did not stop within 40 s of SIGTERM");
 }
+
+// ---------------------------------------------------------------------------------------
+// The real clients and the browser (tests/clients, from scripts/install-test-deps.sh)
+
+/// Where the real client libraries and the scripts that drive them live.
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients")
+}
+
+/// Debian's chromium, or `$CHROMIUM`.
+pub fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// Whether `node` runs.
+pub fn node_works() -> bool {
+    Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether everything `what` needs is there; if not, skip loudly, or fail when
+/// `FERRY_REQUIRE_CLIENTS=1`.
+pub fn deps_ready(what: &str, needs: &[(&str, bool)]) -> bool {
+    let missing: Vec<&str> = needs.iter().filter(|(_, ok)| !ok).map(|(name, _)| *name).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!("{what}: missing {}; run scripts/install-test-deps.sh", missing.join(", "));
+    assert!(std::env::var("FERRY_REQUIRE_CLIENTS").as_deref() != Ok("1"), "FERRY_REQUIRE_CLIENTS=1 but {message}");
+    // Straight to the process's stderr: the test harness captures eprintln! of passing tests.
+    let banner = format!("\n==================== SKIPPED: {message} ====================\n\n");
+    let _ = std::io::stderr().write_all(banner.as_bytes());
+    false
+}

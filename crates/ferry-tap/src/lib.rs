@@ -1,0 +1,227 @@
+//! The tap: a lossy, bounded feed of what ferry sees — the events of each request (as
+//! received and as stored, with warnings), the items it rejected (with the reason), and
+//! what each destination made of its batches — for the debugger page and `ferry tail`.
+//!
+//! It can never slow the pipeline: [`Tap::publish`] does not wait for anyone (a
+//! subscriber that falls behind loses the oldest observations and is told how many), it
+//! keeps at most [`CAPACITY`] observations for subscribers and [`RECENT`] for a page that
+//! opens later, and nothing is built at all while nobody watches ([`Tap::watched`]).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+pub use tokio::sync::broadcast::error::RecvError;
+
+/// Observations a subscriber may fall behind by before it loses the oldest.
+pub const CAPACITY: usize = 1024;
+/// Observations kept for a page that opens later.
+pub const RECENT: usize = 200;
+/// A request item shown in the debugger is cut to this many bytes.
+pub const MAX_ITEM_BYTES: usize = 16 * 1024;
+
+/// One thing ferry saw.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Observation {
+    /// A request's events and rejected items.
+    Request(RequestSeen),
+    /// A batch a destination completed.
+    Delivery(DeliverySeen),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestSeen {
+    /// When ferry received it (ISO-8601).
+    pub at: String,
+    pub source: String,
+    /// The route it came in on (`/v1/batch`, `/v1/t`, ...).
+    pub route: String,
+    pub events: Vec<EventSeen>,
+    pub rejected: Vec<RejectedSeen>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSeen {
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub call: String,
+    pub event: Option<String>,
+    #[serde(rename = "userId")]
+    pub user_id: Option<String>,
+    #[serde(rename = "anonymousId")]
+    pub anonymous_id: Option<String>,
+    /// The item as the client sent it (cut to [`MAX_ITEM_BYTES`]).
+    pub raw: String,
+    /// The stored, enriched event.
+    pub stored: String,
+    pub warnings: Vec<Warning>,
+    /// Already stored within the dedupe window: this copy was not stored again.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Warning {
+    pub code: String,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedSeen {
+    pub index: usize,
+    #[serde(rename = "messageId")]
+    pub message_id: Option<String>,
+    pub code: String,
+    pub message: String,
+    pub field: Option<String>,
+    /// The item as received (cut to [`MAX_ITEM_BYTES`]).
+    pub item: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliverySeen {
+    pub at: String,
+    pub destination: String,
+    /// `delivered`, `filtered`, `skipped`, `retrying` or `dead_lettered`.
+    pub outcome: String,
+    #[serde(rename = "messageIds")]
+    pub message_ids: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// The feed.
+pub struct Tap {
+    sender: broadcast::Sender<Arc<Observation>>,
+    recent: Mutex<VecDeque<Arc<Observation>>>,
+    /// Live subscriptions; an atomic, so the hot path's [`Tap::watched`] takes no lock.
+    watchers: Arc<AtomicUsize>,
+}
+
+/// A live subscription; dropping it stops the watching.
+pub struct Subscription {
+    receiver: broadcast::Receiver<Arc<Observation>>,
+    watchers: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    /// The next observation; [`RecvError::Lagged`] says how many were lost by falling
+    /// behind, [`RecvError::Closed`] that the tap is gone.
+    pub async fn recv(&mut self) -> Result<Arc<Observation>, RecvError> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tap").field("watchers", &self.watchers.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
+impl Default for Tap {
+    fn default() -> Self {
+        Tap::new()
+    }
+}
+
+impl Tap {
+    pub fn new() -> Tap {
+        let (sender, _) = broadcast::channel(CAPACITY);
+        Tap { sender, recent: Mutex::new(VecDeque::with_capacity(RECENT)), watchers: Arc::default() }
+    }
+
+    /// Whether anyone watches: producers build observations only then.
+    pub fn watched(&self) -> bool {
+        self.watchers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Pass an observation on, without waiting for anyone.
+    pub fn publish(&self, observation: Observation) {
+        if !self.watched() {
+            return;
+        }
+        let observation = Arc::new(observation);
+        if let Ok(mut recent) = self.recent.try_lock() {
+            if recent.len() >= RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(observation.clone());
+        }
+        // Fails only when nobody listens any more: nothing to do.
+        let _ = self.sender.send(observation);
+    }
+
+    /// A subscription: what was seen recently (oldest first; only what was published
+    /// while somebody watched) and the live feed.
+    pub fn subscribe(&self) -> (Vec<Arc<Observation>>, Subscription) {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        let receiver = self.sender.subscribe();
+        let recent = self.recent.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default();
+        (recent, Subscription { receiver, watchers: self.watchers.clone() })
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes more)", &text[..end], text.len() - end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(n: usize) -> Observation {
+        Observation::Delivery(DeliverySeen {
+            at: String::new(),
+            destination: "d".into(),
+            outcome: "delivered".into(),
+            message_ids: vec![n.to_string()],
+            error: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn nothing_is_kept_while_nobody_watches_and_slow_readers_lose_the_oldest() {
+        let tap = Tap::new();
+        tap.publish(delivery(0));
+        let (recent, mut rx) = tap.subscribe();
+        assert!(recent.is_empty(), "nothing was watched before");
+        for n in 1..=CAPACITY + 10 {
+            tap.publish(delivery(n));
+        }
+        // The reader fell behind: it is told, and then reads the newest CAPACITY.
+        assert!(matches!(rx.recv().await, Err(RecvError::Lagged(10))));
+        let Observation::Delivery(first) = &*rx.recv().await.unwrap() else { panic!() };
+        assert_eq!(first.message_ids, ["11"]);
+        let (recent, second) = tap.subscribe();
+        assert_eq!(recent.len(), RECENT);
+        assert!(tap.watched());
+        drop((rx, second));
+        assert!(!tap.watched(), "dropped subscriptions stop the watching");
+    }
+
+    #[test]
+    fn observations_serialize_with_their_kind() {
+        let json = serde_json::to_value(delivery(7)).unwrap();
+        assert_eq!(json["kind"], "delivery");
+        assert_eq!(json["messageIds"][0], "7");
+        assert_eq!(bounded("héllo", 2), "h… (5 bytes more)");
+        assert_eq!(bounded("abc", 10), "abc");
+    }
+}

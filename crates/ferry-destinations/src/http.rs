@@ -74,18 +74,20 @@ impl HttpClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Reply, HttpError> {
-        let uri: hyper::Uri = url
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| HttpError::Url { url: url.to_owned(), reason: e.to_string() })?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) {
-            return Err(HttpError::Url { url: url.to_owned(), reason: "only http and https are supported".into() });
-        }
-        let mut request = hyper::Request::builder().method(method).uri(uri);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let request =
-            request.body(Full::new(body)).map_err(|e| HttpError::Url { url: url.to_owned(), reason: e.to_string() })?;
+        self.send_reading(method, url, headers, body, timeout, MAX_REPLY_BYTES).await
+    }
+
+    /// [`send`](Self::send), reading up to `max_body` bytes of the answer.
+    pub async fn send_reading(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<Reply, HttpError> {
+        let request = request(method, url, headers, body)?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| HttpError::Failed(error_chain(&e)))?;
             let status = response.status().as_u16();
@@ -94,8 +96,8 @@ impl HttpClient {
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
-            // The body only explains errors: read a bounded start of it.
-            let body = match Limited::new(response.into_body(), MAX_REPLY_BYTES).collect().await {
+            // A bounded start of the body.
+            let body = match Limited::new(response.into_body(), max_body).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => Bytes::from_static(b"(body too long or unreadable)"),
             };
@@ -103,6 +105,41 @@ impl HttpClient {
         };
         tokio::time::timeout(timeout, exchange).await.map_err(|_| HttpError::Timeout(timeout))?
     }
+
+    /// Start a request and hand back the answer as it arrives (a stream such as
+    /// server-sent events); `timeout` bounds only the wait for the answer's head.
+    pub async fn open(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        timeout: Duration,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, HttpError> {
+        let request = request(method, url, headers, Bytes::new())?;
+        tokio::time::timeout(timeout, self.client.request(request))
+            .await
+            .map_err(|_| HttpError::Timeout(timeout))?
+            .map_err(|e| HttpError::Failed(error_chain(&e)))
+    }
+}
+
+fn request(
+    method: hyper::Method,
+    url: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+) -> Result<hyper::Request<Full<Bytes>>, HttpError> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| HttpError::Url { url: url.to_owned(), reason: e.to_string() })?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(HttpError::Url { url: url.to_owned(), reason: "only http and https are supported".into() });
+    }
+    let mut request = hyper::Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.body(Full::new(body)).map_err(|e| HttpError::Url { url: url.to_owned(), reason: e.to_string() })
 }
 
 /// Every `source()` of an error, joined: hyper's top-level messages say little.

@@ -70,6 +70,23 @@ enum Command {
     ///   ferry replay --destination warehouse --since 2h
     ///   ferry replay --destination analytics --since 2026-11-28T00:00:00Z --until 2026-11-29T00:00:00Z
     Replay(cmd::replay::ReplayArgs),
+    /// Watch the events a running server receives, live (the debugger's feed).
+    ///
+    /// Examples:
+    ///   ferry tail
+    ///   ferry tail --event order --json
+    Tail(cmd::tail::TailArgs),
+    /// Send one test event to a running server, as a Segment library would.
+    ///
+    /// Examples:
+    ///   ferry send track --event 'Signed Up' --user-id u1
+    ///   ferry send identify --user-id u1 --traits '{"plan":"pro"}'
+    Send(cmd::send::SendArgs),
+    /// Backfill events from a JSON Lines file (plain or gzip) through a running server's
+    /// batch path, with progress and a summary.
+    ///
+    /// Example: ferry import events.jsonl.gz --write-key wk_backfill
+    Import(cmd::import::ImportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -89,6 +106,9 @@ fn main() -> anyhow::Result<()> {
         Command::Quarantine(command) => cmd::quarantine::run(&config.data_dir, command),
         Command::Dlq(command) => cmd::dlq::run(&config, command),
         Command::Replay(args) => cmd::replay::run(&config, args),
+        Command::Tail(args) => cmd::tail::run(&config, args),
+        Command::Send(args) => cmd::send::run(&config, args),
+        Command::Import(args) => cmd::import::run(&config, args),
     }
 }
 

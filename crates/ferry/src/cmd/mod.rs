@@ -1,9 +1,13 @@
 //! One module per subcommand that has subcommands of its own, and what they share.
 
+pub(crate) mod client;
 pub(crate) mod dlq;
+pub(crate) mod import;
 pub(crate) mod log;
 pub(crate) mod quarantine;
 pub(crate) mod replay;
+pub(crate) mod send;
+pub(crate) mod tail;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -45,17 +49,27 @@ impl ProgressLine {
 
     /// Show `done` of `total` with a note; `finished` prints the last line for good.
     pub(crate) fn show(&mut self, done: u64, total: u64, note: &str, finished: bool) {
+        let fraction = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+        self.draw(fraction, &format!("{done}/{total}"), done, note, finished);
+    }
+
+    /// Show a fraction of the work (bytes of a file, say) and a count of what it made.
+    pub(crate) fn show_fraction(&mut self, fraction: f64, count: u64, note: &str, finished: bool) {
+        self.draw(fraction, &count.to_string(), count, note, finished);
+    }
+
+    fn draw(&mut self, fraction: f64, amount: &str, count: u64, note: &str, finished: bool) {
         let every = if self.terminal { Duration::from_millis(100) } else { Duration::from_secs(5) };
         if !finished && self.last.is_some_and(|l| l.elapsed() < every) {
             return;
         }
         self.last = Some(Instant::now());
         let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-        let percent = if total == 0 { 100.0 } else { 100.0 * done as f64 / total as f64 };
+        let percent = 100.0 * fraction.clamp(0.0, 1.0);
         let width = 24;
         let filled = ((percent / 100.0) * width as f64).round() as usize;
         let bar = format!("{}{}", "#".repeat(filled.min(width)), "-".repeat(width - filled.min(width)));
-        let line = format!("[{bar}] {done}/{total} ({percent:.0}%) {note} {:.0}/s", done as f64 / elapsed);
+        let line = format!("[{bar}] {amount} ({percent:.0}%) {note} {:.0}/s", count as f64 / elapsed);
         let mut err = std::io::stderr().lock();
         if self.terminal {
             let _ = write!(err, "\r\x1b[2K{line}");

@@ -95,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 
-    let mut config = config::Config::load(cli.config.as_deref())?;
+    let mut config = config::Config::load(cli.config.as_deref()).or_else(|errors| report(&errors))?;
     if let Some(dir) = cli.data_dir {
         config.data_dir = dir;
     }
@@ -118,7 +118,12 @@ fn check(config: &config::Config) -> anyhow::Result<()> {
         println!("configuration is valid");
         return Ok(());
     }
-    for problem in &problems {
+    report(&problems)
+}
+
+/// Print every problem of the configuration, and fail.
+fn report<T>(problems: &[String]) -> anyhow::Result<T> {
+    for problem in problems {
         eprintln!("error: {problem}");
     }
     anyhow::bail!("{} problem(s) in the configuration; fix them and run `ferry check` again", problems.len())

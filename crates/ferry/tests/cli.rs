@@ -192,3 +192,62 @@ fn every_command_has_help_with_examples() {
         assert!(stdout.contains("Example"), "ferry {command:?} --help has no examples:\n{stdout}");
     }
 }
+
+#[test]
+fn check_prints_every_problem_of_a_broken_config_at_once() {
+    let dir = temp_dir();
+    let path = dir.path().join("ferry.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlistn = \"127.0.0.1:1\"\n[log]\nsync = \"evry\"\n\
+         [[sources]]\nid = \"web\"\nwrite_keys = [\"k\"]\n[[sources]]\nid = \"ios\"\nwrite_keys = [\"k\"]\n\
+         [[destinations]]\nname = \"hook\"\ntype = \"webhook\"\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    let (code, _, stderr) = run(&["check", "--config", config]);
+    assert_eq!(code, 1, "{stderr}");
+    for expected in [
+        "unknown key `server.listn`; did you mean `listen`?",
+        "`log.sync`: unknown variant `evry`, expected one of `always`, `interval`, `never`",
+        "write key used by two sources: web and ios",
+        "destination hook: type webhook needs one to five `urls`",
+        "4 problem(s) in the configuration; fix them and run `ferry check` again",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} missing from:\n{stderr}");
+    }
+    // Other commands refuse the same file with the same report.
+    let (code, _, stderr) = run(&["serve", "--config", config, "--data-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("did you mean `listen`?"), "{stderr}");
+
+    // The environment goes over the file, and is checked the same way.
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    let output = Command::new(FERRY)
+        .args(["check", "--config", config])
+        .env("FERRY_LOG__SYNC", "sometimes")
+        .env("FERRY_SERVER__MAX_BODY_BYTE", "5")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(
+            "unknown key `server.max_body_byte` (from FERRY_SERVER__MAX_BODY_BYTE); did you mean `max_body_bytes`?"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`log.sync` (from FERRY_LOG__SYNC): unknown variant `sometimes`"), "{stderr}");
+    let output =
+        Command::new(FERRY).args(["check", "--config", config]).env("FERRY_LOG__SYNC", "never").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "configuration is valid");
+
+    // A missing file says what to do.
+    let (code, _, stderr) = run(&["check", "--config", "/nonexistent/ferry.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("cannot read config file /nonexistent/ferry.toml") && stderr.contains("--config"),
+        "{stderr}"
+    );
+}

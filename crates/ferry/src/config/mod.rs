@@ -6,8 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::Deserialize;
+
+mod load;
+
+/// The file read when no `--config` is given, if it exists.
+pub(crate) const DEFAULT_FILE: &str = "ferry.toml";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -137,7 +141,7 @@ pub(crate) struct DestinationConfig {
     /// Its name: the key that turns it on or off in an event's `integrations`
     /// (case-sensitive), and the name of its cursor and dead letters.
     pub(crate) name: String,
-    /// `sqlite` or `postgres`.
+    /// `sqlite`, `postgres`, `webhook`, `files`, `mixpanel`, `amplitude` or `ga4`.
     #[serde(rename = "type")]
     pub(crate) kind: DestinationKind,
     /// sqlite: the database file (default `<data_dir>/warehouse.db`); files: the root
@@ -322,14 +326,22 @@ pub(crate) struct SourceConfig {
 }
 
 impl Config {
-    /// Read the file at `path`, or the defaults when there is none.
-    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    /// The configuration: the file at `path` (else `./ferry.toml` when there is one, else
+    /// the defaults) with `FERRY_<SECTION>__<KEY>` variables over it; or every problem.
+    pub(crate) fn load(path: Option<&Path>) -> Result<Config, Vec<String>> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let default = Path::new(DEFAULT_FILE);
+        let path = path.or_else(|| default.exists().then_some(default));
         let Some(path) = path else {
-            return toml::from_str("").context("default configuration");
+            return load::read("", "environment", &env);
         };
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![format!(
+                "cannot read config file {}: {e}; pass another with --config (or FERRY_CONFIG)",
+                path.display()
+            )]
+        })?;
+        load::read(&text, &path.display().to_string(), &env)
     }
 
     /// Every problem at once, so `ferry check` can print them all.
@@ -545,7 +557,7 @@ mod example {
     /// The annotated example in the repo root must stay a valid configuration.
     #[test]
     fn example_config_parses() {
-        let text = include_str!("../../../ferry.example.toml");
+        let text = include_str!("../../../../ferry.example.toml");
         let config: super::Config = toml::from_str(text).expect("ferry.example.toml is valid");
         assert!(config.problems().is_empty());
         // Uncommenting the example sources must also be valid.

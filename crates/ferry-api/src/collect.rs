@@ -91,9 +91,22 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
     };
 
     let client_ip = client_ip(peer, &parts.headers, &config.trusted_proxies);
-    // The debugger's feed: the items as received, only while somebody watches.
-    let raws: Option<Vec<String>> =
-        inner.tap.watched().then(|| (0..parsed.len()).map(|i| parsed.item_json(i).unwrap_or_default()).collect());
+    // The debugger's feed: the items as received, only while somebody watches, and only
+    // the first ones up to its budget (per request and per second; the rest are counted).
+    let raws: Option<Vec<String>> = inner.tap.watched().then(|| {
+        let budget = inner.tap.reserve(ferry_tap::REQUEST_BYTES);
+        let mut used = 0;
+        (0..parsed.len())
+            .map_while(|i| {
+                (used < budget).then(|| {
+                    let raw = parsed.item_json(i).unwrap_or_default();
+                    used += raw.len();
+                    raw
+                })
+            })
+            .collect()
+    });
+    let items = parsed.len();
     let processed = {
         let mut new_id = || inner.ids.message_id();
         let mut ctx = Ctx {
@@ -123,11 +136,13 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
         let events: Vec<(usize, String, Vec<u8>, Vec<ferry_event::Issue>)> = processed
             .accepted
             .iter()
+            .filter(|a| a.index < raws.len())
             .map(|a| (a.index, a.message_id.clone(), a.json.clone(), a.warnings.clone()))
             .collect();
         let rejected: Vec<ferry_tap::RejectedSeen> = processed
             .rejected
             .iter()
+            .filter(|r| r.index < raws.len())
             .map(|r| ferry_tap::RejectedSeen {
                 index: r.index,
                 message_id: r.message_id.clone(),
@@ -137,7 +152,7 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
                 item: ferry_tap::bounded(raws.get(r.index).map_or("", String::as_str), ferry_tap::MAX_ITEM_BYTES),
             })
             .collect();
-        (raws, events, rejected)
+        Watched { raws, events, rejected }
     });
     let batch = IngestBatch {
         events: processed
@@ -159,8 +174,14 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
     source.duplicate_bytes.add(receipt.duplicate_bytes as u64);
     source.rejected.add(rejected.len() as u64);
     source.rejected_bytes.add(rejected_bytes as u64);
-    if let Some((raws, events, rejected_seen)) = watched {
-        publish(inner, &source_id, parts.uri.path(), raws, events, rejected_seen, &receipt.duplicate);
+    if let Some(watched) = watched {
+        let omitted = items - watched.raws.len();
+        if watched.raws.is_empty() {
+            inner.tap.skip(omitted);
+        } else {
+            let omitted = omitted + inner.tap.take_skipped();
+            publish(inner, &source_id, parts.uri.path(), watched, &receipt.duplicate, omitted);
+        }
     }
 
     if let Route::Single(_) = route {
@@ -197,16 +218,18 @@ fn success_body() -> Response {
     (StatusCode::OK, axum::Json(serde_json::json!({ "success": true }))).into_response()
 }
 
-/// What the debugger shows of a request.
-fn publish(
-    inner: &crate::Inner,
-    source: &str,
-    route: &str,
+/// What the debugger is shown of a request, gathered before the events go to the log.
+struct Watched {
+    /// The first items as sent, up to the tap's budget.
     raws: Vec<String>,
+    /// Accepted events among them: index, message id, stored JSON, warnings.
     events: Vec<(usize, String, Vec<u8>, Vec<ferry_event::Issue>)>,
     rejected: Vec<ferry_tap::RejectedSeen>,
-    duplicate: &[bool],
-) {
+}
+
+/// What the debugger shows of a request.
+fn publish(inner: &crate::Inner, source: &str, route: &str, watched: Watched, duplicate: &[bool], omitted: usize) {
+    let Watched { raws, events, rejected } = watched;
     let events = events
         .into_iter()
         .enumerate()
@@ -235,6 +258,7 @@ fn publish(
         route: route.to_owned(),
         events,
         rejected,
+        omitted,
     }));
 }
 

@@ -152,6 +152,7 @@ mod tests {
                 event("b", "page", None, None, Some("anon-7")),
                 event("c", "identify", None, Some("U2"), None),
             ],
+            omitted: 0,
             rejected: vec![RejectedSeen {
                 index: 3,
                 message_id: Some("d".to_owned()),

@@ -266,15 +266,18 @@ impl Worker {
         let Some(tap) = self.tap.as_ref().filter(|t| t.watched()) else {
             return;
         };
-        let message_ids = ids();
+        let mut message_ids = ids();
         if message_ids.is_empty() {
             return;
         }
+        let omitted = message_ids.len().saturating_sub(ferry_tap::MAX_DELIVERY_IDS);
+        message_ids.truncate(ferry_tap::MAX_DELIVERY_IDS);
         tap.publish(Observation::Delivery(DeliverySeen {
             at: now_iso(),
             destination: self.config.name.clone(),
             outcome: outcome.to_owned(),
             message_ids,
+            omitted,
             error: error.map(str::to_owned),
         }));
     }

@@ -6,19 +6,33 @@
 //! subscriber that falls behind loses the oldest observations and is told how many), it
 //! keeps at most [`CAPACITY`] observations for subscribers and [`RECENT`] for a page that
 //! opens later, and nothing is built at all while nobody watches ([`Tap::watched`]).
+//!
+//! Its memory is bounded in bytes too: a request shows at most about [`REQUEST_BYTES`]
+//! of items (the rest of a large batch is counted in `omitted`), and a delivery at most
+//! [`MAX_DELIVERY_IDS`] message ids, so the feed holds at most about
+//! `CAPACITY × REQUEST_BYTES × 2` (raw and stored) = 32 MiB, whatever the traffic. And its
+//! CPU: at most [`RATE_BYTES`] of items a second are shown ([`Tap::reserve`]); under
+//! heavier traffic the feed is a sample, and what it skipped is counted in `omitted`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
 pub use tokio::sync::broadcast::error::RecvError;
 
 /// Observations a subscriber may fall behind by before it loses the oldest.
-pub const CAPACITY: usize = 1024;
-/// Observations kept for a page that opens later.
-pub const RECENT: usize = 200;
+pub const CAPACITY: usize = 256;
+/// Observations kept for a page that opens later (the newest of those above).
+pub const RECENT: usize = 100;
+/// The items of one request are shown until they add up to this many bytes as sent.
+pub const REQUEST_BYTES: usize = 64 * 1024;
+/// A delivery names at most this many message ids (the rest are counted).
+pub const MAX_DELIVERY_IDS: usize = 1000;
+/// Bytes of items (as sent) shown per second, over all requests.
+pub const RATE_BYTES: usize = 1024 * 1024;
 /// A request item shown in the debugger is cut to this many bytes.
 pub const MAX_ITEM_BYTES: usize = 16 * 1024;
 
@@ -41,6 +55,9 @@ pub struct RequestSeen {
     pub route: String,
     pub events: Vec<EventSeen>,
     pub rejected: Vec<RejectedSeen>,
+    /// Items not shown: this request's past [`REQUEST_BYTES`], and those of requests
+    /// skipped since the last observation because of [`RATE_BYTES`].
+    pub omitted: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,8 +105,11 @@ pub struct DeliverySeen {
     pub destination: String,
     /// `delivered`, `filtered`, `skipped`, `retrying` or `dead_lettered`.
     pub outcome: String,
+    /// At most [`MAX_DELIVERY_IDS`] of them.
     #[serde(rename = "messageIds")]
     pub message_ids: Vec<String>,
+    /// Events of the batch with this outcome past [`MAX_DELIVERY_IDS`].
+    pub omitted: usize,
     pub error: Option<String>,
 }
 
@@ -99,6 +119,12 @@ pub struct Tap {
     recent: Mutex<VecDeque<Arc<Observation>>>,
     /// Live subscriptions; an atomic, so the hot path's [`Tap::watched`] takes no lock.
     watchers: Arc<AtomicUsize>,
+    /// The second [`Tap::reserve`] counts bytes in, since `started`, and the bytes given.
+    started: Instant,
+    second: AtomicU64,
+    given: AtomicUsize,
+    /// Items skipped since the last published request.
+    skipped: AtomicUsize,
 }
 
 /// A live subscription; dropping it stops the watching.
@@ -136,7 +162,37 @@ impl Default for Tap {
 impl Tap {
     pub fn new() -> Tap {
         let (sender, _) = broadcast::channel(CAPACITY);
-        Tap { sender, recent: Mutex::new(VecDeque::with_capacity(RECENT)), watchers: Arc::default() }
+        Tap {
+            sender,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            watchers: Arc::default(),
+            started: Instant::now(),
+            second: AtomicU64::new(0),
+            given: AtomicUsize::new(0),
+            skipped: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many bytes of items a request may show, at most `wanted`: what is left of this
+    /// second's [`RATE_BYTES`]. Lock-free; racing requests may overshoot by a request.
+    pub fn reserve(&self, wanted: usize) -> usize {
+        let now = self.started.elapsed().as_secs();
+        let second = self.second.load(Ordering::Relaxed);
+        if second != now && self.second.compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.given.store(0, Ordering::Relaxed);
+        }
+        let given = self.given.fetch_add(wanted, Ordering::Relaxed);
+        wanted.min(RATE_BYTES.saturating_sub(given))
+    }
+
+    /// Count items not shown at all; the next published request carries the count.
+    pub fn skip(&self, items: usize) {
+        self.skipped.fetch_add(items, Ordering::Relaxed);
+    }
+
+    /// The items skipped since the last call.
+    pub fn take_skipped(&self) -> usize {
+        self.skipped.swap(0, Ordering::Relaxed)
     }
 
     /// Whether anyone watches: producers build observations only then.
@@ -192,6 +248,7 @@ mod tests {
             destination: "d".into(),
             outcome: "delivered".into(),
             message_ids: vec![n.to_string()],
+            omitted: 0,
             error: None,
         })
     }
@@ -214,6 +271,20 @@ mod tests {
         assert!(tap.watched());
         drop((rx, second));
         assert!(!tap.watched(), "dropped subscriptions stop the watching");
+    }
+
+    #[test]
+    fn reserve_gives_at_most_the_rate_per_second() {
+        let tap = Tap::new();
+        let mut given = 0;
+        for _ in 0..100 {
+            given += tap.reserve(REQUEST_BYTES);
+        }
+        assert_eq!(given, RATE_BYTES, "one second's budget, then nothing");
+        assert_eq!(tap.reserve(10), 0);
+        tap.skip(5);
+        tap.skip(2);
+        assert_eq!((tap.take_skipped(), tap.take_skipped()), (7, 0));
     }
 
     #[test]

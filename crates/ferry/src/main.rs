@@ -38,21 +38,25 @@ enum Command {
     /// Examples:
     ///   ferry serve
     ///   ferry serve --listen 0.0.0.0:8088 --sync interval
+    #[command(verbatim_doc_comment)]
     Serve(serve::ServeArgs),
     /// Validate the configuration and print every problem at once.
     ///
     /// Example: ferry check --config ferry.toml
+    #[command(verbatim_doc_comment)]
     Check,
     /// Inspect and repair the embedded event log.
     ///
     /// Examples:
     ///   ferry log stat
     ///   ferry log cat --from 0 --follow
+    #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
     /// List events that failed validation, with their reasons.
     ///
     /// Example: ferry quarantine list --limit 20
+    #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Quarantine(cmd::quarantine::QuarantineCommand),
     /// Inspect and redrive dead letters: events a destination refused or kept failing.
@@ -61,6 +65,7 @@ enum Command {
     ///   ferry dlq list
     ///   ferry dlq show 42
     ///   ferry dlq redrive --destination warehouse --error timeout
+    #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Dlq(cmd::dlq::DlqCommand),
     /// Send a time range of the log to one destination again (idempotent destinations
@@ -69,23 +74,27 @@ enum Command {
     /// Examples:
     ///   ferry replay --destination warehouse --since 2h
     ///   ferry replay --destination analytics --since 2026-11-28T00:00:00Z --until 2026-11-29T00:00:00Z
+    #[command(verbatim_doc_comment)]
     Replay(cmd::replay::ReplayArgs),
     /// Watch the events a running server receives, live (the debugger's feed).
     ///
     /// Examples:
     ///   ferry tail
     ///   ferry tail --event order --json
+    #[command(verbatim_doc_comment)]
     Tail(cmd::tail::TailArgs),
     /// Send one test event to a running server, as a Segment library would.
     ///
     /// Examples:
     ///   ferry send track --event 'Signed Up' --user-id u1
     ///   ferry send identify --user-id u1 --traits '{"plan":"pro"}'
+    #[command(verbatim_doc_comment)]
     Send(cmd::send::SendArgs),
     /// Backfill events from a JSON Lines file (plain or gzip) through a running server's
     /// batch path, with progress and a summary.
     ///
     /// Example: ferry import events.jsonl.gz --write-key wk_backfill
+    #[command(verbatim_doc_comment)]
     Import(cmd::import::ImportArgs),
 }
 

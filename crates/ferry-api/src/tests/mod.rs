@@ -507,3 +507,40 @@ fn client_ip_believes_forwarded_for_only_from_trusted_proxies() {
     let trusted = collect::client_ip(Some(proxy), &headers, &[proxy]);
     assert_eq!(trusted, Some("203.0.113.9".parse().unwrap()));
 }
+
+#[tokio::test]
+async fn the_tap_sees_requests_only_while_watched_and_within_its_budget() {
+    let tap = Arc::new(ferry_tap::Tap::new());
+    let h = harness(ApiConfig { tap: tap.clone(), ..ApiConfig::default() });
+    let item = |i: usize| {
+        format!(
+            r#"{{"type":"track","event":"E","userId":"u","messageId":"m{i}","properties":{{"pad":"{}"}}}}"#,
+            "x".repeat(1000)
+        )
+    };
+    let batch =
+        |n: usize| format!(r#"{{"writeKey":"wk","batch":[{}]}}"#, (0..n).map(item).collect::<Vec<_>>().join(","));
+    // Nobody watches: nothing is kept, not even for a page that opens later.
+    assert_eq!(send(&h.app, post("/v1/batch", None, batch(3))).await.status, StatusCode::OK);
+    let (recent, mut feed) = tap.subscribe();
+    assert!(recent.is_empty());
+    // A batch larger than the budget: the first items are shown, the rest counted.
+    let bad = r#"{"writeKey":"wk","batch":[{"type":"track","userId":"u","messageId":"r0"}]}"#;
+    assert_eq!(send(&h.app, post("/v1/batch", None, bad)).await.status, StatusCode::OK);
+    assert_eq!(send(&h.app, post("/v1/batch", None, batch(200))).await.status, StatusCode::OK);
+    let first = feed.recv().await.unwrap();
+    let ferry_tap::Observation::Request(rejected) = &*first else { panic!("{first:?}") };
+    assert_eq!((rejected.events.len(), rejected.rejected.len(), rejected.omitted), (0, 1, 0));
+    assert_eq!(rejected.rejected[0].code, "missing_event");
+    assert!(rejected.rejected[0].item.contains("\"r0\""));
+    let second = feed.recv().await.unwrap();
+    let ferry_tap::Observation::Request(large) = &*second else { panic!("{second:?}") };
+    let shown = large.events.len();
+    assert!((60..=70).contains(&shown), "about 64 KiB of 1 KiB items: {shown}");
+    assert_eq!(large.omitted, 200 - shown);
+    assert_eq!(large.events[0].message_id, "m0");
+    assert!(large.events[0].stored.contains("\"receivedAt\""));
+    // m0..m2 came in the first batch too: duplicates, and shown as such.
+    assert!(large.events[..3].iter().all(|e| e.duplicate) && !large.events[3].duplicate);
+    assert_eq!(h.ingest.events.lock().unwrap().len(), 200, "the budget is the debugger's only");
+}

@@ -74,6 +74,9 @@ enum Kind {
     DurableNoop,
     FerryAlways,
     FerryInterval,
+    /// sync=interval with the debugger's feed watched (`ferry tail --json`, on the load
+    /// generator's core, as a browser would be elsewhere).
+    FerryWatched,
 }
 
 impl Kind {
@@ -83,6 +86,7 @@ impl Kind {
             Kind::DurableNoop => "durable no-op ceiling",
             Kind::FerryAlways => "ferry sync=always",
             Kind::FerryInterval => "ferry sync=interval",
+            Kind::FerryWatched => "ferry sync=interval, debugger open",
         }
     }
     fn slug(self) -> &'static str {
@@ -91,6 +95,7 @@ impl Kind {
             Kind::DurableNoop => "durable-noop",
             Kind::FerryAlways => "ferry-always",
             Kind::FerryInterval => "ferry-interval",
+            Kind::FerryWatched => "ferry-watched",
         }
     }
 }
@@ -130,6 +135,8 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     stderr_log: PathBuf,
+    /// `ferry tail`, for [`Kind::FerryWatched`].
+    watcher: Option<Child>,
 }
 
 impl Server {
@@ -143,7 +150,7 @@ impl Server {
                 c.arg("--file").arg(data.join("log.bin"));
                 c
             }
-            Kind::FerryAlways | Kind::FerryInterval => {
+            Kind::FerryAlways | Kind::FerryInterval | Kind::FerryWatched => {
                 // The ingest path alone: delivery (the embedded warehouse by default) would
                 // share the pinned core; it has its own benchmark (ferry-delivery's
                 // `warehouse` bench).
@@ -175,11 +182,25 @@ impl Server {
             // Keep draining so the server never blocks on a full pipe.
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
-        let mut server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), stderr_log };
+        let mut server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), stderr_log, watcher: None };
         let line = line_rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
         match line.trim().rsplit_once("http://").and_then(|(_, addr)| addr.parse().ok()) {
             Some(addr) => server.addr = addr,
             None => bail!("{} did not say where it listens (got {:?}){}", kind.label(), line, server.stderr_tail()),
+        }
+        if kind == Kind::FerryWatched {
+            let mut tail = launcher.command(1, "ferry");
+            tail.args(["tail", "--json", "--url"]).arg(format!("http://{}", server.addr));
+            tail.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            let mut child = tail.spawn().with_context(|| format!("cannot start {:?}", tail))?;
+            // It is watching once it says so.
+            let mut said = String::new();
+            let mut reader = BufReader::new(child.stderr.take().context("no stderr")?);
+            let _ = reader.read_line(&mut said);
+            anyhow::ensure!(said.starts_with("watching"), "ferry tail did not start: {said:?}");
+            // It reports what it missed on stderr: keep reading it.
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+            server.watcher = Some(child);
         }
         Ok(server)
     }
@@ -206,6 +227,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(mut watcher) = self.watcher.take() {
+            let _ = watcher.kill();
+            let _ = watcher.wait();
+        }
         // The server is this program's child: signal it by its own pid.
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -635,6 +660,16 @@ fn report(
             "< 100 MB".into(),
             m.peak_rss_mb < 100.0,
         ));
+    }
+    if let (Some(open), Some(closed)) = (find(Kind::FerryWatched), interval) {
+        let _ = writeln!(out, "\nThe debugger's cost (sync=interval, open ÷ closed):\n");
+        let _ = writeln!(out, "| shape | open | closed | ratio |");
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for (shape, key) in [("single", "rps"), ("batch", "eps")] {
+            let pick = |m: &Measured| median_of(if shape == "single" { &m.single } else { &m.batch }, key);
+            let (a, b) = (pick(open), pick(closed));
+            let _ = writeln!(out, "| {shape} {key} | {a:.0} | {b:.0} | {:.2}× |", a / b);
+        }
     }
     if !goals.is_empty() {
         let _ = writeln!(out, "\nGoals (issue 3):\n");

@@ -18,6 +18,7 @@ pub(crate) enum DlqCommand {
     /// Examples:
     ///   ferry dlq list
     ///   ferry dlq list --destination warehouse --error timeout --json | jq .reason
+    #[command(verbatim_doc_comment)]
     List {
         #[command(flatten)]
         filter: FilterArgs,
@@ -31,6 +32,7 @@ pub(crate) enum DlqCommand {
     /// Show one dead letter: every attempt's error and the stored event.
     ///
     /// Example: ferry dlq show 42
+    #[command(verbatim_doc_comment)]
     Show {
         /// The id `ferry dlq list` prints.
         id: i64,
@@ -41,6 +43,7 @@ pub(crate) enum DlqCommand {
     /// Examples:
     ///   ferry dlq redrive --destination warehouse
     ///   ferry dlq redrive --event "Order Completed" --since 2026-11-28T00:00:00Z
+    #[command(verbatim_doc_comment)]
     Redrive {
         #[command(flatten)]
         filter: FilterArgs,

@@ -13,6 +13,7 @@ pub(crate) enum LogCommand {
     /// Chunks, offsets, consumers and their lag, disk use.
     ///
     /// Example: ferry log stat --json
+    #[command(verbatim_doc_comment)]
     Stat {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -23,6 +24,7 @@ pub(crate) enum LogCommand {
     /// Examples:
     ///   ferry log cat
     ///   ferry log cat --from 1000 --follow | jq .record.event
+    #[command(verbatim_doc_comment)]
     Cat {
         /// Start at this offset.
         #[arg(long, default_value_t = 0)]
@@ -37,11 +39,13 @@ pub(crate) enum LogCommand {
     /// Read every chunk and check every checksum; exit 1 if anything is corrupt.
     ///
     /// Example: ferry log verify
+    #[command(verbatim_doc_comment)]
     Verify,
     /// Rewrite damaged chunks keeping every frame whose checksum holds, and cut a torn
     /// tail. Prints what was dropped. Stop ferry first.
     ///
     /// Example: ferry log salvage
+    #[command(verbatim_doc_comment)]
     Salvage,
 }
 

@@ -13,6 +13,7 @@ pub(crate) enum QuarantineCommand {
     /// Examples:
     ///   ferry quarantine list --limit 20
     ///   ferry quarantine list | jq -r .code | sort | uniq -c
+    #[command(verbatim_doc_comment)]
     List {
         /// Start at this quarantine offset.
         #[arg(long, default_value_t = 0)]

@@ -204,6 +204,12 @@ fn render(name: &str, data: &str, args: &TailArgs) -> (Vec<String>, u64) {
                     r["index"]
                 ));
             }
+            let omitted = value["omitted"].as_u64().unwrap_or(0);
+            if omitted > 0 && !args.json {
+                lines.push(format!(
+                    "    ({omitted} more items of this request not shown: the feed shows about 64 KiB per request)"
+                ));
+            }
         }
         "delivery" if args.deliveries => {
             if args.json {
@@ -221,7 +227,11 @@ fn render(name: &str, data: &str, args: &TailArgs) -> (Vec<String>, u64) {
             }
         }
         "lagged" => {
-            eprintln!("({} observations missed: the feed went faster than this terminal read it)", value["missed"]);
+            let _ = writeln!(
+                std::io::stderr(),
+                "({} observations missed: the feed went faster than this terminal read it)",
+                value["missed"]
+            );
         }
         _ => {}
     }

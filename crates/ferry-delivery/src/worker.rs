@@ -255,6 +255,21 @@ impl Worker {
         Worker { config, feed, destination, dead_letters, status: Arc::default(), tap: None }
     }
 
+    /// Fix where a destination without a cursor starts, now: call it before ingestion
+    /// begins, so `start = end` means "events stored after this point", not "after the
+    /// worker task happened to be scheduled" (which could skip the first events).
+    pub fn begin(&self) -> std::io::Result<()> {
+        let cursor = cursor_name(&self.config.name);
+        if self.feed.cursor(&cursor).is_none() {
+            let start = match self.config.start {
+                Start::Beginning => 0,
+                Start::End => self.feed.end(),
+            };
+            self.feed.commit(&cursor, start)?;
+        }
+        Ok(())
+    }
+
     /// Tell `tap` what became of every batch (message ids by outcome).
     pub fn with_tap(mut self, tap: Arc<Tap>) -> Worker {
         self.tap = Some(tap);

@@ -334,6 +334,30 @@ async fn a_new_destination_starts_where_configured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_fixes_the_start_before_the_worker_runs() {
+    let s = setup();
+    append(&s.log, ids("old", 3)).await;
+    let destination = Arc::new(Scripted::accepting());
+    let worker = Worker::new(
+        WorkerConfig { start: Start::End, ..config("end") },
+        Arc::new(s.log.clone()),
+        destination.clone(),
+        s.dead_letters.clone(),
+    );
+    worker.begin().unwrap();
+    assert_eq!(s.log.cursor(&cursor_name("end")), Some(3));
+    // Stored after begin and before the task runs: delivered, not skipped.
+    append(&s.log, ids("early", 2)).await;
+    let status = worker.status();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(worker.run(stopped));
+    until("delivered", || count(&status) == 2).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(destination.sent_ids(), ids("early", 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_records_are_dead_lettered_not_lost() {
     let s = setup();
     s.log.append(vec![Record { key: None, payload: b"not an event".to_vec() }]).await.unwrap();

@@ -53,9 +53,11 @@ enum Command {
     #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
-    /// List events that failed validation, with their reasons.
+    /// List events that failed validation, with their reasons; show one; send one again.
     ///
-    /// Example: ferry quarantine list --limit 20
+    /// Examples:
+    ///   ferry quarantine list --limit 20
+    ///   ferry quarantine resubmit 12 --item fixed.json
     #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Quarantine(cmd::quarantine::QuarantineCommand),
@@ -112,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(config, args),
         Command::Check => check(&config),
         Command::Log(command) => cmd::log::run(config.data_dir, command),
-        Command::Quarantine(command) => cmd::quarantine::run(&config.data_dir, command),
+        Command::Quarantine(command) => cmd::quarantine::run(&config, command),
         Command::Dlq(command) => cmd::dlq::run(&config, command),
         Command::Replay(args) => cmd::replay::run(&config, args),
         Command::Tail(args) => cmd::tail::run(&config, args),

@@ -150,6 +150,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let (batch_events, backoff) = (b.worker.batch_events, b.worker.backoff);
         let worker = Worker::new(b.worker, Arc::new(events.clone()), b.destination.clone(), dead_letters.clone())
             .with_tap(tap.clone());
+        worker.begin().with_context(|| format!("cannot write the starting cursor of destination {name}"))?;
         statuses.push((name.clone(), worker.status()));
         handles.push(Arc::new(crate::admin::Handle {
             name,

@@ -251,3 +251,48 @@ fn check_prints_every_problem_of_a_broken_config_at_once() {
         "{stderr}"
     );
 }
+
+#[test]
+fn quarantine_show_and_resubmit_after_a_fix() {
+    let dir = temp_dir();
+    let config = config(dir.path(), "[admin]\ntoken = \"q-token\"\n");
+    let server = Server::start(dir.path(), &["--config", &config]);
+    let url = format!("http://{}", server.addr);
+    let data = dir.path().to_str().unwrap();
+    let body = r#"{"batch":[{"type":"track","userId":"u1","messageId":"broken-1","properties":{"plan":"pro"}}]}"#;
+    let auth = support::basic("wk_backfill");
+    let (status, _) =
+        support::http(server.addr, "POST", "/v1/batch", &[("Authorization", &auth)], body.as_bytes()).unwrap();
+    assert_eq!(status, 200);
+
+    let (code, stdout, stderr) = run(&["quarantine", "show", "0", "--data-dir", data]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("reason      missing_event: track needs `event`"), "{stdout}");
+    assert!(stdout.contains("\"messageId\": \"broken-1\""), "{stdout}");
+    let (_, stdout, _) = run(&["quarantine", "show", "0", "--json", "--data-dir", data]);
+    let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((record["offset"].as_u64(), record["item"]["messageId"].as_str()), (Some(0), Some("broken-1")));
+    let (code, _, stderr) = run(&["quarantine", "show", "9", "--data-dir", data]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no quarantined item at offset 9"), "{stderr}");
+
+    // As it came it is still invalid; fixed, it is stored.
+    let (code, _, stderr) = run(&["quarantine", "resubmit", "0", "--config", &config, "--url", &url]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("item 0 is still invalid: missing_event") && stderr.contains("--item"), "{stderr}");
+    let fixed = dir.path().join("fixed.json");
+    let mut item = record["item"].clone();
+    item["event"] = "Plan Chosen".into();
+    std::fs::write(&fixed, item.to_string()).unwrap();
+    let (code, stdout, stderr) =
+        run(&["quarantine", "resubmit", "0", "--item", fixed.to_str().unwrap(), "--config", &config, "--url", &url]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "resubmitted item 0: stored as messageId broken-1");
+    let (code, _, stderr) = run(&["quarantine", "resubmit", "0", "--url", &url, "--token", "wrong"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--token"), "{stderr}");
+    drop(server);
+    let stored = log_cat(dir.path());
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["record"]["event"], "Plan Chosen");
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what the real-client end-to-end tests (crates/ferry/tests/real_clients.rs) need,
-# idempotently, on a fresh Debian machine (as root) or a used one:
+# Install what the end-to-end tests need, idempotently, on a fresh Debian machine (as root)
+# or a used one:
+#   - Debian's nats-server, which the cluster-mode tests start as their own nodes;
 #   - Debian's chromium (only if /usr/bin/chromium is missing), and node/npm or the
 #     python venv module if the machine lacks them;
 #   - the npm client libraries pinned in tests/clients/package-lock.json
@@ -30,6 +31,12 @@ if [ -x /usr/bin/chromium ]; then
   echo "== chromium: $(/usr/bin/chromium --version 2>/dev/null || echo present)"
 else
   apt_install chromium
+fi
+
+if [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null; then
+  echo "== nats-server: $( (command -v nats-server || echo /usr/sbin/nats-server) | head -1)"
+else
+  apt_install nats-server
 fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

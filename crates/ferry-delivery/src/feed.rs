@@ -78,3 +78,36 @@ impl LogView {
         self.view.lock().map(|v| v.next_offset()).unwrap_or(0)
     }
 }
+
+/// A log whose consumers are shared by many worker processes (cluster mode): the server
+/// leases each batch to one worker; what is not acknowledged before its lease runs out is
+/// leased to another. Positions are only labels here (dead letters, the debugger).
+pub trait SharedFeed: Send + Sync + 'static {
+    /// The next batch for this consumer: waits for a first record (`Ok(None)` after a
+    /// while without any, so the caller can look around), then up to `linger` for more,
+    /// up to `max` records and about `max_bytes` bytes.
+    fn next_batch(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        linger: std::time::Duration,
+    ) -> BoxFuture<'_, io::Result<Option<Leased>>>;
+}
+
+/// Records leased to this worker.
+pub struct Leased {
+    pub records: Vec<(u64, Vec<u8>)>,
+    pub lease: std::sync::Arc<dyn Lease>,
+}
+
+/// A lease on a batch: keep it, settle it, or give it back.
+pub trait Lease: Send + Sync + 'static {
+    /// How often [`Lease::extend`] must be called while the batch is being worked on.
+    fn extend_every(&self) -> std::time::Duration;
+    /// Keep the batch a while longer (it is being sent or waits for a retry).
+    fn extend(&self) -> BoxFuture<'_, io::Result<()>>;
+    /// The batch is settled (delivered, filtered or dead-lettered): never lease it again.
+    fn ack(&self) -> BoxFuture<'_, io::Result<()>>;
+    /// Give the batch back at once (shutdown while it waited for a retry).
+    fn release(&self) -> BoxFuture<'_, io::Result<()>>;
+}

@@ -18,7 +18,7 @@ pub mod retry;
 pub mod worker;
 
 pub use dead_letter::{DeadLetter, DeadLetters, Filter};
-pub use feed::{Feed, LogView};
+pub use feed::{Feed, Lease, Leased, LogView, SharedFeed};
 pub use replay::{Progress, ReplayRequest, redrive, replay};
 pub use retry::Backoff;
 pub use worker::{Start, Worker, WorkerConfig, WorkerStatus, batch_cursor_name, cursor_name};

@@ -21,7 +21,7 @@ use ferry_tap::{DeliverySeen, Observation, Tap};
 use tokio::sync::watch;
 
 use crate::dead_letter::{Attempt, DeadLetters, NewDeadLetter, now_iso};
-use crate::feed::Feed;
+use crate::feed::{Feed, Lease, Leased, SharedFeed};
 use crate::retry::{Backoff, unit_draw};
 
 /// Where a destination without a cursor starts reading.
@@ -144,10 +144,19 @@ impl WorkerStatus {
     }
 }
 
+/// What a worker reads from.
+#[derive(Clone)]
+enum Input {
+    /// A log of its own, with a durable cursor (embedded mode).
+    Log(Arc<dyn Feed>),
+    /// A consumer shared with other worker processes (cluster mode).
+    Shared(Arc<dyn SharedFeed>),
+}
+
 /// A delivery worker.
 pub struct Worker {
     config: WorkerConfig,
-    feed: Arc<dyn Feed>,
+    input: Input,
     destination: Arc<dyn Destination>,
     dead_letters: Arc<DeadLetters>,
     status: Arc<WorkerStatus>,
@@ -252,20 +261,32 @@ impl Worker {
         destination: Arc<dyn Destination>,
         dead_letters: Arc<DeadLetters>,
     ) -> Worker {
-        Worker { config, feed, destination, dead_letters, status: Arc::default(), tap: None }
+        Worker { config, input: Input::Log(feed), destination, dead_letters, status: Arc::default(), tap: None }
+    }
+
+    /// A worker that shares its destination's work with other processes through `feed`
+    /// (where reading starts is the shared consumer's business, not the worker's).
+    pub fn shared(
+        config: WorkerConfig,
+        feed: Arc<dyn SharedFeed>,
+        destination: Arc<dyn Destination>,
+        dead_letters: Arc<DeadLetters>,
+    ) -> Worker {
+        Worker { config, input: Input::Shared(feed), destination, dead_letters, status: Arc::default(), tap: None }
     }
 
     /// Fix where a destination without a cursor starts, now: call it before ingestion
     /// begins, so `start = end` means "events stored after this point", not "after the
     /// worker task happened to be scheduled" (which could skip the first events).
     pub fn begin(&self) -> std::io::Result<()> {
+        let Input::Log(feed) = &self.input else { return Ok(()) };
         let cursor = cursor_name(&self.config.name);
-        if self.feed.cursor(&cursor).is_none() {
+        if feed.cursor(&cursor).is_none() {
             let start = match self.config.start {
                 Start::Beginning => 0,
-                Start::End => self.feed.end(),
+                Start::End => feed.end(),
             };
-            self.feed.commit(&cursor, start)?;
+            feed.commit(&cursor, start)?;
         }
         Ok(())
     }
@@ -304,16 +325,24 @@ impl Worker {
 
     /// Deliver until `shutdown` turns true. A batch being sent when it does is finished
     /// (its cursor committed); a batch waiting for a retry is abandoned (sent again later).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        match self.input.clone() {
+            Input::Log(feed) => self.run_log(feed, shutdown).await,
+            Input::Shared(feed) => self.run_shared(feed, shutdown).await,
+        }
+        self.destination.close().await;
+    }
+
+    async fn run_log(&self, feed: Arc<dyn Feed>, mut shutdown: watch::Receiver<bool>) {
         let cursor = cursor_name(&self.config.name);
-        let mut next = match self.feed.cursor(&cursor) {
+        let mut next = match feed.cursor(&cursor) {
             Some(position) => position,
             None => {
                 let start = match self.config.start {
                     Start::Beginning => 0,
-                    Start::End => self.feed.end(),
+                    Start::End => feed.end(),
                 };
-                self.commit(&cursor, start, &mut shutdown).await;
+                self.commit(&feed, &cursor, start, &mut shutdown).await;
                 start
             }
         };
@@ -321,7 +350,7 @@ impl Worker {
         // batch it was sent before a crash again: its end was written down first.
         let stable = self.destination.needs_stable_batches();
         let batch_cursor = batch_cursor_name(&self.config.name);
-        let mut exactly_until = if stable { self.feed.cursor(&batch_cursor).filter(|&end| end > next) } else { None };
+        let mut exactly_until = if stable { feed.cursor(&batch_cursor).filter(|&end| end > next) } else { None };
         self.status.position.store(next, Ordering::Relaxed);
         self.status.start.store(next, Ordering::Relaxed);
         tracing::info!(destination = %self.config.name, position = next, "delivery worker started");
@@ -332,18 +361,18 @@ impl Worker {
             if *shutdown.borrow() {
                 break;
             }
-            if self.feed.end() <= next {
+            if feed.end() <= next {
                 tokio::select! {
-                    () = self.feed.wait(next) => {}
+                    () = feed.wait(next) => {}
                     _ = shutdown.changed() => continue,
                 }
             }
             let batch = match (prefetched.take(), exactly_until.take()) {
-                (_, Some(end)) => self.read(next, Some(end)).await,
+                (_, Some(end)) => self.read(&feed, next, Some(end)).await,
                 (Some(read), None) => read.await,
                 (None, None) => {
-                    self.linger(next, &mut shutdown).await;
-                    self.read(next, None).await
+                    self.linger(&feed, next, &mut shutdown).await;
+                    self.read(&feed, next, None).await
                 }
             };
             let batch = match batch {
@@ -368,43 +397,108 @@ impl Worker {
             let after = batch.last + 1;
             // Catching up (a full batch already waits behind this one): read and decode it
             // while this one is sent.
-            if self.feed.end().saturating_sub(after) >= self.config.batch_events as u64 {
-                prefetched = Some(Box::pin(self.read(after, None)));
+            if feed.end().saturating_sub(after) >= self.config.batch_events as u64 {
+                prefetched = Some(Box::pin(self.read(&feed, after, None)));
             }
-            if stable && self.feed.cursor(&batch_cursor) != Some(after) {
-                self.commit(&batch_cursor, after, &mut shutdown).await;
+            if stable && feed.cursor(&batch_cursor) != Some(after) {
+                self.commit(&feed, &batch_cursor, after, &mut shutdown).await;
             }
             match self.deliver(batch, &mut shutdown).await {
                 Finished::Done(tally) => {
                     next = after;
-                    self.commit(&cursor, next, &mut shutdown).await;
-                    let s = &self.status;
-                    s.delivered.fetch_add(tally.delivered, Ordering::Relaxed);
-                    s.filtered.fetch_add(tally.filtered, Ordering::Relaxed);
-                    s.skipped.fetch_add(tally.skipped, Ordering::Relaxed);
-                    s.rejected.fetch_add(tally.rejected, Ordering::Relaxed);
-                    s.dead_lettered.fetch_add(tally.dead_lettered, Ordering::Relaxed);
-                    s.position.store(next, Ordering::Relaxed);
-                    s.batches.fetch_add(1, Ordering::Relaxed);
+                    self.commit(&feed, &cursor, next, &mut shutdown).await;
+                    self.count(&tally, next);
                 }
                 Finished::Abandoned => break,
             }
         }
-        self.destination.close().await;
         tracing::info!(destination = %self.config.name, position = next, "delivery worker stopped");
     }
 
+    /// A settled batch's events in the counters, and the position after it.
+    fn count(&self, tally: &Tally, next: u64) {
+        let s = &self.status;
+        s.delivered.fetch_add(tally.delivered, Ordering::Relaxed);
+        s.filtered.fetch_add(tally.filtered, Ordering::Relaxed);
+        s.skipped.fetch_add(tally.skipped, Ordering::Relaxed);
+        s.rejected.fetch_add(tally.rejected, Ordering::Relaxed);
+        s.dead_lettered.fetch_add(tally.dead_lettered, Ordering::Relaxed);
+        s.position.store(next, Ordering::Relaxed);
+        s.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cluster mode: take batches leased from the shared consumer, keep each lease alive
+    /// while its batch is sent and retried, and acknowledge the batch once every event is
+    /// delivered, filtered or dead-lettered (a batch whose worker dies goes to another
+    /// worker when its lease runs out). Positions are stream sequences.
+    async fn run_shared(&self, feed: Arc<dyn SharedFeed>, mut shutdown: watch::Receiver<bool>) {
+        let name = self.config.name.clone();
+        tracing::info!(destination = %name, "delivery worker started on a shared consumer");
+        let routed = self.destination.follows_integrations();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let next = tokio::select! {
+                next = feed.next_batch(self.config.batch_events.max(1), self.config.batch_bytes, self.config.linger) => next,
+                _ = shutdown.changed() => continue,
+            };
+            let Leased { records, lease } = match next {
+                Ok(Some(leased)) => leased,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::error!(destination = %name, %error, "cannot read the stream; trying again in 1 s");
+                    self.status.error(&format!("cannot read the stream: {error}"));
+                    sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
+                    continue;
+                }
+            };
+            let Some(&(last, _)) = records.last() else { continue };
+            let keep = tokio::spawn(keep_alive(lease.clone(), name.clone()));
+            let watched = self.tap.as_ref().is_some_and(|t| t.watched());
+            let decoding = name.clone();
+            let batch = match tokio::task::spawn_blocking(move || decode(records, &decoding, routed, watched)).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(destination = %name, %error, "decoding a batch failed; giving it back");
+                    keep.abort();
+                    let _ = lease.release().await;
+                    continue;
+                }
+            };
+            let finished = self.deliver(batch, &mut shutdown).await;
+            keep.abort();
+            match finished {
+                Finished::Done(tally) => {
+                    if let Err(error) = lease.ack().await {
+                        // Not lost: the batch is delivered again once the lease runs out,
+                        // and idempotent destinations absorb it.
+                        tracing::warn!(destination = %name, %error, "cannot acknowledge a settled batch; it will be delivered again");
+                    }
+                    self.count(&tally, last + 1);
+                }
+                Finished::Abandoned => {
+                    if let Err(error) = lease.release().await {
+                        tracing::warn!(destination = %name, %error, "cannot give a batch back; another worker gets it when its lease runs out");
+                    }
+                    break;
+                }
+            }
+        }
+        tracing::info!(destination = %name, "delivery worker stopped");
+    }
+
     /// Wait until a full batch is there, the linger time passed, or shutdown.
-    async fn linger(&self, next: u64, shutdown: &mut watch::Receiver<bool>) {
+    async fn linger(&self, feed: &Arc<dyn Feed>, next: u64, shutdown: &mut watch::Receiver<bool>) {
         let deadline = tokio::time::Instant::now() + self.config.linger;
         loop {
-            let end = self.feed.end();
+            let end = feed.end();
             if end.saturating_sub(next) >= self.config.batch_events as u64 || *shutdown.borrow() {
                 return;
             }
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return,
-                () = self.feed.wait(end) => {}
+                () = feed.wait(end) => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -416,10 +510,11 @@ impl Worker {
     /// beside the send of the batch before it.
     fn read(
         &self,
+        feed: &Arc<dyn Feed>,
         next: u64,
         exactly_until: Option<u64>,
     ) -> impl std::future::Future<Output = std::io::Result<Batch>> + Send + 'static {
-        let feed = self.feed.clone();
+        let feed = feed.clone();
         let (max, max_bytes) = match exactly_until {
             Some(end) => (end.saturating_sub(next).max(1) as usize, usize::MAX),
             None => (self.config.batch_events.max(1), self.config.batch_bytes),
@@ -599,9 +694,9 @@ impl Worker {
     }
 
     /// Commit the cursor, trying again until the log takes it.
-    async fn commit(&self, cursor: &str, next: u64, shutdown: &mut watch::Receiver<bool>) {
+    async fn commit(&self, feed: &Arc<dyn Feed>, cursor: &str, next: u64, shutdown: &mut watch::Receiver<bool>) {
         loop {
-            let feed = self.feed.clone();
+            let feed = feed.clone();
             let name = cursor.to_owned();
             let result = tokio::task::spawn_blocking(move || feed.commit(&name, next))
                 .await
@@ -616,6 +711,17 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Extend a lease for as long as this task runs (it is aborted when the batch is settled).
+async fn keep_alive(lease: Arc<dyn Lease>, destination: String) {
+    let every = lease.extend_every();
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(error) = lease.extend().await {
+            tracing::warn!(%destination, %error, "cannot extend the lease of a batch in hand");
         }
     }
 }

@@ -15,11 +15,11 @@
 //! heavier traffic the feed is a sample, and what it skipped is counted in `omitted`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 pub use tokio::sync::broadcast::error::RecvError;
 
@@ -37,7 +37,7 @@ pub const RATE_BYTES: usize = 1024 * 1024;
 pub const MAX_ITEM_BYTES: usize = 16 * 1024;
 
 /// One thing ferry saw.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Observation {
     /// A request's events and rejected items.
@@ -46,7 +46,7 @@ pub enum Observation {
     Delivery(DeliverySeen),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestSeen {
     /// When ferry received it (ISO-8601).
     pub at: String,
@@ -60,7 +60,7 @@ pub struct RequestSeen {
     pub omitted: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventSeen {
     #[serde(rename = "messageId")]
     pub message_id: String,
@@ -80,14 +80,14 @@ pub struct EventSeen {
     pub duplicate: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Warning {
     pub code: String,
     pub message: String,
     pub field: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RejectedSeen {
     pub index: usize,
     #[serde(rename = "messageId")]
@@ -99,7 +99,7 @@ pub struct RejectedSeen {
     pub item: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliverySeen {
     pub at: String,
     pub destination: String,
@@ -125,6 +125,10 @@ pub struct Tap {
     given: AtomicUsize,
     /// Items skipped since the last published request.
     skipped: AtomicUsize,
+    /// Somebody watches on another node (cluster mode): build observations and forward them.
+    remote: AtomicBool,
+    /// Observations made in this process, for the forwarder to other nodes.
+    local: broadcast::Sender<Arc<Observation>>,
 }
 
 /// A live subscription; dropping it stops the watching.
@@ -162,7 +166,10 @@ impl Default for Tap {
 impl Tap {
     pub fn new() -> Tap {
         let (sender, _) = broadcast::channel(CAPACITY);
+        let (local, _) = broadcast::channel(CAPACITY);
         Tap {
+            remote: AtomicBool::new(false),
+            local,
             sender,
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             watchers: Arc::default(),
@@ -195,9 +202,26 @@ impl Tap {
         self.skipped.swap(0, Ordering::Relaxed)
     }
 
-    /// Whether anyone watches: producers build observations only then.
+    /// Whether anyone watches, here or on another node: producers build observations only
+    /// then.
     pub fn watched(&self) -> bool {
+        self.watchers.load(Ordering::Relaxed) > 0 || self.remote.load(Ordering::Relaxed)
+    }
+
+    /// Whether anyone watches in this process.
+    pub fn watched_here(&self) -> bool {
         self.watchers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Say whether somebody watches on another node (cluster mode).
+    pub fn set_watched_elsewhere(&self, watched: bool) {
+        self.remote.store(watched, Ordering::Relaxed);
+    }
+
+    /// Observations made in this process (not those from other nodes), for forwarding
+    /// them; this does not count as watching.
+    pub fn forwarded(&self) -> broadcast::Receiver<Arc<Observation>> {
+        self.local.subscribe()
     }
 
     /// Pass an observation on, without waiting for anyone.
@@ -206,6 +230,23 @@ impl Tap {
             return;
         }
         let observation = Arc::new(observation);
+        if self.remote.load(Ordering::Relaxed) {
+            let _ = self.local.send(observation.clone());
+        }
+        self.show(observation);
+    }
+
+    /// Show an observation another node made to this node's watchers.
+    pub fn publish_from_elsewhere(&self, observation: Observation) {
+        if self.watched_here() {
+            self.show(Arc::new(observation));
+        }
+    }
+
+    fn show(&self, observation: Arc<Observation>) {
+        if !self.watched_here() {
+            return;
+        }
         if let Ok(mut recent) = self.recent.try_lock() {
             if recent.len() >= RECENT {
                 recent.pop_front();
@@ -271,6 +312,29 @@ mod tests {
         assert!(tap.watched());
         drop((rx, second));
         assert!(!tap.watched(), "dropped subscriptions stop the watching");
+    }
+
+    #[tokio::test]
+    async fn a_watcher_elsewhere_gets_this_nodes_observations_forwarded_but_not_back() {
+        let tap = Tap::new();
+        let mut forwarded = tap.forwarded();
+        tap.publish(delivery(1));
+        assert!(!tap.watched());
+        tap.set_watched_elsewhere(true);
+        assert!(tap.watched() && !tap.watched_here());
+        tap.publish(delivery(2));
+        let Observation::Delivery(seen) = &*forwarded.recv().await.unwrap() else { panic!() };
+        assert_eq!(seen.message_ids, ["2"], "only what was made while somebody watched");
+        // What another node forwards is shown here, never forwarded again.
+        let (_, mut here) = tap.subscribe();
+        tap.publish_from_elsewhere(delivery(3));
+        let Observation::Delivery(shown) = &*here.recv().await.unwrap() else { panic!() };
+        assert_eq!(shown.message_ids, ["3"]);
+        assert!(forwarded.try_recv().is_err());
+        // Observations travel between nodes as JSON.
+        let json = serde_json::to_string(&delivery(4)).unwrap();
+        let back: Observation = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
     }
 
     #[test]

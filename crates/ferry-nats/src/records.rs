@@ -1,0 +1,123 @@
+//! Reading one subject of the stream by sequence: what replays and the quarantine pages
+//! need. A single record is a direct "next message on this subject from sequence n"
+//! request; runs of records come from an ephemeral consumer that is kept while the reads
+//! go on in order.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
+use futures_util::StreamExt;
+
+use crate::Cluster;
+
+/// An ephemeral consumer left unused this long is removed by the server.
+const INACTIVE: Duration = Duration::from_secs(60);
+
+/// One subject of the stream, read by sequence (positions are stream sequences).
+pub struct StreamRecords {
+    stream: Stream<()>,
+    subject: String,
+    /// The consumer of the last run of reads, and the sequence it delivers next.
+    run: tokio::sync::Mutex<Option<(pull::Stream, u64)>>,
+    /// One past the last sequence, as last seen.
+    end: Mutex<u64>,
+}
+
+impl Cluster {
+    /// The events subject, for replays.
+    pub async fn events(&self) -> Result<StreamRecords, String> {
+        self.records(self.config.events_subject()).await
+    }
+
+    /// The quarantine subject.
+    pub async fn quarantine(&self) -> Result<StreamRecords, String> {
+        self.records(self.config.quarantine_subject()).await
+    }
+
+    async fn records(&self, subject: String) -> Result<StreamRecords, String> {
+        let stream = self.js.get_stream_no_info(&self.config.stream).await.map_err(|e| e.to_string())?;
+        let records = StreamRecords { stream, subject, run: tokio::sync::Mutex::new(None), end: Mutex::new(0) };
+        records.refresh_end().await?;
+        Ok(records)
+    }
+}
+
+impl StreamRecords {
+    /// Look up where the stream ends now.
+    pub async fn refresh_end(&self) -> Result<u64, String> {
+        let info = self.stream.get_info().await.map_err(|e| e.to_string())?;
+        let end = info.state.last_sequence + 1;
+        if let Ok(mut last) = self.end.lock() {
+            *last = end;
+        }
+        Ok(end)
+    }
+
+    /// Up to `max` records of the subject at sequences `>= from`, in order.
+    pub async fn read_async(&self, from: u64, max: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+        let from = from.max(1);
+        if max <= 1 {
+            return self.one(from).await.map(|r| r.into_iter().collect());
+        }
+        let mut run = self.run.lock().await;
+        let reuse = matches!(&*run, Some((_, next)) if *next == from);
+        if !reuse {
+            *run = None;
+            let config = pull::Config {
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+                ack_policy: AckPolicy::None,
+                filter_subject: self.subject.clone(),
+                inactive_threshold: INACTIVE,
+                ..pull::Config::default()
+            };
+            let consumer = self.stream.create_consumer(config).await.map_err(std::io::Error::other)?;
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(max.min(1000))
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .map_err(std::io::Error::other)?;
+            *run = Some((messages, from));
+        }
+        let Some((messages, next)) = run.as_mut() else { return Ok(Vec::new()) };
+        let end = self.refresh_end().await.map_err(std::io::Error::other)?;
+        let mut out = Vec::new();
+        while out.len() < max && *next < end {
+            // Nothing more within a second: the rest of the range was on other subjects
+            // or deleted.
+            let Ok(item) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await else { break };
+            let Some(message) = item else { break };
+            let message = message.map_err(std::io::Error::other)?;
+            let sequence = message.info().map_err(std::io::Error::other)?.stream_sequence;
+            *next = sequence + 1;
+            out.push((sequence, message.payload.to_vec()));
+        }
+        if out.is_empty() {
+            *run = None;
+        }
+        Ok(out)
+    }
+
+    async fn one(&self, from: u64) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+        match self.stream.raw_message_builder().sequence(from).next_by_subject(self.subject.clone()).send().await {
+            Ok(message) => Ok(Some((message.sequence, message.payload.to_vec()))),
+            Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(std::io::Error::other(error)),
+        }
+    }
+}
+
+impl ferry_delivery::replay::Records for StreamRecords {
+    /// Blocking, for the replay loop: call it on a multi-threaded runtime.
+    fn read(&self, from: u64, max: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| handle.block_on(self.read_async(from, max)))
+    }
+
+    fn end(&self) -> u64 {
+        self.end.lock().map(|e| *e).unwrap_or(0)
+    }
+}

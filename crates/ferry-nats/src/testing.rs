@@ -1,0 +1,142 @@
+//! Real `nats-server` processes for tests (feature `test-util`): one node, or a cluster of
+//! three, on free loopback ports other than the machine's own server, each node with its
+//! own JetStream directory, which survives a kill and a restart.
+
+#![allow(clippy::missing_panics_doc)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `nats-server` binary the tests run: `$FERRY_TEST_NATS_SERVER`. `None` (and a loud
+/// line on stderr) when it is not set; the CI script sets it.
+pub fn server_binary(test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("FERRY_TEST_NATS_SERVER").map(PathBuf::from).filter(|p| !p.as_os_str().is_empty());
+    if path.is_none() {
+        let banner = format!(
+            "\n==================== SKIPPED ({test}): FERRY_TEST_NATS_SERVER is not set ====================\n\n"
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
+    }
+    path
+}
+
+/// A free loopback port (free when asked; the server binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// One `nats-server` with JetStream, killed when dropped.
+pub struct NatsNode {
+    binary: PathBuf,
+    pub name: String,
+    pub port: u16,
+    cluster_port: Option<u16>,
+    routes: Vec<u16>,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsNode {
+    /// A single node storing under `dir`.
+    pub fn single(binary: &Path, dir: &Path) -> NatsNode {
+        let mut node = NatsNode {
+            binary: binary.to_owned(),
+            name: "n1".to_owned(),
+            port: free_port(),
+            cluster_port: None,
+            routes: Vec::new(),
+            store: dir.join("n1"),
+            child: None,
+        };
+        node.start();
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Start (or start again, on the same ports and store) and wait until it listens.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-n", &self.name, "-sd"])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(cluster) = self.cluster_port {
+            let routes: Vec<String> = self.routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+            command.args([
+                "--cluster_name",
+                "ferry-test",
+                "--cluster",
+                &format!("nats://127.0.0.1:{cluster}"),
+                "--routes",
+                &routes.join(","),
+            ]);
+        }
+        self.child = Some(command.spawn().expect("start nats-server"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server {} did not listen within 10 s", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for NatsNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three clustered nodes.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsNode>,
+}
+
+impl NatsCluster {
+    pub fn start(binary: &Path, dir: &Path) -> NatsCluster {
+        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes: Vec<NatsNode> = (0..3)
+            .map(|i| NatsNode {
+                binary: binary.to_owned(),
+                name: format!("n{}", i + 1),
+                port: free_port(),
+                cluster_port: Some(cluster_ports[i]),
+                routes: cluster_ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect(),
+                store: dir.join(format!("n{}", i + 1)),
+                child: None,
+            })
+            .collect();
+        for node in &mut nodes {
+            node.start();
+        }
+        NatsCluster { nodes }
+    }
+
+    /// Every node's URL, comma-separated.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsNode::url).collect()
+    }
+
+    /// The node named `name` (`n1`, `n2`, `n3`).
+    pub fn node(&mut self, name: &str) -> &mut NatsNode {
+        self.nodes.iter_mut().find(|n| n.name == name).expect("a node of that name")
+    }
+}

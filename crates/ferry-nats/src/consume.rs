@@ -40,6 +40,8 @@ pub fn consumer_name(destination: &str) -> String {
 pub struct Lag {
     pub pending: AtomicU64,
     pub leased: AtomicU64,
+    /// Milliseconds since the oldest event not yet acknowledged was stored (0: none).
+    pub oldest_ms: AtomicU64,
     /// Set once the consumer answered at least once.
     pub known: std::sync::atomic::AtomicBool,
 }
@@ -47,6 +49,8 @@ pub struct Lag {
 /// A destination's shared consumer, as one worker reads it.
 pub struct ConsumerFeed {
     consumer: consumer::Consumer<pull::Config>,
+    stream: async_nats::jetstream::stream::Stream<()>,
+    subject: String,
     client: async_nats::Client,
     ack_wait: Duration,
     metrics: Arc<NatsMetrics>,
@@ -79,6 +83,7 @@ impl Cluster {
         let consumer: consumer::Consumer<pull::Config> =
             stream.get_or_create_consumer(&name, wanted).await.map_err(|e| failed(e.to_string()))?;
         let config = &consumer.cached_info().config;
+        let events = self.config.events_subject();
         if config.filter_subject != events {
             return Err(failed(format!("it reads {:?}, not {events}", config.filter_subject)));
         }
@@ -94,6 +99,8 @@ impl Cluster {
         let ack_wait = config.ack_wait;
         Ok(ConsumerFeed {
             consumer,
+            stream,
+            subject: events,
             client: self.client.clone(),
             ack_wait,
             metrics: self.metrics.clone(),
@@ -114,6 +121,25 @@ impl ConsumerFeed {
         let info = consumer.info().await.map_err(|e| e.to_string())?;
         self.lag.pending.store(info.num_pending, Ordering::Relaxed);
         self.lag.leased.store(info.num_ack_pending as u64, Ordering::Relaxed);
+        let mut oldest_ms = 0;
+        if info.num_pending + info.num_ack_pending as u64 > 0 {
+            // The first event after the acknowledged floor is the oldest one not settled.
+            let first = self
+                .stream
+                .raw_message_builder()
+                .sequence(info.ack_floor.stream_sequence + 1)
+                .next_by_subject(self.subject.clone())
+                .send()
+                .await;
+            if let Ok(message) = first {
+                let stored_ms = (message.time.unix_timestamp_nanos() / 1_000_000) as i64;
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                oldest_ms = now_ms.saturating_sub(stored_ms).max(0) as u64;
+            }
+        }
+        self.lag.oldest_ms.store(oldest_ms, Ordering::Relaxed);
         self.lag.known.store(true, Ordering::Relaxed);
         Ok(())
     }

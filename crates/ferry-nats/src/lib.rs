@@ -386,6 +386,12 @@ fn stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
     )
 }
 
+/// Whether `url` is a server address the client takes (`nats://host:4222`, `tls://...`,
+/// `host:port`).
+pub fn valid_url(url: &str) -> bool {
+    url.parse::<async_nats::ServerAddr>().is_ok()
+}
+
 /// What is wrong with an existing stream for ferry; empty when it can be used.
 pub fn stream_problems(existing: &stream::Config, wanted: &stream::Config) -> Vec<String> {
     let mut problems = Vec::new();

@@ -140,3 +140,20 @@ impl NatsCluster {
         self.nodes.iter_mut().find(|n| n.name == name).expect("a node of that name")
     }
 }
+
+/// The name of the node leading `stream` (`n1`...), asked through `url`; `None` while the
+/// stream has no leader or the node cannot answer.
+pub fn stream_leader(url: &str, stream: &str) -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    runtime.block_on(async {
+        let client = tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await.ok()?.ok()?;
+        let js = async_nats::jetstream::new(client);
+        let info = tokio::time::timeout(Duration::from_secs(2), async {
+            let stream = js.get_stream_no_info(stream).await.ok()?;
+            stream.get_info().await.ok()
+        })
+        .await
+        .ok()??;
+        info.cluster.and_then(|c| c.leader)
+    })
+}

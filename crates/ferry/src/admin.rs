@@ -8,8 +8,9 @@ use ferry_api::BoxFuture;
 use ferry_api::admin::{Admin, DeadLetterFilter, ReplayStart};
 use ferry_delivery::{Backoff, DeadLetters, Filter, Progress, ReplayRequest, WorkerStatus};
 use ferry_destinations::Destination;
-use ferry_log::Log;
 use serde_json::{Value, json};
+
+use crate::logs::Logs;
 
 /// One running destination, as the admin API sees it.
 pub(crate) struct Handle {
@@ -78,30 +79,17 @@ impl Job {
 }
 
 /// The admin API's view of this process.
-pub(crate) struct EmbeddedAdmin {
-    pub(crate) events: Log,
-    pub(crate) quarantine: Log,
+pub(crate) struct ProcessAdmin {
+    pub(crate) logs: Logs,
     pub(crate) destinations: Vec<Arc<Handle>>,
     pub(crate) dead_letters: Arc<DeadLetters>,
     jobs: Mutex<Vec<Arc<Job>>>,
     next_job: AtomicU64,
 }
 
-impl EmbeddedAdmin {
-    pub(crate) fn new(
-        events: Log,
-        quarantine: Log,
-        destinations: Vec<Arc<Handle>>,
-        dead_letters: Arc<DeadLetters>,
-    ) -> EmbeddedAdmin {
-        EmbeddedAdmin {
-            events,
-            quarantine,
-            destinations,
-            dead_letters,
-            jobs: Mutex::default(),
-            next_job: AtomicU64::new(1),
-        }
+impl ProcessAdmin {
+    pub(crate) fn new(logs: Logs, destinations: Vec<Arc<Handle>>, dead_letters: Arc<DeadLetters>) -> ProcessAdmin {
+        ProcessAdmin { logs, destinations, dead_letters, jobs: Mutex::default(), next_job: AtomicU64::new(1) }
     }
 
     fn job(&self, kind: &'static str, destination: Option<String>) -> Arc<Job> {
@@ -150,9 +138,8 @@ fn ok<T: Send + 'static>(value: T) -> BoxFuture<'static, Result<T, String>> {
     Box::pin(async move { Ok(value) })
 }
 
-impl Admin for EmbeddedAdmin {
+impl Admin for ProcessAdmin {
     fn destinations(&self) -> BoxFuture<'_, Result<Value, String>> {
-        let end = self.events.next_offset();
         let dead: std::collections::HashMap<String, u64> =
             self.dead_letters.counts().unwrap_or_default().into_iter().collect();
         let list: Vec<Value> = self
@@ -162,6 +149,7 @@ impl Admin for EmbeddedAdmin {
                 let s = &h.status;
                 let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
                 let position = get(&s.position);
+                let (lag_events, lag_seconds) = self.logs.lag(&h.name, position);
                 let last_error = s
                     .last_error
                     .lock()
@@ -173,8 +161,8 @@ impl Admin for EmbeddedAdmin {
                     "type": h.kind,
                     "target": h.target,
                     "position": position,
-                    "lag_events": end.saturating_sub(position),
-                    "lag_seconds": crate::telemetry::lag_seconds(&self.events, position, end),
+                    "lag_events": lag_events,
+                    "lag_seconds": lag_seconds,
                     "delivered": get(&s.delivered),
                     "filtered": get(&s.filtered),
                     "skipped": get(&s.skipped),
@@ -232,11 +220,7 @@ impl Admin for EmbeddedAdmin {
 
     fn quarantine(&self, from: u64, limit: usize) -> BoxFuture<'_, Result<Value, String>> {
         Box::pin(async move {
-            let log = self.quarantine.clone();
-            let records = tokio::task::spawn_blocking(move || log.read(from, limit))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let records = self.logs.quarantine(from, limit).await?;
             let next = records.last().map_or(from, |(offset, _)| offset + 1);
             let items: Vec<Value> = records.iter().map(|(offset, record)| quarantine_json(*offset, record)).collect();
             Ok(json!({ "items": items, "next": next }))
@@ -245,11 +229,7 @@ impl Admin for EmbeddedAdmin {
 
     fn quarantine_item(&self, offset: u64) -> BoxFuture<'_, Result<Option<Value>, String>> {
         Box::pin(async move {
-            let log = self.quarantine.clone();
-            let records = tokio::task::spawn_blocking(move || log.read(offset, 1))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let records = self.logs.quarantine(offset, 1).await?;
             Ok(records.first().filter(|(o, _)| *o == offset).map(|(o, record)| quarantine_json(*o, record)))
         })
     }
@@ -273,9 +253,9 @@ impl Admin for EmbeddedAdmin {
             if until.is_some_and(|u| u <= since) {
                 return Err("`until` must be later than `since`".into());
             }
+            let records = self.logs.events().await?;
             let job = self.job("replay", Some(handle.name.clone()));
             let running = job.clone();
-            let log = self.events.clone();
             tokio::spawn(async move {
                 let request = ReplayRequest {
                     destination: handle.name.clone(),
@@ -285,13 +265,14 @@ impl Admin for EmbeddedAdmin {
                     retries: 5,
                     backoff: handle.backoff,
                 };
-                let report = ferry_delivery::replay(&log, handle.destination.as_ref(), &request, &mut |p| {
-                    if let Ok(mut progress) = running.progress.lock() {
-                        *progress = p.clone();
-                    }
-                    !running.cancel.load(Ordering::Relaxed)
-                })
-                .await;
+                let report =
+                    ferry_delivery::replay(records.as_ref(), handle.destination.as_ref(), &request, &mut |p| {
+                        if let Ok(mut progress) = running.progress.lock() {
+                            *progress = p.clone();
+                        }
+                        !running.cancel.load(Ordering::Relaxed)
+                    })
+                    .await;
                 running.finish(report.map_err(|e| e.to_string()));
             });
             Ok(job.json())

@@ -1,10 +1,12 @@
 //! The `ferry` binary: command line, configuration, wiring. No business logic lives here.
 
 mod admin;
+mod cluster;
 mod cmd;
 mod config;
 mod destinations;
 mod ingest;
+mod logs;
 mod serve;
 mod telemetry;
 
@@ -113,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(config, args),
         Command::Check => check(&config),
-        Command::Log(command) => cmd::log::run(config.data_dir, command),
+        Command::Log(command) => cmd::log::run(&config, command),
         Command::Quarantine(command) => cmd::quarantine::run(&config, command),
         Command::Dlq(command) => cmd::dlq::run(&config, command),
         Command::Replay(args) => cmd::replay::run(&config, args),

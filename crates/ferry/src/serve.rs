@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ferry_api::{ApiConfig, AppState, IdGenerator, Sources, SystemClock};
+use ferry_api::{ApiConfig, AppState, IdGenerator, Ingest, Sources, SystemClock};
 use ferry_delivery::{DeadLetters, Worker, batch_cursor_name, cursor_name};
 use ferry_log::{Log, LogConfig, SyncPolicy};
 use tokio::sync::watch;
 
-use crate::config::{Config, Sync};
+use crate::config::{Backend, Config, Sync};
 use crate::destinations;
 use crate::ingest::EmbeddedIngest;
+use crate::logs::Logs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -25,6 +26,10 @@ pub(crate) struct ServeArgs {
     /// Worker threads of the runtime (default: one per core).
     #[arg(long, env = "FERRY_THREADS")]
     threads: Option<usize>,
+    /// In cluster mode (`log.backend = "nats"`): run the tracking API (collector), the
+    /// delivery workers (worker), or both (all, the default).
+    #[arg(long, env = "FERRY_ROLE", value_enum, default_value = "all")]
+    role: Role,
     /// The admin token; overrides `admin.token`.
     #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -59,6 +64,12 @@ pub(crate) fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             config.server.listen
         );
     }
+    if config.log.backend == Backend::Embedded && args.role != Role::All {
+        anyhow::bail!(
+            "--role {:?} needs log.backend = \"nats\": the embedded log is one process that collects and delivers",
+            args.role
+        );
+    }
     let problems = config.problems();
     if !problems.is_empty() {
         anyhow::bail!("invalid configuration: {}; run `ferry check` to see every problem", problems.join("; "));
@@ -68,7 +79,7 @@ pub(crate) fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         runtime.worker_threads(threads.max(1));
     }
-    runtime.build().context("cannot start the async runtime")?.block_on(serve(config))
+    runtime.build().context("cannot start the async runtime")?.block_on(serve(config, args.role))
 }
 
 pub(crate) fn log_config(config: &Config, sub_dir: &str) -> LogConfig {
@@ -88,20 +99,44 @@ pub(crate) fn log_config(config: &Config, sub_dir: &str) -> LogConfig {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let (events, report) = Log::open(log_config(&config, "log"))
-        .with_context(|| format!("cannot open the event log in {}", config.data_dir.display()))?;
-    if report.truncated_bytes > 0 {
-        tracing::warn!(bytes = report.truncated_bytes, "event log had a torn tail after a crash; truncated it");
-    }
-    let (quarantine, report) = Log::open(log_config(&config, "quarantine"))
-        .with_context(|| format!("cannot open the quarantine log in {}", config.data_dir.display()))?;
-    if report.truncated_bytes > 0 {
-        tracing::warn!(bytes = report.truncated_bytes, "quarantine log had a torn tail after a crash; truncated it");
+/// What a node runs in cluster mode; the embedded log is always `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Role {
+    /// The tracking API: validate, enrich, publish (stateless).
+    Collector,
+    /// The delivery workers of every configured destination.
+    Worker,
+    /// Both.
+    All,
+}
+
+impl Role {
+    fn collects(self) -> bool {
+        matches!(self, Role::Collector | Role::All)
     }
 
+    fn delivers(self) -> bool {
+        matches!(self, Role::Worker | Role::All)
+    }
+}
+
+/// The running parts of one backend, for the HTTP API.
+struct Running {
+    ingest: Arc<dyn Ingest>,
+    admin: Arc<dyn ferry_api::admin::Admin>,
+    telemetry: Arc<dyn ferry_api::MetricsSource>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// One destination ready to run.
+struct Delivery {
+    built: destinations::Built,
+    kind: &'static str,
+}
+
+async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let sources = if config.sources.is_empty() {
         tracing::warn!("no sources configured: running open, any non-empty write key is accepted as its own source");
         Sources::Open
@@ -125,57 +160,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         DeadLetters::open(&dead_letter_path)
             .with_context(|| format!("cannot open the dead letters in {}", dead_letter_path.display()))?,
     );
-    let mut built = Vec::new();
-    let mut kinds = Vec::new();
-    for destination in destinations::configured(&config) {
-        built.push(destinations::build(&config, &destination)?);
-        kinds.push(destination.kind.name());
-    }
-    // A cursor of a destination that is gone would hold back the log's retention forever.
-    let cursors: std::collections::HashSet<String> =
-        built.iter().flat_map(|b| [cursor_name(&b.worker.name), batch_cursor_name(&b.worker.name)]).collect();
-    for (cursor, position) in events.cursors() {
-        if (cursor.starts_with("delivery.") || cursor.starts_with("delivery-batch.")) && !cursors.contains(&cursor) {
-            tracing::warn!(cursor, position, "removing the cursor of a destination that is no longer configured");
-            events.remove_cursor(&cursor).with_context(|| format!("cannot remove cursor {cursor}"))?;
+    let mut deliveries = Vec::new();
+    if role.delivers() {
+        for destination in destinations::configured(&config) {
+            deliveries
+                .push(Delivery { built: destinations::build(&config, &destination)?, kind: destination.kind.name() });
         }
     }
     let (stop_workers, workers_stopped) = watch::channel(false);
-    let mut workers = Vec::new();
-    let mut statuses = Vec::new();
-    let mut handles = Vec::new();
-    for (b, kind) in built.into_iter().zip(kinds) {
-        tracing::info!(destination = %b.worker.name, target = %b.target, "delivering");
-        let name = b.worker.name.clone();
-        let (batch_events, backoff) = (b.worker.batch_events, b.worker.backoff);
-        let worker = Worker::new(b.worker, Arc::new(events.clone()), b.destination.clone(), dead_letters.clone())
-            .with_tap(tap.clone());
-        worker.begin().with_context(|| format!("cannot write the starting cursor of destination {name}"))?;
-        statuses.push((name.clone(), worker.status()));
-        handles.push(Arc::new(crate::admin::Handle {
-            name,
-            kind,
-            target: b.target,
-            status: worker.status(),
-            destination: b.destination,
-            batch_events,
-            backoff,
-        }));
-        workers.push(tokio::spawn(worker.run(workers_stopped.clone())));
-    }
-    let admin =
-        Arc::new(crate::admin::EmbeddedAdmin::new(events.clone(), quarantine.clone(), handles, dead_letters.clone()));
-    let telemetry = Arc::new(crate::telemetry::Telemetry {
-        events: events.clone(),
-        quarantine: quarantine.clone(),
-        workers: statuses,
-        dead_letters: dead_letters.clone(),
-    });
+    let running = match config.log.backend {
+        Backend::Embedded => embedded(&config, deliveries, &dead_letters, &tap, workers_stopped)?,
+        Backend::Nats => cluster(&config, role, deliveries, &dead_letters, &tap, workers_stopped).await?,
+    };
 
-    let ingest = EmbeddedIngest::new(events, quarantine);
-    let state = AppState::new(api_config, ingest, Arc::new(SystemClock), Arc::new(UuidV7));
-    state.add_metrics(telemetry);
-    state.set_admin(admin);
+    let state = AppState::new(api_config, running.ingest, Arc::new(SystemClock), Arc::new(UuidV7));
+    state.add_metrics(running.telemetry);
+    state.set_admin(running.admin);
     let app = ferry_api::router(state);
 
     let listener = tokio::net::TcpListener::bind(config.server.listen).await.with_context(|| {
@@ -187,22 +187,143 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr().context("listener has no address")?;
     // One machine-readable line on stdout, for scripts and tests that listen on port 0.
     println!("ferry listening on http://{local}");
-    tracing::info!(address = %local, data_dir = %config.data_dir.display(), sync = ?config.log.sync, "ferry is listening");
+    tracing::info!(address = %local, data_dir = %config.data_dir.display(), backend = ?config.log.backend, ?role, "ferry is listening");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("http server failed")?;
     // Workers finish the batch they are sending (a batch waiting for a retry is sent again
-    // after the next start); past the grace period they are abandoned the same way.
+    // after the next start, or by another worker node); past the grace period they are
+    // abandoned the same way.
     let _ = stop_workers.send(true);
     let grace = tokio::time::Instant::now() + WORKER_GRACE;
-    for worker in workers {
+    for worker in running.workers {
         if tokio::time::timeout_at(grace, worker).await.is_err() {
-            tracing::warn!("a delivery worker did not stop in time; its batch is delivered again after restart");
+            tracing::warn!("a delivery worker did not stop in time; its batch is delivered again");
         }
     }
     tracing::info!("ferry stopped");
     Ok(())
+}
+
+/// The embedded log: both logs in `data_dir`, a cursor per destination.
+fn embedded(
+    config: &Config,
+    deliveries: Vec<Delivery>,
+    dead_letters: &Arc<DeadLetters>,
+    tap: &Arc<ferry_tap::Tap>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Running> {
+    let (events, report) = Log::open(log_config(config, "log"))
+        .with_context(|| format!("cannot open the event log in {}", config.data_dir.display()))?;
+    if report.truncated_bytes > 0 {
+        tracing::warn!(bytes = report.truncated_bytes, "event log had a torn tail after a crash; truncated it");
+    }
+    let (quarantine, report) = Log::open(log_config(config, "quarantine"))
+        .with_context(|| format!("cannot open the quarantine log in {}", config.data_dir.display()))?;
+    if report.truncated_bytes > 0 {
+        tracing::warn!(bytes = report.truncated_bytes, "quarantine log had a torn tail after a crash; truncated it");
+    }
+    // A cursor of a destination that is gone would hold back the log's retention forever.
+    let cursors: std::collections::HashSet<String> = deliveries
+        .iter()
+        .flat_map(|d| [cursor_name(&d.built.worker.name), batch_cursor_name(&d.built.worker.name)])
+        .collect();
+    for (cursor, position) in events.cursors() {
+        if (cursor.starts_with("delivery.") || cursor.starts_with("delivery-batch.")) && !cursors.contains(&cursor) {
+            tracing::warn!(cursor, position, "removing the cursor of a destination that is no longer configured");
+            events.remove_cursor(&cursor).with_context(|| format!("cannot remove cursor {cursor}"))?;
+        }
+    }
+    let mut workers = Vec::new();
+    let mut handles = Vec::new();
+    for Delivery { built, kind } in deliveries {
+        let name = built.worker.name.clone();
+        let worker = Worker::new(
+            built.worker.clone(),
+            Arc::new(events.clone()),
+            built.destination.clone(),
+            dead_letters.clone(),
+        )
+        .with_tap(tap.clone());
+        worker.begin().with_context(|| format!("cannot write the starting cursor of destination {name}"))?;
+        handles.push(handle(built, kind, &worker));
+        workers.push(worker);
+    }
+    let logs = Logs::Embedded { events: events.clone(), quarantine: quarantine.clone() };
+    Ok(start(logs, EmbeddedIngest::new(events, quarantine), handles, workers, dead_letters, stopped))
+}
+
+/// Cluster mode: the stream on NATS JetStream; collectors publish to it, workers share a
+/// consumer per destination.
+async fn cluster(
+    config: &Config,
+    role: Role,
+    deliveries: Vec<Delivery>,
+    dead_letters: &Arc<DeadLetters>,
+    tap: &Arc<ferry_tap::Tap>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Running> {
+    let cluster = ferry_nats::Cluster::connect(crate::cluster::nats_config(config)).await?;
+    cluster.ensure_stream().await?;
+    cluster.bridge_tap(tap.clone());
+    let mut workers = Vec::new();
+    let mut handles = Vec::new();
+    let mut lags = Vec::new();
+    let mut feeds = Vec::new();
+    for Delivery { built, kind } in deliveries {
+        let name = built.worker.name.clone();
+        if kind == "sqlite" {
+            tracing::warn!(destination = %name, "a sqlite warehouse in cluster mode is a file on each worker node: run one worker node, or deliver to postgres");
+        }
+        let feed = Arc::new(cluster.consumer(&name, built.worker.start == ferry_delivery::Start::Beginning).await?);
+        lags.push((name.clone(), feed.lag()));
+        feeds.push(feed.clone());
+        let worker = Worker::shared(built.worker.clone(), feed, built.destination.clone(), dead_letters.clone())
+            .with_tap(tap.clone());
+        handles.push(handle(built, kind, &worker));
+        workers.push(worker);
+    }
+    crate::cluster::watch(cluster.clone(), feeds);
+    let ingest: Arc<dyn Ingest> = if role.collects() {
+        crate::cluster::ClusterIngest::new(cluster.clone())
+    } else {
+        crate::cluster::WorkerOnly::new(cluster.clone())
+    };
+    let logs = Logs::Cluster { cluster: Box::new(cluster), lags };
+    Ok(start(logs, ingest, handles, workers, dead_letters, stopped))
+}
+
+fn handle(built: destinations::Built, kind: &'static str, worker: &Worker) -> Arc<crate::admin::Handle> {
+    Arc::new(crate::admin::Handle {
+        name: built.worker.name.clone(),
+        kind,
+        target: built.target,
+        status: worker.status(),
+        destination: built.destination,
+        batch_events: built.worker.batch_events,
+        backoff: built.worker.backoff,
+    })
+}
+
+/// Start the workers; the admin API and `/metrics` over them.
+fn start(
+    logs: Logs,
+    ingest: Arc<dyn Ingest>,
+    handles: Vec<Arc<crate::admin::Handle>>,
+    workers: Vec<Worker>,
+    dead_letters: &Arc<DeadLetters>,
+    stopped: watch::Receiver<bool>,
+) -> Running {
+    let statuses = handles.iter().map(|h| (h.name.clone(), h.status.clone())).collect();
+    for h in &handles {
+        tracing::info!(destination = %h.name, target = %h.target, "delivering");
+    }
+    let workers = workers.into_iter().map(|w| tokio::spawn(w.run(stopped.clone()))).collect();
+    let admin = Arc::new(crate::admin::ProcessAdmin::new(logs.clone(), handles, dead_letters.clone()));
+    let telemetry =
+        Arc::new(crate::telemetry::Telemetry { logs, workers: statuses, dead_letters: dead_letters.clone() });
+    Running { ingest, admin, telemetry, workers }
 }
 
 async fn shutdown_signal() {

@@ -11,6 +11,8 @@ use ferry_delivery::{DeadLetters, WorkerStatus};
 use ferry_log::Log;
 use ferry_metrics::Writer;
 
+use crate::logs::Logs;
+
 pub(crate) const LOG_RECORDS: &str = "ferry_log_records_total";
 pub(crate) const LOG_PAYLOAD_BYTES: &str = "ferry_log_payload_bytes_total";
 pub(crate) const LOG_WRITTEN_BYTES: &str = "ferry_log_written_bytes_total";
@@ -30,18 +32,36 @@ pub(crate) const DESTINATION_SEND_SECONDS: &str = "ferry_destination_send_durati
 pub(crate) const DESTINATION_DEAD_LETTERS: &str = "ferry_destination_dead_letters";
 pub(crate) const RECONCILIATION: &str = "ferry_destination_reconciliation_events";
 pub(crate) const RECONCILED: &str = "ferry_destination_reconciled";
+pub(crate) const NATS_EVENTS: &str = "ferry_nats_published_events_total";
+pub(crate) const NATS_BYTES: &str = "ferry_nats_published_bytes_total";
+pub(crate) const NATS_REFUSED: &str = "ferry_nats_refused_requests_total";
+pub(crate) const NATS_PUBLISH_SECONDS: &str = "ferry_nats_publish_duration_seconds";
+pub(crate) const NATS_LEASES: &str = "ferry_nats_leased_events_total";
+pub(crate) const NATS_CONNECTED: &str = "ferry_nats_connected";
+pub(crate) const NATS_DISCONNECTS: &str = "ferry_nats_disconnects_total";
+pub(crate) const NATS_STREAM_MESSAGES: &str = "ferry_nats_stream_messages";
+pub(crate) const NATS_STREAM_BYTES: &str = "ferry_nats_stream_bytes";
 
 /// Everything `/metrics` shows beyond the API.
 pub(crate) struct Telemetry {
-    pub(crate) events: Log,
-    pub(crate) quarantine: Log,
+    pub(crate) logs: Logs,
     pub(crate) workers: Vec<(String, Arc<WorkerStatus>)>,
     pub(crate) dead_letters: Arc<DeadLetters>,
 }
 
 impl MetricsSource for Telemetry {
     fn render(&self, out: &mut Writer) {
-        for (name, log) in [("events", &self.events), ("quarantine", &self.quarantine)] {
+        match &self.logs {
+            Logs::Embedded { events, quarantine } => render_logs(out, events, quarantine),
+            Logs::Cluster { cluster, .. } => render_nats(out, cluster),
+        }
+        self.render_workers(out);
+    }
+}
+
+fn render_logs(out: &mut Writer, events: &Log, quarantine: &Log) {
+    {
+        for (name, log) in [("events", events), ("quarantine", quarantine)] {
             let m = log.metrics();
             let labels = [("log", name)];
             out.counter(LOG_RECORDS, "Records stored in the log.", &labels, m.records.get());
@@ -79,7 +99,67 @@ impl MetricsSource for Telemetry {
                 log.dedupe_stats().0 as f64,
             );
         }
-        let end = self.events.next_offset();
+    }
+}
+
+fn render_nats(out: &mut Writer, cluster: &ferry_nats::Cluster) {
+    let m = cluster.metrics();
+    for (outcome, value) in
+        [("stored", m.published.get()), ("duplicate", m.duplicates.get()), ("quarantined", m.quarantined.get())]
+    {
+        out.counter(
+            NATS_EVENTS,
+            "Messages this node published and JetStream acknowledged: stored events, duplicates (not stored again), quarantined items.",
+            &[("outcome", outcome)],
+            value,
+        );
+    }
+    out.counter(NATS_BYTES, "Bytes of the events stored.", &[], m.published_bytes.get());
+    for (reason, value) in [("unavailable", m.unavailable.get()), ("full", m.full.get())] {
+        out.counter(
+            NATS_REFUSED,
+            "Requests refused: jetstream unavailable or too slow (503), stream full (429).",
+            &[("reason", reason)],
+            value,
+        );
+    }
+    out.histogram(
+        NATS_PUBLISH_SECONDS,
+        "How long a request's publishes took until the last acknowledgement.",
+        &[],
+        &m.publish_seconds,
+    );
+    for (what, value) in [
+        ("leased", m.leased.get()),
+        ("acked", m.acked.get()),
+        ("released", m.released.get()),
+        ("extended", m.extended.get()),
+    ] {
+        out.counter(
+            NATS_LEASES,
+            "Events this node's workers leased, acknowledged, gave back, and extended leases of.",
+            &[("action", what)],
+            value,
+        );
+    }
+    out.gauge(NATS_CONNECTED, "1 while connected to nats.", &[], f64::from(u8::from(cluster.connected())));
+    out.counter(NATS_DISCONNECTS, "Times the connection to nats was lost.", &[], m.disconnects.get());
+    out.gauge(
+        NATS_STREAM_MESSAGES,
+        "Messages in the stream at the last look.",
+        &[],
+        m.stream_messages.load(Ordering::Relaxed) as f64,
+    );
+    out.gauge(
+        NATS_STREAM_BYTES,
+        "Bytes of the stream at the last look.",
+        &[],
+        m.stream_bytes.load(Ordering::Relaxed) as f64,
+    );
+}
+
+impl Telemetry {
+    fn render_workers(&self, out: &mut Writer) {
         let dead: std::collections::HashMap<String, u64> =
             self.dead_letters.counts().unwrap_or_default().into_iter().collect();
         for (name, s) in &self.workers {
@@ -104,7 +184,7 @@ impl MetricsSource for Telemetry {
             }
             out.counter(DESTINATION_RETRIES, "Sends of an event answered with a retry.", &labels, get(&s.retried));
             out.counter(DESTINATION_BATCHES, "Batches completed (cursor committed).", &labels, get(&s.batches));
-            let pending = end.saturating_sub(position);
+            let (pending, lag_seconds) = self.logs.lag(name, position);
             out.gauge(
                 DESTINATION_LAG_EVENTS,
                 "Events in the log the destination has not completed.",
@@ -115,7 +195,7 @@ impl MetricsSource for Telemetry {
                 DESTINATION_LAG_SECONDS,
                 "Age of the oldest event the destination has not completed.",
                 &labels,
-                lag_seconds(&self.events, position, end),
+                lag_seconds,
             );
             out.gauge(
                 DESTINATION_RETRYING,
@@ -131,8 +211,10 @@ impl MetricsSource for Telemetry {
                 dead.get(name).copied().unwrap_or(0) as f64,
             );
             // Since this process started: every event the log took is delivered, pending,
-            // dead-lettered, filtered or skipped (or, never expected, deleted unread).
-            let accepted = end.saturating_sub(get(&s.start));
+            // dead-lettered, filtered or skipped (or, never expected, deleted unread). In
+            // cluster mode a destination's work is shared by nodes: no node can say this.
+            let Logs::Embedded { events, .. } = &self.logs else { continue };
+            let accepted = events.next_offset().saturating_sub(get(&s.start));
             let accounted = delivered + pending + dead_lettered + filtered + skipped + deleted;
             for (term, value) in [
                 ("accepted", accepted),
@@ -158,16 +240,4 @@ impl MetricsSource for Telemetry {
             );
         }
     }
-}
-
-/// Seconds since the oldest uncompleted event was received (0 when none is pending).
-pub(crate) fn lag_seconds(log: &Log, position: u64, end: u64) -> f64 {
-    if position >= end {
-        return 0.0;
-    }
-    let Ok(records) = log.read(position, 1) else { return 0.0 };
-    let Some((_, record)) = records.first() else { return 0.0 };
-    let Ok(event) = ferry_event::stored::Event::decode(record) else { return 0.0 };
-    let age = jiff::Timestamp::now().as_millisecond() - event.received_at.as_millisecond();
-    age.max(0) as f64 / 1000.0
 }

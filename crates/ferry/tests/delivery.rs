@@ -8,7 +8,9 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{Server, basic, eventually, ferry, http, postgres_url, sqlite_rows, temp_dir, terminate, unique};
+use support::{
+    Server, basic, eventually, ferry, http, postgres_url, sqlite_rows, temp_dir, terminate, unique, webhook_receiver,
+};
 
 fn send_batch(server: &Server, write_key: &str, items: &[String]) {
     let body = format!(r#"{{"batch":[{}]}}"#, items.join(","));
@@ -204,37 +206,6 @@ fn replay_restores_rows_beside_a_running_server_without_duplicates() {
     let (ok, _, err) = ferry(&["replay", "--destination", "nope", "--since", "1h", "--data-dir", &data]);
     assert!(!ok && err.contains("no destination named \"nope\"") && err.contains("warehouse"), "{err}");
     terminate(server);
-}
-
-/// Every request a receiver got: its `X-Signature` and body.
-type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// A webhook receiver on loopback.
-fn webhook_receiver() -> (std::net::SocketAddr, Received) {
-    let seen = Received::default();
-    let state = seen.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let state = state.clone();
-                    async move {
-                        let signature =
-                            headers.get("x-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                        state.lock().unwrap().push((signature, body.to_vec()));
-                        "ok"
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (rx.recv().unwrap(), seen)
 }
 
 #[test]

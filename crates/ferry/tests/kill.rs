@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Server, basic, eventually, http, log_cat, postgres_url, sqlite_rows, temp_dir, unique};
+use support::{
+    Server, basic, eventually, log_cat, postgres_url, send_until_acknowledged, sqlite_rows, temp_dir, unique,
+};
 
 const CLIENTS: usize = 4;
 const KILLS: usize = 6;
@@ -89,33 +91,11 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
                 let (ids, body) = batch_body(client, batch);
                 // Retry the same batch (same messageIds) until it is acknowledged, as a
                 // Segment library does.
-                loop {
-                    let target = *addr.lock().unwrap();
-                    match http(
-                        target,
-                        "POST",
-                        "/v1/batch",
-                        &[("Authorization", &auth), ("Content-Type", "application/json")],
-                        &body,
-                    ) {
-                        Ok((200, _)) => {
-                            acked.lock().unwrap().extend(ids.iter().cloned());
-                            break;
-                        }
-                        Ok((status, body)) => {
-                            assert!(
-                                status == 429 || status == 503,
-                                "unexpected {status}: {}",
-                                String::from_utf8_lossy(&body)
-                            );
-                        }
-                        Err(_) => {}
-                    }
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                let target = |_| *addr.lock().unwrap();
+                if !send_until_acknowledged(&target, &auth, &body, &stop) {
+                    return;
                 }
+                acked.lock().unwrap().extend(ids.iter().cloned());
                 batch += 1;
             }
         }));

@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use ferry_log::inspect;
 
+use crate::cmd::Pages;
+use crate::config::{Backend, Config};
+
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum LogCommand {
     /// Chunks, offsets, consumers and their lag, disk use.
@@ -54,11 +57,18 @@ pub(crate) fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("log")
 }
 
-pub(crate) fn run(data_dir: PathBuf, command: LogCommand) -> anyhow::Result<()> {
-    let dir = log_dir(&data_dir);
+pub(crate) fn run(config: &Config, command: LogCommand) -> anyhow::Result<()> {
+    let dir = log_dir(&config.data_dir);
+    if config.log.backend == Backend::Nats && !matches!(command, LogCommand::Cat { .. }) {
+        anyhow::bail!(
+            "with log.backend = \"nats\" the log is stream {} on JetStream: `ferry log cat` reads it; for its state use `nats stream info {}`",
+            config.nats.stream,
+            config.nats.stream
+        );
+    }
     match command {
         LogCommand::Stat { json } => stat(&dir, json),
-        LogCommand::Cat { from, follow, limit } => cat(&dir, from, follow, limit),
+        LogCommand::Cat { from, follow, limit } => cat(config, from, follow, limit),
         LogCommand::Verify => verify(&dir),
         LogCommand::Salvage => salvage(&dir),
     }
@@ -104,8 +114,13 @@ fn stat(dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cat(dir: &Path, from: u64, follow: bool, limit: Option<u64>) -> anyhow::Result<()> {
-    let mut view = open(dir)?;
+fn cat(config: &Config, from: u64, follow: bool, limit: Option<u64>) -> anyhow::Result<()> {
+    let Some(mut view) = Pages::open(config, false)? else {
+        let dir = log_dir(&config.data_dir);
+        // The same message as the other commands give for a missing log.
+        open(&dir)?;
+        return Ok(());
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut next = from;

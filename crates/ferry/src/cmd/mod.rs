@@ -14,6 +14,57 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::config::{Backend, Config};
+
+/// A log as a command reads it, page by page: the embedded log's files, or (cluster mode)
+/// one subject of the JetStream stream.
+pub(crate) enum Pages {
+    Embedded(ferry_log::inspect::LogView),
+    Stream { runtime: Box<tokio::runtime::Runtime>, records: Box<ferry_nats::StreamRecords> },
+}
+
+impl Pages {
+    /// The events (`quarantine = false`) or the quarantine, in `config`'s backend; `None`
+    /// when an embedded log was never written.
+    pub(crate) fn open(config: &Config, quarantine: bool) -> anyhow::Result<Option<Pages>> {
+        if config.log.backend == Backend::Nats {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let records = runtime.block_on(async {
+                let cluster = ferry_nats::Cluster::connect(crate::cluster::nats_config(config)).await?;
+                let records = if quarantine { cluster.quarantine().await } else { cluster.events().await };
+                records.map_err(|e| anyhow::anyhow!("cannot read stream {}: {e}", config.nats.stream))
+            })?;
+            return Ok(Some(Pages::Stream { runtime: Box::new(runtime), records: Box::new(records) }));
+        }
+        let dir = config.data_dir.join(if quarantine { "quarantine" } else { "log" });
+        if !dir.exists() {
+            return Ok(None);
+        }
+        let view = ferry_log::inspect::open_view(&dir)
+            .with_context(|| format!("cannot read the log in {}; is --data-dir right?", dir.display()))?;
+        Ok(Some(Pages::Embedded(view)))
+    }
+
+    /// Up to `max` records at positions `>= from`.
+    pub(crate) fn read(&mut self, from: u64, max: usize) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+        Ok(match self {
+            Pages::Embedded(view) => view.read(from, max)?,
+            Pages::Stream { runtime, records } => runtime.block_on(records.read_async(from, max))?,
+        })
+    }
+
+    /// Look for records written since.
+    pub(crate) fn refresh(&mut self) -> anyhow::Result<()> {
+        match self {
+            Pages::Embedded(view) => view.refresh()?,
+            Pages::Stream { runtime, records } => {
+                runtime.block_on(records.refresh_end()).map_err(anyhow::Error::msg)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A time on the command line: ISO-8601 (`2026-11-28T10:00:00Z`, `2026-11-28` for
 /// midnight UTC) or an age (`90s`, `30m`, `2h`, `7d`: that long ago).
 pub(crate) fn parse_time(text: &str) -> anyhow::Result<jiff::Timestamp> {

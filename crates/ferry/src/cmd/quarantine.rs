@@ -2,11 +2,12 @@
 //! and send one again (fixed) through a running server's admin API.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use serde_json::Value;
 
+use crate::cmd::Pages;
 use crate::cmd::client::{self, ServerArgs};
 use crate::config::Config;
 
@@ -64,16 +65,19 @@ pub(crate) enum QuarantineCommand {
 
 pub(crate) fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result<()> {
     match command {
-        QuarantineCommand::List { from, limit } => list(&config.data_dir, from, limit),
-        QuarantineCommand::Show { offset, json } => show(&config.data_dir, offset, json),
+        QuarantineCommand::List { from, limit } => list(config, from, limit),
+        QuarantineCommand::Show { offset, json } => show(config, offset, json),
         QuarantineCommand::Resubmit { offset, item, token, server } => resubmit(config, offset, item, token, &server),
     }
 }
 
-fn show(data_dir: &Path, offset: u64, json: bool) -> anyhow::Result<()> {
-    let dir = data_dir.join("quarantine");
-    let view = ferry_log::inspect::open_view(&dir)
-        .with_context(|| format!("cannot read the quarantine in {}; is --data-dir right?", dir.display()))?;
+fn show(config: &Config, offset: u64, json: bool) -> anyhow::Result<()> {
+    let Some(mut view) = Pages::open(config, true)? else {
+        anyhow::bail!(
+            "the quarantine is empty (no {} yet); is --data-dir right?",
+            config.data_dir.join("quarantine").display()
+        );
+    };
     let record = view.read(offset, 1)?.into_iter().find(|(o, _)| *o == offset);
     let Some((_, record)) = record else {
         anyhow::bail!("no quarantined item at offset {offset}; see `ferry quarantine list` for the offsets");
@@ -161,14 +165,11 @@ fn resubmit(
     )
 }
 
-fn list(data_dir: &Path, from: u64, limit: Option<usize>) -> anyhow::Result<()> {
-    let dir = data_dir.join("quarantine");
-    if !dir.exists() {
-        println!("quarantine is empty (no {} yet)", dir.display());
+fn list(config: &Config, from: u64, limit: Option<usize>) -> anyhow::Result<()> {
+    let Some(mut view) = Pages::open(config, true)? else {
+        println!("quarantine is empty (no {} yet)", config.data_dir.join("quarantine").display());
         return Ok(());
-    }
-    let view = ferry_log::inspect::open_view(&dir)
-        .with_context(|| format!("cannot read the quarantine in {}", dir.display()))?;
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut next = from;

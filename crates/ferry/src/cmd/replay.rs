@@ -1,10 +1,13 @@
 //! `ferry replay`: send a time range of the log to one destination again.
 
+use std::sync::Arc;
+
 use anyhow::Context;
+use ferry_delivery::replay::Records;
 use ferry_delivery::{LogView, ReplayRequest};
 
 use crate::cmd::{ProgressLine, parse_time};
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::destinations;
 
 #[derive(Debug, clap::Args)]
@@ -36,9 +39,21 @@ pub(crate) fn run(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         anyhow::bail!("no destination named {:?}; configured: {}", args.destination, names.join(", "));
     };
     let built = destinations::build(config, destination)?;
-    let log_dir = config.data_dir.join("log");
-    let view = LogView::open(&log_dir)
-        .with_context(|| format!("cannot read the log in {}; is --data-dir right?", log_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let records: Arc<dyn Records> = match config.log.backend {
+        Backend::Embedded => {
+            let log_dir = config.data_dir.join("log");
+            Arc::new(
+                LogView::open(&log_dir)
+                    .with_context(|| format!("cannot read the log in {}; is --data-dir right?", log_dir.display()))?,
+            )
+        }
+        Backend::Nats => runtime.block_on(async {
+            let cluster = ferry_nats::Cluster::connect(crate::cluster::nats_config(config)).await?;
+            let events = cluster.events().await.map_err(|e| anyhow::anyhow!("cannot read the stream: {e}"))?;
+            anyhow::Ok(Arc::new(events) as Arc<dyn Records>)
+        })?,
+    };
     let request = ReplayRequest {
         destination: destination.name.clone(),
         since,
@@ -53,18 +68,31 @@ pub(crate) fn run(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         destination.name,
         built.target
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let mut line = ProgressLine::new();
-    let report = runtime.block_on(ferry_delivery::replay(&view, built.destination.as_ref(), &request, &mut |p| {
-        line.show(p.scanned, p.total, &format!("records, {} delivered, {} failed", p.delivered, p.failed), false);
-        true
-    }))?;
-    line.show(
-        report.scanned,
-        report.total,
-        &format!("records, {} delivered, {} failed", report.delivered, report.failed),
-        true,
-    );
+    // On a runtime thread: reading the stream blocks in place there.
+    let sink = built.destination.clone();
+    let report = runtime.block_on(async move {
+        tokio::spawn(async move {
+            let mut line = ProgressLine::new();
+            let report = ferry_delivery::replay(records.as_ref(), sink.as_ref(), &request, &mut |p| {
+                line.show(
+                    p.scanned,
+                    p.total,
+                    &format!("records, {} delivered, {} failed", p.delivered, p.failed),
+                    false,
+                );
+                true
+            })
+            .await?;
+            line.show(
+                report.scanned,
+                report.total,
+                &format!("records, {} delivered, {} failed", report.delivered, report.failed),
+                true,
+            );
+            std::io::Result::Ok(report)
+        })
+        .await
+    })??;
     runtime.block_on(built.destination.close());
     println!(
         "delivered {} events, skipped {} (outside the range or switched off by integrations), failed {}",

@@ -23,9 +23,12 @@ pub(crate) struct Config {
     /// The HTTP server.
     #[serde(default)]
     pub(crate) server: ServerConfig,
-    /// The embedded event log.
+    /// The event log: embedded (the default) or NATS JetStream (cluster mode).
     #[serde(default)]
     pub(crate) log: LogSection,
+    /// NATS JetStream, for `log.backend = "nats"`.
+    #[serde(default)]
+    pub(crate) nats: NatsSection,
     /// Sources and their write keys. None: ferry runs open (any non-empty key, one source
     /// per key) and says so at start-up.
     #[serde(default)]
@@ -278,9 +281,22 @@ pub(crate) enum Sync {
     Never,
 }
 
+/// Where events are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Backend {
+    /// The log in `data_dir` on this machine.
+    Embedded,
+    /// A NATS JetStream stream shared by many ferry nodes (cluster mode).
+    Nats,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LogSection {
+    /// `embedded` (default) or `nats` (cluster mode; see `[nats]`).
+    #[serde(default = "default_backend")]
+    pub(crate) backend: Backend,
     /// `always` (default), `interval` or `never`.
     #[serde(default = "default_sync")]
     pub(crate) sync: Sync,
@@ -306,12 +322,90 @@ pub(crate) struct LogSection {
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
+            backend: default_backend(),
             sync: default_sync(),
             sync_interval_ms: default_sync_interval_ms(),
             retention_hours: default_retention_hours(),
             max_disk_bytes: default_max_disk_bytes(),
             dedupe_window_hours: default_dedupe_hours(),
             dedupe_memory_ids: default_dedupe_memory_ids(),
+        }
+    }
+}
+
+/// Cluster mode: NATS JetStream as the log. The dedupe window is `log.dedupe_window_hours`
+/// (the stream's duplicate window).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NatsSection {
+    /// Server URLs; the client learns the rest of the cluster from them.
+    #[serde(default = "default_nats_urls")]
+    pub(crate) urls: Vec<String>,
+    /// The stream, created when missing, checked when present.
+    #[serde(default = "default_nats_stream")]
+    pub(crate) stream: String,
+    /// Subjects: `<prefix>.events`, `<prefix>.quarantine`, `<prefix>.tap.*`.
+    #[serde(default = "default_nats_prefix")]
+    pub(crate) subject_prefix: String,
+    /// Replicas of the stream: 1, 3 (default) or 5.
+    #[serde(default = "default_nats_replicas")]
+    pub(crate) replicas: usize,
+    /// Keep events this many hours (at least the dedupe window).
+    #[serde(default = "default_retention_hours")]
+    pub(crate) max_age_hours: u64,
+    /// The stream's byte budget; when full, collectors answer 429.
+    #[serde(default = "default_max_disk_bytes")]
+    pub(crate) max_bytes: u64,
+    /// How long a request waits for JetStream's acknowledgements before answering 503.
+    #[serde(default = "default_publish_timeout_ms")]
+    pub(crate) publish_timeout_ms: u64,
+    /// How long a worker's lease on a batch lasts without news before another worker
+    /// gets it (leases are extended while a batch is sent or retried).
+    #[serde(default = "default_ack_wait_ms")]
+    pub(crate) ack_wait_ms: u64,
+    /// This node's name in the cluster (default: host name and process id).
+    #[serde(default)]
+    pub(crate) node: Option<String>,
+    /// Token authentication.
+    #[serde(default)]
+    pub(crate) token: Option<String>,
+    /// User and password authentication.
+    #[serde(default)]
+    pub(crate) user: Option<String>,
+    #[serde(default)]
+    pub(crate) password: Option<String>,
+    /// PEM file of the CA that signed the servers' certificates.
+    #[serde(default)]
+    pub(crate) tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM), for servers that verify clients.
+    #[serde(default)]
+    pub(crate) tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) tls_key_file: Option<PathBuf>,
+    /// Refuse servers without TLS.
+    #[serde(default)]
+    pub(crate) require_tls: bool,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        NatsSection {
+            urls: default_nats_urls(),
+            stream: default_nats_stream(),
+            subject_prefix: default_nats_prefix(),
+            replicas: default_nats_replicas(),
+            max_age_hours: default_retention_hours(),
+            max_bytes: default_max_disk_bytes(),
+            publish_timeout_ms: default_publish_timeout_ms(),
+            ack_wait_ms: default_ack_wait_ms(),
+            node: None,
+            token: None,
+            user: None,
+            password: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            require_tls: false,
         }
     }
 }
@@ -355,6 +449,9 @@ impl Config {
         }
         if self.log.sync == Sync::Interval && self.log.sync_interval_ms == 0 {
             problems.push("log.sync_interval_ms must be positive with sync = \"interval\"".to_owned());
+        }
+        if self.log.backend == Backend::Nats {
+            self.nats_problems(&mut problems);
         }
         let mut names = std::collections::HashSet::new();
         for d in self.destinations.iter().flatten() {
@@ -456,11 +553,94 @@ impl Config {
         problems
     }
 
+    fn nats_problems(&self, problems: &mut Vec<String>) {
+        let n = &self.nats;
+        if n.urls.is_empty() {
+            problems.push("nats.urls needs at least one server url".to_owned());
+        }
+        for url in &n.urls {
+            if !ferry_nats::valid_url(url) {
+                problems.push(format!("nats.urls: {url:?} is not a nats url (nats://host:4222)"));
+            }
+        }
+        let name_ok = |s: &str, dots: bool| {
+            !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (dots && b == b'.'))
+                && !s.starts_with('.')
+                && !s.ends_with('.')
+        };
+        if !name_ok(&n.stream, false) {
+            problems.push(format!("nats.stream {:?} must be letters, digits, `_` and `-`", n.stream));
+        }
+        if !name_ok(&n.subject_prefix, true) {
+            problems.push(format!(
+                "nats.subject_prefix {:?} must be letters, digits, `_`, `-` and inner dots",
+                n.subject_prefix
+            ));
+        }
+        if !matches!(n.replicas, 1 | 3 | 5) {
+            problems.push(format!("nats.replicas must be 1, 3 or 5, not {}", n.replicas));
+        }
+        if n.max_age_hours != 0 && n.max_age_hours < self.log.dedupe_window_hours {
+            problems.push(format!(
+                "nats.max_age_hours ({}) must be 0 (no limit) or at least log.dedupe_window_hours ({})",
+                n.max_age_hours, self.log.dedupe_window_hours
+            ));
+        }
+        if n.max_bytes == 0 || n.max_bytes > i64::MAX as u64 {
+            problems.push("nats.max_bytes must be positive".to_owned());
+        }
+        if n.publish_timeout_ms == 0 {
+            problems.push("nats.publish_timeout_ms must be positive".to_owned());
+        }
+        if n.ack_wait_ms < 1000 {
+            problems.push("nats.ack_wait_ms must be at least 1000".to_owned());
+        }
+        if n.user.is_some() != n.password.is_some() {
+            problems.push("nats.user and nats.password go together".to_owned());
+        }
+        if n.token.is_some() && n.user.is_some() {
+            problems.push("nats: give either token or user and password, not both".to_owned());
+        }
+        if n.tls_cert_file.is_some() != n.tls_key_file.is_some() {
+            problems.push("nats.tls_cert_file and nats.tls_key_file go together".to_owned());
+        }
+        for d in self.destinations.iter().flatten() {
+            if d.kind == DestinationKind::Files {
+                problems.push(format!(
+                    "destination {}: type files is not available with log.backend = \"nats\" (its batches must be the same after a crash, which a shared consumer cannot promise); deliver to a webhook or a warehouse",
+                    d.name
+                ));
+            }
+        }
+    }
+
     pub(crate) fn sync_interval(&self) -> Duration {
         Duration::from_millis(self.log.sync_interval_ms)
     }
 }
 
+fn default_backend() -> Backend {
+    Backend::Embedded
+}
+fn default_nats_urls() -> Vec<String> {
+    vec!["nats://127.0.0.1:4222".to_owned()]
+}
+fn default_nats_stream() -> String {
+    "FERRY".to_owned()
+}
+fn default_nats_prefix() -> String {
+    "ferry".to_owned()
+}
+fn default_nats_replicas() -> usize {
+    3
+}
+fn default_publish_timeout_ms() -> u64 {
+    5000
+}
+fn default_ack_wait_ms() -> u64 {
+    30_000
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("ferry-data")
 }

@@ -91,6 +91,70 @@ pub fn http(
     Ok((status, response[body_start..].to_vec()))
 }
 
+/// Send `body` to `/v1/batch` until it is acknowledged, as a Segment library's retry queue
+/// does (the same messageIds every time): connection errors, 429 and 5xx are retried after
+/// 20 ms, at `target(attempt)` (so a client can move to another collector); any other
+/// status fails the test. `false` when `stop` came first.
+pub fn send_until_acknowledged(
+    target: &dyn Fn(u32) -> SocketAddr,
+    auth: &str,
+    body: &[u8],
+    stop: &std::sync::atomic::AtomicBool,
+) -> bool {
+    let mut attempt = 0;
+    loop {
+        match http(
+            target(attempt),
+            "POST",
+            "/v1/batch",
+            &[("Authorization", auth), ("Content-Type", "application/json")],
+            body,
+        ) {
+            Ok((200, _)) => return true,
+            Ok((status, body)) => {
+                assert!(status == 429 || status >= 500, "unexpected {status}: {}", String::from_utf8_lossy(&body));
+            }
+            Err(_) => {}
+        }
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        attempt += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every request a receiver got: its `X-Signature` and body.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A webhook receiver on loopback.
+pub fn webhook_receiver() -> (std::net::SocketAddr, Received) {
+    let seen = Received::default();
+    let state = seen.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let state = state.clone();
+                    async move {
+                        let signature =
+                            headers.get("x-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                        state.lock().unwrap().push((signature, body.to_vec()));
+                        "ok"
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (rx.recv().unwrap(), seen)
+}
+
 /// `Authorization: Basic` for a write key, as Segment libraries send it.
 pub fn basic(write_key: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

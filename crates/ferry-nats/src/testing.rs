@@ -97,6 +97,11 @@ impl NatsNode {
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 impl Drop for NatsNode {

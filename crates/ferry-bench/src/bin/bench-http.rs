@@ -77,6 +77,10 @@ enum Kind {
     /// sync=interval with the debugger's feed watched (`ferry tail --json`, on the load
     /// generator's core, as a browser would be elsewhere).
     FerryWatched,
+    /// Cluster mode: a collector (`--role collector`) publishing to a one-node JetStream
+    /// (nats-server on the load generator's core; `$FERRY_BENCH_NATS_SERVER`, else
+    /// `nats-server` on the PATH or in /usr/sbin).
+    FerryNats,
 }
 
 impl Kind {
@@ -87,6 +91,7 @@ impl Kind {
             Kind::FerryAlways => "ferry sync=always",
             Kind::FerryInterval => "ferry sync=interval",
             Kind::FerryWatched => "ferry sync=interval, debugger open",
+            Kind::FerryNats => "ferry collector, JetStream",
         }
     }
     fn slug(self) -> &'static str {
@@ -96,6 +101,7 @@ impl Kind {
             Kind::FerryAlways => "ferry-always",
             Kind::FerryInterval => "ferry-interval",
             Kind::FerryWatched => "ferry-watched",
+            Kind::FerryNats => "ferry-nats",
         }
     }
 }
@@ -137,12 +143,52 @@ struct Server {
     stderr_log: PathBuf,
     /// `ferry tail`, for [`Kind::FerryWatched`].
     watcher: Option<Child>,
+    /// nats-server, for [`Kind::FerryNats`].
+    nats: Option<Child>,
+}
+
+/// The nats-server binary for [`Kind::FerryNats`].
+fn nats_server() -> PathBuf {
+    if let Some(path) = std::env::var_os("FERRY_BENCH_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+/// Start a one-node JetStream on `core`; its client URL.
+fn start_nats(launcher: &Launcher, core: usize, dir: &Path) -> anyhow::Result<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let binary = nats_server();
+    let mut command = if launcher.pin {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg(core.to_string()).arg(&binary);
+        c
+    } else {
+        Command::new(&binary)
+    };
+    command.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"]).arg(dir.join("nats"));
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let child =
+        command.spawn().with_context(|| format!("cannot start {}; set FERRY_BENCH_NATS_SERVER", binary.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "nats-server did not listen within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((child, format!("nats://127.0.0.1:{port}")))
 }
 
 impl Server {
     fn start(kind: Kind, launcher: &Launcher, work: &Path) -> anyhow::Result<Server> {
         let data = work.join(kind.slug());
         std::fs::create_dir_all(&data)?;
+        let mut nats = None;
         let mut command = match kind {
             Kind::Noop => launcher.command(0, "noop-server"),
             Kind::DurableNoop => {
@@ -159,6 +205,21 @@ impl Server {
                 let mut c = launcher.command(0, "ferry");
                 c.arg("--config").arg(&config).arg("--data-dir").arg(&data).arg("serve");
                 c.args(["--sync", if kind == Kind::FerryAlways { "always" } else { "interval" }]);
+                c
+            }
+            Kind::FerryNats => {
+                let (child, url) = start_nats(launcher, 1, &data)?;
+                nats = Some(child);
+                let config = work.join("ferry-bench-nats.toml");
+                std::fs::write(
+                    &config,
+                    format!(
+                        "destinations = []\n\n[log]\nbackend = \"nats\"\n\n[nats]\nurls = [\"{url}\"]\nreplicas = 1\n"
+                    ),
+                )?;
+                let mut c = launcher.command(0, "ferry");
+                c.arg("--config").arg(&config).arg("--data-dir").arg(&data).arg("serve");
+                c.args(["--role", "collector"]);
                 c
             }
         };
@@ -182,7 +243,7 @@ impl Server {
             // Keep draining so the server never blocks on a full pipe.
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
-        let mut server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), stderr_log, watcher: None };
+        let mut server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), stderr_log, watcher: None, nats };
         let line = line_rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
         match line.trim().rsplit_once("http://").and_then(|(_, addr)| addr.parse().ok()) {
             Some(addr) => server.addr = addr,
@@ -209,6 +270,11 @@ impl Server {
         self.child.id()
     }
 
+    /// CPU seconds nats-server used so far (0 without one).
+    fn nats_cpu_s(&self) -> f64 {
+        self.nats.as_ref().and_then(|n| procfs::cpu_seconds(Some(n.id())).ok()).unwrap_or(0.0)
+    }
+
     fn stderr_tail(&self) -> String {
         let mut text = String::new();
         let _ = std::fs::File::open(&self.stderr_log).and_then(|mut f| f.read_to_string(&mut text));
@@ -230,6 +296,10 @@ impl Drop for Server {
         if let Some(mut watcher) = self.watcher.take() {
             let _ = watcher.kill();
             let _ = watcher.wait();
+        }
+        if let Some(mut nats) = self.nats.take() {
+            let _ = nats.kill();
+            let _ = nats.wait();
         }
         // The server is this program's child: signal it by its own pid.
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
@@ -302,12 +372,15 @@ struct Measured {
     /// Events the server acknowledged over all runs, warm-up included (ferry keeps each
     /// one's id in its dedupe index, which is most of its memory).
     events_stored: u64,
+    /// CPU seconds nats-server spent over all runs ([`Kind::FerryNats`]).
+    nats_cpu_s: f64,
 }
 
 fn measure(kind: Kind, launcher: &Launcher, args: &Args, work: &Path) -> anyhow::Result<Measured> {
     eprintln!("== {} (load average {})", kind.label(), procfs::load_average());
     let mut server = Server::start(kind, launcher, work)?;
     let start_rss_mb = procfs::peak_rss_bytes(server.pid())? as f64 / (1024.0 * 1024.0);
+    let nats_before = server.nats_cpu_s();
     let single = |duration, rate| Load { mode: "single", connections: args.single_connections, duration, rate };
     let batch = |duration, rate| Load { mode: "batch", connections: args.batch_connections, duration, rate };
     let warm_up = run_load(launcher, args, &mut server, &single(1.0, 0.0))?;
@@ -324,6 +397,7 @@ fn measure(kind: Kind, launcher: &Launcher, args: &Args, work: &Path) -> anyhow:
     let half_batch =
         run_load(launcher, args, &mut server, &batch(args.half_duration, median_of(&batches, "rps") / 2.0))?;
     let peak_rss_mb = procfs::peak_rss_bytes(server.pid())? as f64 / (1024.0 * 1024.0);
+    let nats_cpu_s = server.nats_cpu_s() - nats_before;
     let events_stored = [&warm_up, &half_single, &half_batch]
         .into_iter()
         .chain(&singles)
@@ -339,6 +413,7 @@ fn measure(kind: Kind, launcher: &Launcher, args: &Args, work: &Path) -> anyhow:
         start_rss_mb,
         peak_rss_mb,
         events_stored,
+        nats_cpu_s,
     })
 }
 
@@ -671,8 +746,39 @@ fn report(
             let _ = writeln!(out, "| {shape} {key} | {a:.0} | {b:.0} | {:.2}× |", a / b);
         }
     }
+    if let (Some(cluster), Some(embedded)) = (find(Kind::FerryNats), find(Kind::FerryAlways)) {
+        let _ = writeln!(out, "\nCluster mode's cost (a collector publishing to JetStream ÷ embedded sync=always):\n");
+        let _ = writeln!(out, "| shape | collector | embedded | ratio |");
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for (shape, key) in [("single", "rps"), ("batch", "eps")] {
+            let pick = |m: &Measured| median_of(if shape == "single" { &m.single } else { &m.batch }, key);
+            let (a, b) = (pick(cluster), pick(embedded));
+            let _ = writeln!(out, "| {shape} {key} | {a:.0} | {b:.0} | {:.2}× |", a / b);
+        }
+        for shape in ["single", "batch"] {
+            let pick = |m: &Measured| {
+                median_of(if shape == "single" { &m.single } else { &m.batch }, "server_events_per_cpu_s")
+            };
+            let (a, b) = (pick(cluster), pick(embedded));
+            let _ =
+                writeln!(out, "| {shape}: server CPU µs per event | {:.1} | {:.1} | {:.2}× |", 1e6 / a, 1e6 / b, b / a);
+            goals.push((
+                format!("cluster: collector CPU per {shape} event ÷ embedded"),
+                format!("{:.2}×", b / a),
+                "≤ 1.5×".into(),
+                b / a <= 1.5,
+            ));
+        }
+        let _ = writeln!(
+            out,
+            "\nnats-server (one node, file storage, on the load generator's core) spent {:.1} µs of CPU per event stored ({:.1} CPU s for {:.2} M events).",
+            1e6 * cluster.nats_cpu_s / cluster.events_stored.max(1) as f64,
+            cluster.nats_cpu_s,
+            cluster.events_stored as f64 / 1e6
+        );
+    }
     if !goals.is_empty() {
-        let _ = writeln!(out, "\nGoals (issue 3):\n");
+        let _ = writeln!(out, "\nGoals (issues 3 and 7):\n");
         let _ = writeln!(out, "| goal | measured | target | |");
         let _ = writeln!(out, "|---|---:|---|---|");
         for (name, measured, target, ok) in goals {

@@ -269,6 +269,7 @@ pub(crate) fn known_keys() -> Vec<String> {
         ("server.", "[server]\nzz_probe = 1\n".to_owned()),
         ("log.", "[log]\nzz_probe = 1\n".to_owned()),
         ("admin.", "[admin]\nzz_probe = 1\n".to_owned()),
+        ("nats.", "[nats]\nzz_probe = 1\n".to_owned()),
         ("sources[].", "[[sources]]\nid = \"a\"\nwrite_keys = []\nzz_probe = 1\n".to_owned()),
         ("destinations[].", "[[destinations]]\nname = \"a\"\ntype = \"sqlite\"\nzz_probe = 1\n".to_owned()),
         (

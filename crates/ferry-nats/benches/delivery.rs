@@ -71,16 +71,20 @@ async fn from_log(destination: Arc<dyn Destination>, source: &str, n: u64) -> f6
 
 async fn from_stream(cluster: &Cluster, destinations: Vec<Arc<dyn Destination>>, source: &str, n: u64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
+    // The consumer exists before the events: it reads only these, not earlier cases'.
+    let name = format!("warehouse_{source}");
+    let mut feeds = Vec::new();
+    for _ in &destinations {
+        feeds.push(Arc::new(cluster.consumer(&name, false).await.unwrap()));
+    }
     let now = jiff::Timestamp::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let events =
             chunk.iter().map(|i| (format!("{source}-{i}"), stored::stored(source, *i, now).into_bytes())).collect();
         cluster.publish(events, Vec::new()).await.unwrap();
     }
-    let name = format!("warehouse_{source}");
     let mut workers = Vec::new();
-    for (i, destination) in destinations.into_iter().enumerate() {
-        let feed = Arc::new(cluster.consumer(&name, true).await.unwrap());
+    for (i, (destination, feed)) in destinations.into_iter().zip(feeds).enumerate() {
         let dead_letters = Arc::new(DeadLetters::open(&dir.path().join(format!("dl{i}.db"))).unwrap());
         workers.push(Worker::shared(worker_config(&name), feed, destination, dead_letters));
     }
@@ -105,7 +109,7 @@ fn main() {
     runtime.block_on(async {
         let mut config = NatsConfig::new(vec![node.url()]);
         config.replicas = 1;
-        config.max_bytes = 64 << 30;
+        config.max_bytes = 8 << 30;
         let cluster = Cluster::connect(config).await.unwrap();
         cluster.ensure_stream().await.unwrap();
 

@@ -44,7 +44,7 @@ async fn cluster(node: &NatsNode, window: Duration) -> Cluster {
     config.replicas = 1;
     config.duplicate_window = window;
     config.max_age = Duration::from_secs(7 * 24 * 3600);
-    config.max_bytes = 64 << 30;
+    config.max_bytes = 8 << 30;
     let cluster = Cluster::connect(config).await.expect("connect");
     cluster.ensure_stream().await.expect("stream");
     cluster

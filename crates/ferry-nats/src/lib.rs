@@ -350,7 +350,7 @@ impl Cluster {
                     }
                     Err(error) => {
                         let text = error.to_string();
-                        if text.contains("insufficient resources") || text.contains("replicas") {
+                        if text.contains("insufficient") || text.contains("replicas") {
                             return Err(ClusterError::Other(format!(
                                 "cannot create stream {} with {} replicas: {text}",
                                 wanted.name, wanted.num_replicas

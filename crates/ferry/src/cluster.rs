@@ -116,17 +116,33 @@ impl Ingest for WorkerOnly {
 }
 
 /// Look at the stream's size and each consumer's backlog every few seconds, for as long
-/// as the process runs.
-pub(crate) fn watch(cluster: Cluster, feeds: Vec<Arc<ConsumerFeed>>) {
+/// as the process runs. The stream keeps events by age, not by what destinations have
+/// read, so a destination whose oldest unsettled event is past half of `max_age` is
+/// warned about (once a minute): past `max_age` it would lose events.
+pub(crate) fn watch(cluster: Cluster, feeds: Vec<(String, Arc<ConsumerFeed>)>) {
     tokio::spawn(async move {
+        let max_age_ms = cluster.config().max_age.as_millis() as u64;
+        let mut warned: Option<std::time::Instant> = None;
         loop {
             if cluster.connected() {
                 if let Err(error) = cluster.refresh().await {
                     tracing::debug!(%error, "cannot look at the stream");
                 }
-                for feed in &feeds {
+                for (name, feed) in &feeds {
                     if let Err(error) = feed.refresh_lag().await {
                         tracing::debug!(%error, "cannot look at a consumer");
+                        continue;
+                    }
+                    let oldest_ms = feed.lag().oldest_ms.load(std::sync::atomic::Ordering::Relaxed);
+                    let due = warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+                    if max_age_ms > 0 && oldest_ms > max_age_ms / 2 && due {
+                        warned = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            destination = %name,
+                            lag_hours = oldest_ms as f64 / 3_600_000.0,
+                            max_age_hours = max_age_ms as f64 / 3_600_000.0,
+                            "a destination is far behind: events older than nats.max_age_hours are removed from the stream whether it delivered them or not"
+                        );
                     }
                 }
             }

@@ -278,7 +278,7 @@ async fn cluster(
         }
         let feed = Arc::new(cluster.consumer(&name, built.worker.start == ferry_delivery::Start::Beginning).await?);
         lags.push((name.clone(), feed.lag()));
-        feeds.push(feed.clone());
+        feeds.push((name.clone(), feed.clone()));
         let worker = Worker::shared(built.worker.clone(), feed, built.destination.clone(), dead_letters.clone())
             .with_tap(tap.clone());
         handles.push(handle(built, kind, &worker));

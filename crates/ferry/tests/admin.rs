@@ -11,35 +11,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
-use support::{FERRY, Server, basic, eventually, http, sqlite_rows, temp_dir};
+use support::{FERRY, Server, basic, eventually, http, serve_on_loopback, sqlite_rows, temp_dir};
 
 const TOKEN: &str = "admin-s3cret";
 
 /// A webhook receiver that refuses (400) everything until `open` is set.
 fn receiver(open: Arc<AtomicBool>) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move || {
-                    let open = open.clone();
-                    async move {
-                        if open.load(Ordering::Relaxed) {
-                            (axum::http::StatusCode::OK, "ok")
-                        } else {
-                            (axum::http::StatusCode::BAD_REQUEST, "not yet")
-                        }
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
+    serve_on_loopback(axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let open = open.clone();
+            async move {
+                if open.load(Ordering::Relaxed) {
+                    (axum::http::StatusCode::OK, "ok")
+                } else {
+                    (axum::http::StatusCode::BAD_REQUEST, "not yet")
+                }
+            }
+        }),
+    ))
 }
 
 fn call(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use ferry_nats::testing::{NatsCluster, NatsNode, server_binary, stream_leader};
 use support::{
-    FERRY, Server, basic, eventually, ferry, http, postgres_url, send_until_acknowledged, temp_dir, unique,
+    FERRY, Server, basic, batch_body, eventually, ferry, http, postgres_url, send_until_acknowledged, temp_dir, unique,
     webhook_receiver,
 };
 
@@ -41,20 +41,6 @@ fn nats_section(urls: &[String], replicas: usize) -> String {
         "[log]\nbackend = \"nats\"\n\n[nats]\nurls = [{}]\nreplicas = {replicas}\npublish_timeout_ms = 3000\nack_wait_ms = 4000\n",
         urls.join(", ")
     )
-}
-
-fn batch_body(tag: &str, client: usize, batch: usize) -> (Vec<String>, Vec<u8>) {
-    let ids: Vec<String> = (0..EVENTS_PER_BATCH).map(|i| format!("{tag}-{client}-{batch}-{i}")).collect();
-    let items: Vec<String> = ids
-        .iter()
-        .map(|id| {
-            format!(
-                r#"{{"type":"track","event":"Cluster Test","userId":"u{client}","messageId":"{id}","properties":{{"batch":{batch},"pad":"{}"}}}}"#,
-                "x".repeat(200)
-            )
-        })
-        .collect();
-    (ids, format!(r#"{{"batch":[{}]}}"#, items.join(",")).into_bytes())
 }
 
 /// A `ferry serve` of the cluster, restartable with the same data directory.
@@ -143,7 +129,7 @@ fn every_acknowledged_event_is_in_the_warehouse_once_through_node_and_process_ki
             let auth = basic("wk_cluster");
             let mut batch = 0;
             while !stop.load(Ordering::Relaxed) {
-                let (ids, body) = batch_body("chaos", client, batch);
+                let (ids, body) = batch_body("chaos", client, batch, EVENTS_PER_BATCH);
                 sent.lock().unwrap().extend(ids.iter().cloned());
                 // A failed attempt moves on to the other collector.
                 let target = |attempt: u32| {
@@ -203,7 +189,7 @@ fn every_acknowledged_event_is_in_the_warehouse_once_through_node_and_process_ki
     runtime.block_on(async {
         let (client, connection) = tokio_postgres::connect(&postgres, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
-        let query = format!("select id from \"{source}\".cluster_test");
+        let query = format!("select id from \"{source}\".chaos_test");
         let deadline = Instant::now() + Duration::from_secs(120);
         let rows: Vec<String> = loop {
             let rows: Vec<String> = match client.query(&query, &[]).await {
@@ -250,7 +236,7 @@ fn collectors_refuse_quickly_while_jetstream_is_down_and_recover_by_themselves()
     let node = Node::start(&config, "all");
     let auth = basic("wk_outage");
     let stop = AtomicBool::new(false);
-    let (ids, body) = batch_body("before", 0, 0);
+    let (ids, body) = batch_body("before", 0, 0, EVENTS_PER_BATCH);
     let target = |_| node.addr();
     assert!(send_until_acknowledged(&target, &auth, &body, &stop));
     let ready = |addr| http(addr, "GET", "/ready", &[], b"").unwrap().0;
@@ -261,7 +247,7 @@ fn collectors_refuse_quickly_while_jetstream_is_down_and_recover_by_themselves()
     let rss_before = rss_kib(node.pid());
     let mut slowest = Duration::ZERO;
     for i in 0..200 {
-        let (_, body) = batch_body("during", 1, i);
+        let (_, body) = batch_body("during", 1, i, EVENTS_PER_BATCH);
         let sent_at = Instant::now();
         let (status, answer) = http(node.addr(), "POST", "/v1/batch", &[("Authorization", &auth)], &body).unwrap();
         slowest = slowest.max(sent_at.elapsed());
@@ -292,7 +278,7 @@ fn collectors_refuse_quickly_while_jetstream_is_down_and_recover_by_themselves()
 
     let restarted = Instant::now();
     nats.start();
-    let (after_ids, body) = batch_body("after", 2, 0);
+    let (after_ids, body) = batch_body("after", 2, 0, EVENTS_PER_BATCH);
     eventually("ingestion to resume", 30, || {
         matches!(http(node.addr(), "POST", "/v1/batch", &[("Authorization", &auth)], &body), Ok((200, _))).then_some(())
     });

@@ -13,26 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::{
-    Server, basic, eventually, log_cat, postgres_url, send_until_acknowledged, sqlite_rows, temp_dir, unique,
+    Server, basic, batch_body, eventually, log_cat, postgres_url, send_until_acknowledged, sqlite_rows, temp_dir,
+    unique,
 };
 
 const CLIENTS: usize = 4;
 const KILLS: usize = 6;
 const EVENTS_PER_BATCH: usize = 20;
-
-fn batch_body(client: usize, batch: usize) -> (Vec<String>, Vec<u8>) {
-    let ids: Vec<String> = (0..EVENTS_PER_BATCH).map(|i| format!("kill-{client}-{batch}-{i}")).collect();
-    let items: Vec<String> = ids
-        .iter()
-        .map(|id| {
-            format!(
-                r#"{{"type":"track","event":"Kill Test","userId":"u{client}","messageId":"{id}","properties":{{"batch":{batch},"pad":"{}"}}}}"#,
-                "x".repeat(200)
-            )
-        })
-        .collect();
-    (ids, format!(r#"{{"batch":[{}]}}"#, items.join(",")).into_bytes())
-}
 
 /// The message ids of every line of every visible file under `root` (hidden temporary
 /// files must not be readable as data; they are skipped as readers skip them).
@@ -88,7 +75,7 @@ fn every_acknowledged_event_survives_sigkill_exactly_once() {
             let auth = basic("wk_kill");
             let mut batch = 0;
             while !stop.load(Ordering::Relaxed) {
-                let (ids, body) = batch_body(client, batch);
+                let (ids, body) = batch_body("kill", client, batch, EVENTS_PER_BATCH);
                 // Retry the same batch (same messageIds) until it is acknowledged, as a
                 // Segment library does.
                 let target = |_| *addr.lock().unwrap();

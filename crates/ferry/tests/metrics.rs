@@ -33,27 +33,17 @@ fn value(metrics: &HashMap<String, f64>, key: &str) -> f64 {
 
 /// A webhook receiver that refuses (400) the event whose message id is "refused".
 fn receiver() -> std::net::SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(|body: axum::body::Bytes| async move {
-                    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                    if json["messageId"] == "refused" {
-                        (axum::http::StatusCode::BAD_REQUEST, "no")
-                    } else {
-                        (axum::http::StatusCode::OK, "ok")
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
+    support::serve_on_loopback(axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            if json["messageId"] == "refused" {
+                (axum::http::StatusCode::BAD_REQUEST, "no")
+            } else {
+                (axum::http::StatusCode::OK, "ok")
+            }
+        }),
+    ))
 }
 
 fn track(id: &str, integrations: &str) -> String {

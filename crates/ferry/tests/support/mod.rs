@@ -127,32 +127,52 @@ pub fn send_until_acknowledged(
 /// Every request a receiver got: its `X-Signature` and body.
 pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 
-/// A webhook receiver on loopback.
-pub fn webhook_receiver() -> (std::net::SocketAddr, Received) {
-    let seen = Received::default();
-    let state = seen.clone();
+/// Serve `app` on a free loopback port, on a thread of its own, for the rest of the test.
+pub fn serve_on_loopback(app: axum::Router) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let state = state.clone();
-                    async move {
-                        let signature =
-                            headers.get("x-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                        state.lock().unwrap().push((signature, body.to_vec()));
-                        "ok"
-                    }
-                }),
-            );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
     });
-    (rx.recv().unwrap(), seen)
+    rx.recv().unwrap()
+}
+
+/// A webhook receiver on loopback that keeps every request's `X-Signature` and body.
+pub fn webhook_receiver() -> (SocketAddr, Received) {
+    let seen = Received::default();
+    let state = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let state = state.clone();
+            async move {
+                let signature = headers.get("x-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                state.lock().unwrap().push((signature, body.to_vec()));
+                "ok"
+            }
+        }),
+    );
+    (serve_on_loopback(app), seen)
+}
+
+/// A `/v1/batch` body of `events` track events (about 300 bytes each) named `<tag> test`,
+/// with message ids `<tag>-<client>-<batch>-<i>`; and those ids.
+pub fn batch_body(tag: &str, client: usize, batch: usize, events: usize) -> (Vec<String>, Vec<u8>) {
+    let ids: Vec<String> = (0..events).map(|i| format!("{tag}-{client}-{batch}-{i}")).collect();
+    let items: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            format!(
+                r#"{{"type":"track","event":"{tag} test","userId":"u{client}","messageId":"{id}","properties":{{"batch":{batch},"pad":"{}"}}}}"#,
+                "x".repeat(200)
+            )
+        })
+        .collect();
+    (ids, format!(r#"{{"batch":[{}]}}"#, items.join(",")).into_bytes())
 }
 
 /// `Authorization: Basic` for a write key, as Segment libraries send it.

@@ -937,15 +937,32 @@ impl Writer {
 
 const SPARE_NAME: &str = "next.prealloc";
 
+/// The spare is zero-filled this much at a time, each step synced...
+const SPARE_STEP_BYTES: usize = 1 << 20;
+/// ...and at most this fast (bytes a second), so that it leaves the disk to the appends.
+const SPARE_BYTES_PER_SECOND: u64 = 64 << 20;
+
 /// Zero-fill `<dir>/next.prealloc` to `bytes`, durably: the next chunk file.
+///
+/// Written in small synced steps at a bounded rate, not at once: one unthrottled 128 MiB
+/// fill kept the disk busy for seconds, and the writer's fdatasync calls (which share the
+/// ext4 journal with it) waited behind it, up to 60-100 ms per append. At 64 MiB/s a spare
+/// takes about 2 s, well inside the second half of a chunk even at full speed; if it is not
+/// ready at the roll-over, the next chunk is created without it.
 fn prepare_spare(dir: &Path, bytes: u64) -> io::Result<File> {
     let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(dir.join(SPARE_NAME))?;
-    let block = vec![0u8; 1 << 20];
+    let block = vec![0u8; SPARE_STEP_BYTES];
+    let step_time = Duration::from_secs_f64(SPARE_STEP_BYTES as f64 / SPARE_BYTES_PER_SECOND as f64);
     let mut left = bytes;
     while left > 0 {
+        let started = Instant::now();
         let n = left.min(block.len() as u64) as usize;
         file.write_all(&block[..n])?;
+        file.sync_data()?;
         left -= n as u64;
+        if let Some(rest) = step_time.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
     }
     file.sync_all()?;
     Ok(file)

@@ -219,7 +219,10 @@ fn embedded(
     if report.truncated_bytes > 0 {
         tracing::warn!(bytes = report.truncated_bytes, "event log had a torn tail after a crash; truncated it");
     }
-    let (quarantine, report) = Log::open(log_config(config, "quarantine"))
+    // Quarantine records carry no dedupe key: its index needs no room (at the events
+    // log's size it would hold 10 MB of memory for nothing).
+    let quarantine_config = LogConfig { dedupe_max_ids: 1000, ..log_config(config, "quarantine") };
+    let (quarantine, report) = Log::open(quarantine_config)
         .with_context(|| format!("cannot open the quarantine log in {}", config.data_dir.display()))?;
     if report.truncated_bytes > 0 {
         tracing::warn!(bytes = report.truncated_bytes, "quarantine log had a torn tail after a crash; truncated it");

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use ferry_nats::testing::{NatsCluster, NatsNode, server_binary, stream_leader};
 use support::{
-    FERRY, Server, basic, batch_body, eventually, ferry, http, postgres_url, send_until_acknowledged, temp_dir, unique,
-    webhook_receiver,
+    FERRY, Server, basic, batch_body, eventually, ferry, http, postgres_url, send_until_acknowledged,
+    serve_on_loopback, temp_dir, unique, webhook_receiver,
 };
 
 const EVENTS_PER_BATCH: usize = 20;
@@ -355,12 +355,17 @@ fn dedupe_debugger_quarantine_admin_and_replay_work_across_nodes() {
     let nats_dir = temp_dir();
     let nats = NatsNode::single(&binary, nats_dir.path());
     let (receiver, seen) = webhook_receiver();
+    // A destination that refuses everything: its events become dead letters on the worker.
+    let refuser = serve_on_loopback(
+        axum::Router::new()
+            .route("/hook", axum::routing::post(|| async { (axum::http::StatusCode::BAD_REQUEST, "no") })),
+    );
     let dir = temp_dir();
     let config = write_config(
         dir.path(),
         "ferry.toml",
         &format!(
-            "{}\n[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurls = [\"http://{receiver}/hook\"]\nbatch_ms = 50\nstart = \"beginning\"\n",
+            "{}\n[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurls = [\"http://{receiver}/hook\"]\nbatch_ms = 50\nstart = \"beginning\"\n\n[[destinations]]\nname = \"strict\"\ntype = \"webhook\"\nurls = [\"http://{refuser}/hook\"]\nbatch_ms = 50\nstart = \"beginning\"\n",
             nats_section(&[nats.url()], 1)
         ),
     );
@@ -427,13 +432,20 @@ fn dedupe_debugger_quarantine_admin_and_replay_work_across_nodes() {
     let (ok, out, err) = ferry(&["quarantine", "show", &offset.to_string(), "--config", &config]);
     assert!(ok && out.contains("missing_event"), "{out}{err}");
 
-    // The worker's admin API: the shared consumer has nothing left.
-    let lag = eventually("the consumer's backlog to be known and empty", 20, || {
+    // The worker's admin API: the shared consumers have nothing left; what the strict
+    // destination refused is in the worker's dead letters, settled.
+    let lag = eventually("the consumers' backlogs to be known and empty", 20, || {
         let d = get_json(a.addr(), "/admin/v1/destinations");
-        let hook = d["destinations"][0].clone();
-        (hook["delivered"] == 2 && hook["lag_events"] == 0).then_some(hook)
+        let (hook, strict) = (d["destinations"][0].clone(), d["destinations"][1].clone());
+        let settled = hook["delivered"] == 2 && hook["lag_events"] == 0;
+        (settled && strict["dead_lettered"] == 2 && strict["lag_events"] == 0).then_some(hook)
     });
     assert_eq!(lag["name"], "hook");
+    let letters = get_json(a.addr(), "/admin/v1/dead-letters?destination=strict");
+    let mut ids: Vec<&str> =
+        letters["dead_letters"].as_array().unwrap().iter().map(|l| l["messageId"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["f-1", "f-2"], "{letters}");
     let metrics = String::from_utf8(http(a.addr(), "GET", "/metrics", &[], b"").unwrap().1).unwrap();
     assert!(metrics.contains("ferry_nats_published_events_total{outcome=\"stored\"} 2"), "{metrics}");
     assert!(metrics.contains("ferry_nats_connected 1"), "{metrics}");

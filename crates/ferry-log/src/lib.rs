@@ -599,10 +599,11 @@ impl Writer {
                 (file, chunk.len, preallocated)
             }
             _ => {
-                // The first chunk is zero-filled here (a fraction of a second for the
-                // default 128 MiB); later ones in the background.
+                // The first chunk is zero-filled here at full speed (nothing appends yet:
+                // a fraction of a second for the default 128 MiB); later ones in the
+                // background, throttled.
                 let spare = match shared.config.preallocate {
-                    true => Some(prepare_spare(&shared.dir, shared.config.chunk_bytes)?),
+                    true => Some(prepare_spare(&shared.dir, shared.config.chunk_bytes, None)?),
                     false => None,
                 };
                 let preallocated = spare.is_some();
@@ -930,7 +931,7 @@ impl Writer {
         if self.shared.config.preallocate && self.spare.is_none() && self.file_len > self.shared.config.chunk_bytes / 2
         {
             let (dir, bytes) = (self.shared.dir.clone(), self.shared.config.chunk_bytes);
-            self.spare = Some(std::thread::spawn(move || prepare_spare(&dir, bytes)));
+            self.spare = Some(std::thread::spawn(move || prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND))));
         }
     }
 }
@@ -939,20 +940,21 @@ const SPARE_NAME: &str = "next.prealloc";
 
 /// The spare is zero-filled this much at a time, each step synced...
 const SPARE_STEP_BYTES: usize = 1 << 20;
-/// ...and at most this fast (bytes a second), so that it leaves the disk to the appends.
+/// ...and, while appends go on, at most this fast (bytes a second), so that it leaves the
+/// disk to them.
 const SPARE_BYTES_PER_SECOND: u64 = 64 << 20;
 
 /// Zero-fill `<dir>/next.prealloc` to `bytes`, durably: the next chunk file.
 ///
-/// Written in small synced steps at a bounded rate, not at once: one unthrottled 128 MiB
+/// Written in small synced steps at a bounded rate (`rate`, bytes a second), not at once: one unthrottled 128 MiB
 /// fill kept the disk busy for seconds, and the writer's fdatasync calls (which share the
 /// ext4 journal with it) waited behind it, up to 60-100 ms per append. At 64 MiB/s a spare
 /// takes about 2 s, well inside the second half of a chunk even at full speed; if it is not
 /// ready at the roll-over, the next chunk is created without it.
-fn prepare_spare(dir: &Path, bytes: u64) -> io::Result<File> {
+fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Result<File> {
     let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(dir.join(SPARE_NAME))?;
     let block = vec![0u8; SPARE_STEP_BYTES];
-    let step_time = Duration::from_secs_f64(SPARE_STEP_BYTES as f64 / SPARE_BYTES_PER_SECOND as f64);
+    let step_time = rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(SPARE_STEP_BYTES as f64 / r as f64));
     let mut left = bytes;
     while left > 0 {
         let started = Instant::now();

@@ -17,11 +17,6 @@ pub(crate) const FRAME_HEADER_LEN: usize = 36;
 pub(crate) const KEY_LEN: usize = 17;
 /// Frame flag: the payload section is zstd-compressed.
 pub(crate) const FLAG_ZSTD: u16 = 1;
-/// Payload sections smaller than this are stored uncompressed. zstd's fixed cost per
-/// call (building its entropy tables) is about 78,000 instructions, more than a whole
-/// single-event request spends elsewhere, while one ~1.2 KB event compresses less than 2×;
-/// from a few dozen events up, a frame compresses 10-19× and the cost is shared.
-const COMPRESS_MIN_BYTES: usize = 16 * 1024;
 /// Upper bound on one frame's body, so a corrupt length cannot make us allocate gigabytes.
 pub(crate) const MAX_FRAME_BODY: usize = 256 * 1024 * 1024;
 
@@ -59,6 +54,7 @@ pub(crate) fn key_hash(key: &[u8]) -> u128 {
 /// Encode one frame holding `payloads` at offsets `first_offset..`.
 pub(crate) fn encode_frame(
     compressor: &mut zstd::bulk::Compressor<'static>,
+    compress_min_bytes: usize,
     first_offset: u64,
     appended_ms: u64,
     keys: &[Option<u128>],
@@ -72,7 +68,7 @@ pub(crate) fn encode_frame(
         records.extend_from_slice(&len.to_le_bytes());
         records.extend_from_slice(payload);
     }
-    let (flags, section) = if records.len() >= COMPRESS_MIN_BYTES {
+    let (flags, section) = if records.len() >= compress_min_bytes {
         let compressed = compressor.compress(&records)?;
         if compressed.len() < records.len() { (FLAG_ZSTD, compressed) } else { (0, records) }
     } else {

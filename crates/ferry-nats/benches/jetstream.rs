@@ -11,17 +11,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_nats::testing::{NatsNode, server_binary};
+use ferry_nats::testing::{NatsNode, rss_kib, server_binary};
 use ferry_nats::{Cluster, NatsConfig};
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn cpu_s(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

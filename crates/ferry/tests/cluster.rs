@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_nats::testing::{NatsCluster, NatsNode, server_binary, stream_leader};
+use ferry_nats::testing::{NatsCluster, NatsNode, rss_kib, server_binary, stream_leader};
 use support::{
     FERRY, Server, basic, batch_body, eventually, ferry, http, postgres_url, send_until_acknowledged,
     serve_on_loopback, temp_dir, unique, webhook_receiver,
@@ -77,15 +77,6 @@ impl Node {
     fn pid(&self) -> u32 {
         self.server.as_ref().expect("running").child.id()
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {

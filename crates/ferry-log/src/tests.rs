@@ -541,3 +541,42 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[test]
+fn small_frames_are_stored_as_they_are_and_large_ones_compressed() {
+    let frame = |payloads: &[&[u8]], min: usize| {
+        let mut compressor = zstd::bulk::Compressor::new(1).unwrap();
+        let keys = vec![None; payloads.len()];
+        let mut out = Vec::new();
+        format::encode_frame(&mut compressor, min, 0, 0, &keys, payloads, &mut out).unwrap();
+        let header = format::FrameHeader::decode(out[..format::FRAME_HEADER_LEN].try_into().unwrap()).unwrap();
+        let records = format::decode_records(&header, &out[format::FRAME_HEADER_LEN..]).unwrap();
+        (header.flags & format::FLAG_ZSTD != 0, out.len(), records)
+    };
+    let event = br#"{"type":"track","event":"Order Completed","properties":{"revenue":19.99}}"#.repeat(16);
+    let default = LogConfig::default().compress_min_bytes;
+    // One event: below the threshold, stored as it is (and read back).
+    let (compressed, _, records) = frame(&[&event], default);
+    assert!(!compressed && event.len() < default);
+    assert_eq!(records, std::slice::from_ref(&event));
+    // A busy group commit: compressed, much smaller, the same records.
+    let many: Vec<&[u8]> = (0..40).map(|_| event.as_slice()).collect();
+    let (compressed, len, records) = frame(&many, default);
+    assert!(compressed && len * 10 < event.len() * 40, "{len}");
+    assert_eq!(records.len(), 40);
+    // The threshold is the writer's choice: the same event compressed from 512 bytes.
+    assert!(frame(&[&event], 512).0);
+}
+
+#[test]
+fn a_spare_chunk_is_filled_no_faster_than_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = 4u64 << 20;
+    let started = std::time::Instant::now();
+    let file = crate::prepare_spare(dir.path(), bytes, Some(32 << 20)).unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(110), "4 MiB at 32 MiB/s took only {took:?}");
+    assert_eq!(file.metadata().unwrap().len(), bytes);
+    let zeros = std::fs::read(dir.path().join("next.prealloc")).unwrap();
+    assert!(zeros.iter().all(|b| *b == 0));
+}

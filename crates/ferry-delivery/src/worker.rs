@@ -282,11 +282,7 @@ impl Worker {
         let Input::Log(feed) = &self.input else { return Ok(()) };
         let cursor = cursor_name(&self.config.name);
         if feed.cursor(&cursor).is_none() {
-            let start = match self.config.start {
-                Start::Beginning => 0,
-                Start::End => feed.end(),
-            };
-            feed.commit(&cursor, start)?;
+            feed.commit(&cursor, self.start_position(feed))?;
         }
         Ok(())
     }
@@ -338,10 +334,7 @@ impl Worker {
         let mut next = match feed.cursor(&cursor) {
             Some(position) => position,
             None => {
-                let start = match self.config.start {
-                    Start::Beginning => 0,
-                    Start::End => feed.end(),
-                };
+                let start = self.start_position(&feed);
                 self.commit(&feed, &cursor, start, &mut shutdown).await;
                 start
             }
@@ -413,6 +406,14 @@ impl Worker {
             }
         }
         tracing::info!(destination = %self.config.name, position = next, "delivery worker stopped");
+    }
+
+    /// Where a destination without a cursor starts on `feed`.
+    fn start_position(&self, feed: &Arc<dyn Feed>) -> u64 {
+        match self.config.start {
+            Start::Beginning => 0,
+            Start::End => feed.end(),
+        }
     }
 
     /// A settled batch's events in the counters, and the position after it.

@@ -956,12 +956,12 @@ const SPARE_BYTES_PER_SECOND: u64 = 64 << 20;
 
 /// Zero-fill `<dir>/next.prealloc` to `bytes`, durably: the next chunk file.
 ///
-/// Written in small synced steps at a bounded rate (`rate`, bytes a second), not at once: one unthrottled 128 MiB
-/// fill kept the disk busy for seconds, and the writer's fdatasync calls (which share the
-/// ext4 journal with it) waited behind it, up to 60-100 ms per append. At 64 MiB/s a spare
-/// takes about 2 s, well inside the second half of a chunk even at full speed; if it is not
-/// ready at the roll-over, the next chunk is created without it.
-fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Result<File> {
+/// Written in small synced steps, at most `rate` bytes a second when given, not at once:
+/// one unthrottled 128 MiB fill kept the disk busy for seconds, and the writer's fdatasync
+/// calls (which share the ext4 journal with it) waited behind it, up to 60-100 ms per
+/// append. At 64 MiB/s a spare takes about 2 s, well inside the second half of a chunk even
+/// at full speed; if it is not ready at the roll-over, the next chunk is created without it.
+pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Result<File> {
     let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(dir.join(SPARE_NAME))?;
     let block = vec![0u8; SPARE_STEP_BYTES];
     let step_time = rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(SPARE_STEP_BYTES as f64 / r as f64));

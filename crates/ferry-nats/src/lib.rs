@@ -180,6 +180,8 @@ pub struct NatsMetrics {
     /// The stream's messages and bytes at the last look (see [`Cluster::refresh`]).
     pub stream_messages: AtomicU64,
     pub stream_bytes: AtomicU64,
+    /// The stream's own byte budget (an existing stream keeps its own; 0: none).
+    pub stream_max_bytes: AtomicU64,
 }
 
 impl Default for NatsMetrics {
@@ -199,6 +201,7 @@ impl Default for NatsMetrics {
             disconnects: Default::default(),
             stream_messages: AtomicU64::new(0),
             stream_bytes: AtomicU64::new(0),
+            stream_max_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -325,27 +328,27 @@ impl Cluster {
         let started = Instant::now();
         loop {
             let attempt = match self.js.get_stream(&self.config.stream).await {
-                Ok(mut stream) => match stream.info().await {
-                    Ok(info) => {
-                        let problems = stream_problems(&info.config, &wanted);
-                        if !problems.is_empty() {
-                            return Err(ClusterError::Incompatible { stream: self.config.stream.clone(), problems });
-                        }
-                        if info.config.max_bytes != wanted.max_bytes {
-                            tracing::info!(
-                                stream = %wanted.name,
-                                max_bytes = info.config.max_bytes,
-                                configured = wanted.max_bytes,
-                                "the existing stream keeps its own max_bytes"
-                            );
-                        }
-                        return Ok(());
+                Ok(stream) => {
+                    let info = stream.cached_info();
+                    let problems = stream_problems(&info.config, &wanted);
+                    if !problems.is_empty() {
+                        return Err(ClusterError::Incompatible { stream: self.config.stream.clone(), problems });
                     }
-                    Err(error) => error.to_string(),
-                },
+                    if info.config.max_bytes != wanted.max_bytes {
+                        tracing::info!(
+                            stream = %wanted.name,
+                            max_bytes = info.config.max_bytes,
+                            configured = wanted.max_bytes,
+                            "the existing stream keeps its own max_bytes"
+                        );
+                    }
+                    self.note_limits(&info.config);
+                    return Ok(());
+                }
                 Err(error) if stream_not_found(&error) => match self.js.create_stream(wanted.clone()).await {
                     Ok(_) => {
                         tracing::info!(stream = %wanted.name, replicas = wanted.num_replicas, "created the stream");
+                        self.note_limits(&wanted);
                         return Ok(());
                     }
                     Err(error) => {
@@ -375,7 +378,12 @@ impl Cluster {
         let info = stream.get_info().await.map_err(|e| e.to_string())?;
         self.metrics.stream_messages.store(info.state.messages, Ordering::Relaxed);
         self.metrics.stream_bytes.store(info.state.bytes, Ordering::Relaxed);
+        self.note_limits(&info.config);
         Ok(())
+    }
+
+    fn note_limits(&self, config: &stream::Config) {
+        self.metrics.stream_max_bytes.store(config.max_bytes.max(0) as u64, Ordering::Relaxed);
     }
 }
 

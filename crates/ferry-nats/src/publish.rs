@@ -109,8 +109,8 @@ impl Cluster {
 
     /// Whether a request can be taken now (for `/ready`).
     pub fn writable(&self) -> bool {
-        let full = self.config.max_bytes > 0
-            && self.metrics.stream_bytes.load(Ordering::Relaxed) >= self.config.max_bytes as u64;
+        let max = self.metrics.stream_max_bytes.load(Ordering::Relaxed);
+        let full = max > 0 && self.metrics.stream_bytes.load(Ordering::Relaxed) >= max;
         self.connected() && !full
     }
 }

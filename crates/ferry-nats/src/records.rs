@@ -83,7 +83,11 @@ impl StreamRecords {
             *run = Some((messages, from));
         }
         let Some((messages, next)) = run.as_mut() else { return Ok(Vec::new()) };
-        let end = self.refresh_end().await.map_err(std::io::Error::other)?;
+        // Ask the stream where it ends only once the end known so far is reached.
+        let mut end = self.end.lock().map(|e| *e).unwrap_or(0);
+        if *next >= end {
+            end = self.refresh_end().await.map_err(std::io::Error::other)?;
+        }
         let mut out = Vec::new();
         while out.len() < max && *next < end {
             // Nothing more within a second: the rest of the range was on other subjects

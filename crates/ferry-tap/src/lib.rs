@@ -238,9 +238,7 @@ impl Tap {
 
     /// Show an observation another node made to this node's watchers.
     pub fn publish_from_elsewhere(&self, observation: Observation) {
-        if self.watched_here() {
-            self.show(Arc::new(observation));
-        }
+        self.show(Arc::new(observation));
     }
 
     fn show(&self, observation: Arc<Observation>) {

@@ -42,6 +42,13 @@ pub(crate) fn nats_config(config: &Config) -> NatsConfig {
     }
 }
 
+/// One subject of the configured stream, for a command: the events, or the quarantine.
+pub(crate) async fn stream_records(config: &Config, quarantine: bool) -> anyhow::Result<ferry_nats::StreamRecords> {
+    let cluster = Cluster::connect(nats_config(config)).await?;
+    let records = if quarantine { cluster.quarantine().await } else { cluster.events().await };
+    records.map_err(|e| anyhow::anyhow!("cannot read stream {}: {e}", config.nats.stream))
+}
+
 /// The host name and the process id: distinct for every node, also several on one host.
 fn default_node() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -60,45 +60,33 @@ impl MetricsSource for Telemetry {
 }
 
 fn render_logs(out: &mut Writer, events: &Log, quarantine: &Log) {
-    {
-        for (name, log) in [("events", events), ("quarantine", quarantine)] {
-            let m = log.metrics();
-            let labels = [("log", name)];
-            out.counter(LOG_RECORDS, "Records stored in the log.", &labels, m.records.get());
-            out.counter(
-                LOG_PAYLOAD_BYTES,
-                "Bytes of the records stored, before compression.",
-                &labels,
-                m.payload_bytes.get(),
-            );
-            out.counter(
-                LOG_WRITTEN_BYTES,
-                "Bytes written to chunk files (compressed frames).",
-                &labels,
-                m.frame_bytes.get(),
-            );
-            out.histogram(
-                LOG_GROUP_RECORDS,
-                "Records per group commit (one frame, one fsync).",
-                &labels,
-                &m.group_records,
-            );
-            out.histogram(LOG_FSYNC_SECONDS, "How long each fdatasync of the log took.", &labels, &m.fsync_seconds);
-            out.gauge(LOG_DISK_BYTES, "Bytes of the log's chunk files.", &labels, log.disk_bytes() as f64);
-            out.gauge(LOG_DISK_BUDGET_BYTES, "The log's disk budget.", &labels, log.max_disk_bytes() as f64);
-            out.gauge(
-                LOG_WRITABLE,
-                "1 when appends can succeed (not poisoned, budget not exhausted).",
-                &labels,
-                f64::from(u8::from(log.writable())),
-            );
-            out.gauge(
-                DEDUPE_KEYS,
-                "Message ids in the dedupe index's memory layer.",
-                &labels,
-                log.dedupe_stats().0 as f64,
-            );
-        }
+    for (name, log) in [("events", events), ("quarantine", quarantine)] {
+        let m = log.metrics();
+        let labels = [("log", name)];
+        out.counter(LOG_RECORDS, "Records stored in the log.", &labels, m.records.get());
+        out.counter(
+            LOG_PAYLOAD_BYTES,
+            "Bytes of the records stored, before compression.",
+            &labels,
+            m.payload_bytes.get(),
+        );
+        out.counter(
+            LOG_WRITTEN_BYTES,
+            "Bytes written to chunk files (compressed frames).",
+            &labels,
+            m.frame_bytes.get(),
+        );
+        out.histogram(LOG_GROUP_RECORDS, "Records per group commit (one frame, one fsync).", &labels, &m.group_records);
+        out.histogram(LOG_FSYNC_SECONDS, "How long each fdatasync of the log took.", &labels, &m.fsync_seconds);
+        out.gauge(LOG_DISK_BYTES, "Bytes of the log's chunk files.", &labels, log.disk_bytes() as f64);
+        out.gauge(LOG_DISK_BUDGET_BYTES, "The log's disk budget.", &labels, log.max_disk_bytes() as f64);
+        out.gauge(
+            LOG_WRITABLE,
+            "1 when appends can succeed (not poisoned, budget not exhausted).",
+            &labels,
+            f64::from(u8::from(log.writable())),
+        );
+        out.gauge(DEDUPE_KEYS, "Message ids in the dedupe index's memory layer.", &labels, log.dedupe_stats().0 as f64);
     }
 }
 

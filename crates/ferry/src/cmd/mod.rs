@@ -29,11 +29,7 @@ impl Pages {
     pub(crate) fn open(config: &Config, quarantine: bool) -> anyhow::Result<Option<Pages>> {
         if config.log.backend == Backend::Nats {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-            let records = runtime.block_on(async {
-                let cluster = ferry_nats::Cluster::connect(crate::cluster::nats_config(config)).await?;
-                let records = if quarantine { cluster.quarantine().await } else { cluster.events().await };
-                records.map_err(|e| anyhow::anyhow!("cannot read stream {}: {e}", config.nats.stream))
-            })?;
+            let records = runtime.block_on(crate::cluster::stream_records(config, quarantine))?;
             return Ok(Some(Pages::Stream { runtime: Box::new(runtime), records: Box::new(records) }));
         }
         let dir = config.data_dir.join(if quarantine { "quarantine" } else { "log" });

@@ -48,11 +48,7 @@ pub(crate) fn run(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot read the log in {}; is --data-dir right?", log_dir.display()))?,
             )
         }
-        Backend::Nats => runtime.block_on(async {
-            let cluster = ferry_nats::Cluster::connect(crate::cluster::nats_config(config)).await?;
-            let events = cluster.events().await.map_err(|e| anyhow::anyhow!("cannot read the stream: {e}"))?;
-            anyhow::Ok(Arc::new(events) as Arc<dyn Records>)
-        })?,
+        Backend::Nats => Arc::new(runtime.block_on(crate::cluster::stream_records(config, false))?),
     };
     let request = ReplayRequest {
         destination: destination.name.clone(),

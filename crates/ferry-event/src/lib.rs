@@ -98,8 +98,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 pub use ferry_wire::{CallType, Route};
-use ferry_wire::{Fields, Kind, as_str, kind};
-use serde_json::value::RawValue;
+use ferry_wire::{Fields, Kind, Raw, ScanError, Scanner, as_str, kind};
 
 /// The currency of a `revenue` sent without `currency`. It is not written into the stored
 /// event: destinations apply it, as Segment's do.
@@ -169,9 +168,9 @@ pub struct Parsed<'a> {
 
 #[derive(Default)]
 struct Envelope<'a> {
-    sent_at: Option<&'a RawValue>,
-    context: Option<&'a RawValue>,
-    integrations: Option<&'a RawValue>,
+    sent_at: Option<Raw<'a>>,
+    context: Option<Raw<'a>>,
+    integrations: Option<Raw<'a>>,
 }
 
 /// One call of a request. A single call keeps its raw body; a batch item is decoded in
@@ -183,7 +182,43 @@ struct Item<'a> {
     /// `None` when the item is not an object.
     fields: Option<Fields<'a>>,
     /// The JSON of an item that is not an object.
-    other: Option<String>,
+    other: Option<&'a str>,
+    /// The members of `context` and of `properties`, when they are objects, scanned in the
+    /// item's own pass.
+    context: Option<Fields<'a>>,
+    properties: Option<Fields<'a>>,
+}
+
+impl<'a> Item<'a> {
+    /// The object at the scanner's position, `context` and `properties` in the same pass.
+    fn scan(scanner: &mut Scanner<'a>, raw: Option<&'a str>) -> Result<Item<'a>, ScanError> {
+        let mut members = Vec::with_capacity(16);
+        let (mut context, mut properties) = (None, None);
+        scanner.object(|scanner, key| {
+            let slot = match key.as_ref() {
+                "context" => Some(&mut context),
+                "properties" => Some(&mut properties),
+                _ => None,
+            };
+            let value = match slot {
+                Some(slot) => {
+                    // The last member of a name is the one used: forget an earlier one.
+                    *slot = None;
+                    if scanner.peek() == Some(b'{') {
+                        let (inner, raw) = Fields::scan_raw(scanner)?;
+                        *slot = Some(inner);
+                        raw
+                    } else {
+                        ferry_wire::scan_value(scanner)?
+                    }
+                }
+                None => ferry_wire::scan_value(scanner)?,
+            };
+            members.push((key, value));
+            Ok(())
+        })?;
+        Ok(Item { raw, fields: Some(Fields { members }), other: None, context, properties })
+    }
 }
 
 impl Item<'_> {
@@ -195,7 +230,7 @@ impl Item<'_> {
         }
         match &self.fields {
             Some(fields) => 2 + fields.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>(),
-            None => self.other.as_ref().map_or(0, String::len),
+            None => self.other.map_or(0, str::len),
         }
     }
 
@@ -215,138 +250,8 @@ impl Item<'_> {
                 out.push(b'}');
                 Cow::Owned(String::from_utf8(out).unwrap_or_default())
             }
-            None => Cow::Borrowed(self.other.as_deref().unwrap_or("null")),
+            None => Cow::Borrowed(self.other.unwrap_or("null")),
         }
-    }
-}
-
-/// A batch envelope decoded in one pass: its members, and the items of `batch`.
-struct EnvelopeDe<'a> {
-    fields: Fields<'a>,
-    batch: Option<Vec<Item<'a>>>,
-}
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for EnvelopeDe<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = EnvelopeDe<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a batch envelope object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<EnvelopeDe<'a>, M::Error> {
-                let mut fields = Fields::default();
-                let mut batch = None;
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if key == "batch" {
-                        let items: MaybeItems<'a> = map.next_value()?;
-                        batch = items.0;
-                    } else {
-                        let value: &'de RawValue = map.next_value()?;
-                        fields.members.push((key, value));
-                    }
-                }
-                Ok(EnvelopeDe { fields, batch })
-            }
-        }
-        deserializer.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
-/// `batch`: an array of items, or anything else (then `None`).
-struct MaybeItems<'a>(Option<Vec<Item<'a>>>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for MaybeItems<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = MaybeItems<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a batch array")
-            }
-            fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<MaybeItems<'a>, S::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(2500));
-                while let Some(item) = seq.next_element::<ItemDe<'a>>()? {
-                    items.push(item.0);
-                }
-                Ok(MaybeItems(Some(items)))
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<MaybeItems<'a>, M::Error> {
-                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-                Ok(MaybeItems(None))
-            }
-            fn visit_unit<E>(self) -> Result<MaybeItems<'a>, E> {
-                Ok(MaybeItems(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<MaybeItems<'a>, E> {
-                Ok(MaybeItems(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<MaybeItems<'a>, E> {
-                Ok(MaybeItems(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<MaybeItems<'a>, E> {
-                Ok(MaybeItems(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<MaybeItems<'a>, E> {
-                Ok(MaybeItems(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<MaybeItems<'a>, E> {
-                Ok(MaybeItems(None))
-            }
-        }
-        deserializer.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-/// One batch item: an object's members, or the JSON of whatever else it is.
-struct ItemDe<'a>(Item<'a>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for ItemDe<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        fn other<'a>(json: String) -> ItemDe<'a> {
-            ItemDe(Item { raw: None, fields: None, other: Some(json) })
-        }
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = ItemDe<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a batch item")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<ItemDe<'a>, M::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    members.push((key, value));
-                }
-                Ok(ItemDe(Item { raw: None, fields: Some(Fields { members }), other: None }))
-            }
-            fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<ItemDe<'a>, S::Error> {
-                let mut parts = Vec::new();
-                while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-                    parts.push(raw.get());
-                }
-                Ok(other(format!("[{}]", parts.join(","))))
-            }
-            fn visit_unit<E>(self) -> Result<ItemDe<'a>, E> {
-                Ok(other("null".to_owned()))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<ItemDe<'a>, E> {
-                Ok(other(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<ItemDe<'a>, E> {
-                Ok(other(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<ItemDe<'a>, E> {
-                Ok(other(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<ItemDe<'a>, E> {
-                Ok(other(serde_json::Number::from_f64(v).map_or_else(|| "null".to_owned(), |n| n.to_string())))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<ItemDe<'a>, E> {
-                Ok(other(serde_json::to_string(v).unwrap_or_default()))
-            }
-        }
-        deserializer.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -390,36 +295,65 @@ pub fn parse<'a>(body: &'a [u8], route: Route, limits: &Limits) -> Result<Parsed
     let text = std::str::from_utf8(body).map_err(|error| {
         RequestError::new("invalid_utf8", format!("the body is not valid utf-8 (at byte {})", error.valid_up_to()))
     })?;
-    if ferry_wire::depth_exceeds(body, limits.max_depth) {
-        return Err(RequestError::new("too_deep", format!("the body nests deeper than {} levels", limits.max_depth)));
-    }
-    let not_json = |error: serde_json::Error| {
-        if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
-            RequestError::new("not_an_object", "the body must be a JSON object")
-        } else {
-            RequestError::new("invalid_json", format!("the body is not valid JSON: {error}"))
+    let refused = |error: ScanError| match error {
+        ScanError::TooDeep => too_deep(limits),
+        ScanError::Invalid { .. } => {
+            // Valid JSON of another shape, or not JSON at all (whatever it nests).
+            let mut whole = Scanner::new(text, limits.max_depth);
+            match whole.value().and_then(|_| whole.finish()) {
+                Ok(()) => RequestError::new("not_an_object", "the body must be a JSON object"),
+                Err(ScanError::TooDeep) => too_deep(limits),
+                Err(_) => RequestError::new("invalid_json", format!("the body is not valid JSON: {error}")),
+            }
         }
     };
+    let mut scanner = Scanner::new(text, limits.max_depth);
     if let Route::Single(_) = route {
-        let fields = Fields::parse(text).map_err(not_json)?;
-        let write_key = fields.get("writeKey").and_then(as_str).filter(|k| !k.is_empty());
-        return Ok(Parsed {
-            route,
-            write_key,
-            envelope: Envelope::default(),
-            items: vec![Item { raw: Some(text), fields: Some(fields), other: None }],
-        });
+        let item = Item::scan(&mut scanner, Some(text)).and_then(|item| scanner.finish().map(|()| item));
+        let item = item.map_err(refused)?;
+        let write_key = item.fields.as_ref().and_then(|f| f.get("writeKey")).and_then(as_str).filter(|k| !k.is_empty());
+        return Ok(Parsed { route, write_key, envelope: Envelope::default(), items: vec![item] });
     }
-    let envelope: EnvelopeDe<'a> = serde_json::from_str(text).map_err(not_json)?;
-    let items =
-        envelope.batch.ok_or_else(|| RequestError::new("invalid_batch", "the body must have a `batch` array"))?;
-    if items.len() > limits.max_batch_events {
+    // The envelope and its items in one pass; `batch` that is not an array is absent.
+    let mut fields = Fields::default();
+    let mut batch: Option<Vec<Item<'a>>> = None;
+    let mut count = 0;
+    let scanned = scanner.object(|scanner, key| {
+        if key != "batch" {
+            fields.members.push((key, ferry_wire::scan_value(scanner)?));
+            return Ok(());
+        }
+        if scanner.peek() != Some(b'[') {
+            scanner.value()?;
+            batch = None;
+            return Ok(());
+        }
+        let mut items = Vec::new();
+        count = 0;
+        scanner.array(|scanner| {
+            count += 1;
+            // Past the limit items are checked but not kept: the request is refused.
+            if count > limits.max_batch_events {
+                return scanner.value().map(drop);
+            }
+            let item = match scanner.peek() {
+                Some(b'{') => Item::scan(scanner, None)?,
+                _ => Item { raw: None, fields: None, other: Some(scanner.value()?), context: None, properties: None },
+            };
+            items.push(item);
+            Ok(())
+        })?;
+        batch = Some(items);
+        Ok(())
+    });
+    scanned.and_then(|()| scanner.finish()).map_err(refused)?;
+    let items = batch.ok_or_else(|| RequestError::new("invalid_batch", "the body must have a `batch` array"))?;
+    if count > limits.max_batch_events {
         return Err(RequestError::new(
             "too_many_events",
-            format!("the batch has {} events; at most {} are allowed", items.len(), limits.max_batch_events),
+            format!("the batch has {count} events; at most {} are allowed", limits.max_batch_events),
         ));
     }
-    let fields = envelope.fields;
     let write_key = fields.get("writeKey").and_then(as_str).filter(|k| !k.is_empty()).or_else(|| {
         items.iter().filter_map(|i| i.fields.as_ref()?.get("writeKey").and_then(as_str)).find(|k| !k.is_empty())
     });
@@ -434,6 +368,10 @@ pub fn parse<'a>(body: &'a [u8], route: Route, limits: &Limits) -> Result<Parsed
         integrations: fields.get("integrations"),
     };
     Ok(Parsed { route: Route::Batch, write_key, envelope, items })
+}
+
+fn too_deep(limits: &Limits) -> RequestError {
+    RequestError::new("too_deep", format!("the body nests deeper than {} levels", limits.max_depth))
 }
 
 /// Run arbitrary bytes through [`parse`] and [`process`] as a batch body and as the body of
@@ -690,14 +628,18 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
     // Everything is valid: from here on only enrichment.
     let mut warnings = Vec::new();
     let context = merge_objects(context, envelope.context);
-    let peek = context.as_deref().map(peek_context).unwrap_or_default();
+    let peek = match (&item.context, envelope.context) {
+        // The item's own context, scanned with the item.
+        (Some(fields), None) => peek_context(fields),
+        _ => context.as_deref().and_then(|text| Fields::parse(text).ok()).map(|f| peek_context(&f)).unwrap_or_default(),
+    };
     let client_side = peek.direct || library_channel(peek.library.as_deref()) != "server";
     // The client's address, to add as the first member of `context`.
     let add_ip = shared.ip.filter(|_| client_side && !peek.has_ip);
     let integrations = merge_objects(integrations, envelope.integrations);
     let properties = match (call, properties) {
         (CallType::Track | CallType::Page | CallType::Screen, Some(raw)) => {
-            Some(reserved_properties(raw.get(), &mut warnings))
+            Some(reserved_properties(raw.get(), item.properties.as_ref(), &mut warnings))
         }
         (_, raw) => raw.map(|r| Cow::Borrowed(r.get())),
     };
@@ -770,7 +712,7 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
 
 /// Write the members the canonical event does not handle itself, as sent; of duplicate
 /// keys only the last, at its place.
-fn write_passthrough(w: &mut Writer<'_>, members: &[(Cow<'_, str>, &RawValue)]) {
+fn write_passthrough(w: &mut Writer<'_>, members: &[(Cow<'_, str>, Raw<'_>)]) {
     let unknown = |key: &str| !HANDLED.contains(&key);
     if members.len() <= 64 {
         // Few members: a scan of the later ones beats hashing.
@@ -857,14 +799,14 @@ fn id_field(fields: &Fields<'_>, key: &str, code: &'static str) -> Result<Option
     }
 }
 
-fn object_field<'a>(fields: &Fields<'a>, key: &str, code: &'static str) -> Result<Option<&'a RawValue>, Issue> {
+fn object_field<'a>(fields: &Fields<'a>, key: &str, code: &'static str) -> Result<Option<Raw<'a>>, Issue> {
     match fields.get(key) {
         Some(raw) if kind(raw) != Kind::Object => Err(Issue::new(code, key, format!("`{key}` must be an object"))),
         other => Ok(other),
     }
 }
 
-fn time_field(raw: Option<&RawValue>, key: &str) -> Result<Option<jiff::Timestamp>, Issue> {
+fn time_field(raw: Option<Raw<'_>>, key: &str) -> Result<Option<jiff::Timestamp>, Issue> {
     let Some(raw) = raw else { return Ok(None) };
     let invalid = || Issue::new("invalid_timestamp", key, format!("`{key}` must be an ISO-8601 date-time"));
     let text = as_str(raw).ok_or_else(invalid)?;
@@ -932,8 +874,8 @@ fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
 }
 
 /// Merge two raw objects key by key (the item's keys win); either may be absent.
-fn merge_objects<'a>(item: Option<&'a RawValue>, envelope: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
-    let envelope = envelope.filter(|raw| kind(raw) == Kind::Object);
+fn merge_objects<'a>(item: Option<Raw<'a>>, envelope: Option<Raw<'a>>) -> Option<Cow<'a, str>> {
+    let envelope = envelope.filter(|raw| kind(*raw) == Kind::Object);
     match (item, envelope) {
         (None, None) => None,
         (Some(item), None) => Some(Cow::Borrowed(item.get())),
@@ -967,37 +909,10 @@ struct ContextPeek {
     direct: bool,
 }
 
-fn peek_context(context: &str) -> ContextPeek {
-    /// The three members looked at; the rest are skipped without being decoded.
-    #[derive(serde::Deserialize)]
-    struct Typed<'a> {
-        #[serde(borrow, default)]
-        library: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        ip: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        direct: Option<&'a RawValue>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Library<'a> {
-        #[serde(borrow, default)]
-        name: Option<&'a RawValue>,
-    }
-    // The typed peek refuses duplicate keys; then the slower member list decides.
-    if let Ok(typed) = serde_json::from_str::<Typed<'_>>(context) {
-        let library = typed
-            .library
-            .and_then(|raw| serde_json::from_str::<Library<'_>>(raw.get()).ok())
-            .and_then(|lib| lib.name.and_then(as_str).map(Cow::into_owned));
-        return ContextPeek {
-            library,
-            has_ip: typed.ip.is_some_and(|raw| raw.get() != "null"),
-            direct: typed.direct.is_some_and(|raw| raw.get() == "true"),
-        };
-    }
-    let Ok(fields) = Fields::parse(context) else { return ContextPeek::default() };
+fn peek_context(fields: &Fields<'_>) -> ContextPeek {
     let library = fields
         .get("library")
+        .filter(|raw| kind(*raw) == Kind::Object)
         .and_then(|raw| Fields::parse(raw.get()).ok())
         .and_then(|lib| lib.get("name").and_then(as_str).map(Cow::into_owned));
     ContextPeek {
@@ -1025,26 +940,32 @@ fn library_channel(library: Option<&str>) -> &'static str {
 }
 
 /// Check `revenue`, `value` and `currency`; numeric strings become numbers (with a warning).
-fn reserved_properties<'a>(properties: &'a str, warnings: &mut Vec<Issue>) -> Cow<'a, str> {
-    #[derive(serde::Deserialize)]
-    struct Peek<'a> {
-        #[serde(borrow, default)]
-        revenue: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        value: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        currency: Option<&'a RawValue>,
-    }
-    let Ok(peek) = serde_json::from_str::<Peek<'_>>(properties) else { return Cow::Borrowed(properties) };
-    if peek.revenue.is_none() && peek.value.is_none() && peek.currency.is_none() {
+fn reserved_properties<'a>(
+    properties: &'a str,
+    scanned: Option<&Fields<'_>>,
+    warnings: &mut Vec<Issue>,
+) -> Cow<'a, str> {
+    let parsed;
+    let fields = match scanned {
+        Some(fields) => fields,
+        None => match Fields::parse(properties) {
+            Ok(fields) => {
+                parsed = fields;
+                &parsed
+            }
+            Err(_) => return Cow::Borrowed(properties),
+        },
+    };
+    let (revenue, value, currency) = (fields.get("revenue"), fields.get("value"), fields.get("currency"));
+    if revenue.is_none() && value.is_none() && currency.is_none() {
         return Cow::Borrowed(properties);
     }
     let mut replacements: Vec<(&str, String)> = Vec::new();
     for (key, raw, not_number, invalid) in [
-        ("revenue", peek.revenue, "revenue_not_number", "invalid_revenue"),
-        ("value", peek.value, "value_not_number", "invalid_value"),
+        ("revenue", revenue, "revenue_not_number", "invalid_revenue"),
+        ("value", value, "value_not_number", "invalid_value"),
     ] {
-        let Some(raw) = raw.filter(|r| r.get() != "null") else { continue };
+        let Some(raw) = raw else { continue };
         if kind(raw) == Kind::Number {
             continue;
         }
@@ -1061,7 +982,7 @@ fn reserved_properties<'a>(properties: &'a str, warnings: &mut Vec<Issue>) -> Co
             None => warnings.push(Issue::new(invalid, &field, format!("`{key}` must be a number; kept as sent"))),
         }
     }
-    if let Some(raw) = peek.currency.filter(|r| r.get() != "null") {
+    if let Some(raw) = currency {
         let valid = as_str(raw).is_some_and(|c| currency::is_iso4217(&c));
         if !valid {
             warnings.push(Issue::new(
@@ -1074,7 +995,6 @@ fn reserved_properties<'a>(properties: &'a str, warnings: &mut Vec<Issue>) -> Co
     if replacements.is_empty() {
         return Cow::Borrowed(properties);
     }
-    let Ok(fields) = Fields::parse(properties) else { return Cow::Borrowed(properties) };
     let mut out = Vec::with_capacity(properties.len());
     out.push(b'{');
     let mut w = Writer { out: &mut out, first: true };

@@ -330,6 +330,61 @@ fn duplicate_keys_keep_the_last_and_unknown_members_pass_through() {
 }
 
 #[test]
+fn the_last_context_and_properties_decide_enrichment() {
+    // `context` and `properties` are scanned with the item; of duplicates only the last
+    // counts, as for every other member, whatever kinds the earlier ones were.
+    let browser = r#"{"library":{"name":"analytics.js"}}"#;
+    let server = r#"{"library":{"name":"analytics-python"}}"#;
+    for (contexts, channel, ip) in [
+        ([browser, server], "server", false),
+        ([server, browser], "browser", true),
+        (["7", browser], "browser", true),
+        ([browser, "null"], "server", false),
+    ] {
+        let body = format!(r#"{{"event":"E","userId":"u","context":{},"context":{}}}"#, contexts[0], contexts[1]);
+        let event = run(&body, TRACK, Some("203.0.113.9")).unwrap().accepted.remove(0);
+        assert_eq!(event["channel"], channel, "{body}");
+        assert_eq!(event.get("context").and_then(|c| c.get("ip")).is_some(), ip, "{body}");
+    }
+    let body = r#"{"event":"E","userId":"u","properties":{"revenue":"$5"},"properties":{"revenue":5}}"#;
+    let outcome = run(body, TRACK, None).unwrap();
+    assert!(outcome.warnings[0].is_empty());
+    assert_eq!(outcome.accepted[0]["properties"], json!({"revenue":5}));
+    let body = r#"{"event":"E","userId":"u","properties":{"revenue":5},"properties":{"revenue":"$5"}}"#;
+    let outcome = run(body, TRACK, None).unwrap();
+    assert_eq!(outcome.warnings[0][0].code, "revenue_not_number");
+    assert_eq!(outcome.accepted[0]["properties"], json!({"revenue":5}));
+    let body = r#"{"event":"E","userId":"u","properties":{"revenue":5},"properties":"x"}"#;
+    assert_eq!(rejected_code(body, TRACK), "invalid_properties");
+}
+
+#[test]
+fn items_that_are_not_objects_are_quarantined_as_sent() {
+    let outcome = run(
+        r#"{"batch":[ [1, 2.50] , "s\u00e9", 3e2, {"type":"track","event":"E","userId":"u"}]}"#,
+        Route::Batch,
+        None,
+    )
+    .unwrap();
+    assert_eq!(outcome.accepted.len(), 1);
+    let items: Vec<&Value> = outcome.quarantine.iter().map(|q| &q["item"]).collect();
+    assert_eq!(items, [&json!([1, 2.5]), &json!("sé"), &json!(300.0)]);
+    assert!(outcome.rejected.iter().all(|r| r.1 == "not_an_object"));
+}
+
+#[test]
+fn a_batch_over_the_count_is_refused_after_one_checked_pass() {
+    // Items past the limit are checked but not kept; bad JSON after them is still found.
+    let many = vec!["{}"; 3000].join(",");
+    let error = parse(format!(r#"{{"batch":[{many}]}}"#).as_bytes(), Route::Batch, &Limits::default()).err().unwrap();
+    assert_eq!(error.code, "too_many_events");
+    assert!(error.message.contains("3000"), "{}", error.message);
+    let error = parse(format!(r#"{{"batch":[{many},]}}"#).as_bytes(), Route::Batch, &Limits::default()).err().unwrap();
+    assert_eq!(error.code, "invalid_json");
+    assert!(error.message.starts_with("the body is not valid JSON: expected a value at byte "), "{}", error.message);
+}
+
+#[test]
 fn every_real_client_capture_is_accepted_whole() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/real-clients");
     let mut events = 0;

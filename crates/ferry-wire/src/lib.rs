@@ -4,11 +4,11 @@
 //!
 //! Nothing here does I/O or reads the clock.
 
-use std::borrow::Cow;
-use std::fmt;
+mod scan;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+pub use scan::{ScanError, Scanner, is_json};
 
 /// The call type a route or an item names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,48 +57,60 @@ pub enum Route {
     Batch,
 }
 
+/// A JSON value's text as it appeared in the input (without the whitespace around it),
+/// checked to be JSON when it was scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// The value's JSON text.
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+}
+
 /// A JSON object as its members, in order, values left raw.
 #[derive(Debug, Default)]
 pub struct Fields<'a> {
-    pub members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    pub members: Vec<(Cow<'a, str>, Raw<'a>)>,
 }
 
 impl<'a> Fields<'a> {
-    /// Decode `json`, which must be an object.
-    pub fn parse(json: &'a str) -> Result<Fields<'a>, serde_json::Error> {
-        serde_json::from_str(json)
+    /// Decode `json`, which must be an object (nested to any depth).
+    pub fn parse(json: &'a str) -> Result<Fields<'a>, ScanError> {
+        let mut scanner = Scanner::new(json, usize::MAX);
+        let fields = Fields::scan(&mut scanner)?;
+        scanner.finish()?;
+        Ok(fields)
+    }
+
+    /// The object at the scanner's position.
+    pub fn scan(scanner: &mut Scanner<'a>) -> Result<Fields<'a>, ScanError> {
+        let mut members = Vec::with_capacity(16);
+        scanner.object(|scanner, key| {
+            members.push((key, Raw(scanner.value()?)));
+            Ok(())
+        })?;
+        Ok(Fields { members })
+    }
+
+    /// The object at the scanner's position, and its text.
+    pub fn scan_raw(scanner: &mut Scanner<'a>) -> Result<(Fields<'a>, Raw<'a>), ScanError> {
+        let start = scanner.offset();
+        let fields = Fields::scan(scanner)?;
+        Ok((fields, Raw(scanner.since(start))))
     }
 
     /// The raw value of the last member named `key`, with JSON `null` read as absent.
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+    pub fn get(&self, key: &str) -> Option<Raw<'a>> {
         let raw = self.members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)?;
         (raw.get() != "null").then_some(raw)
     }
 }
 
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldsVisitor<'a>(std::marker::PhantomData<&'a ()>);
-
-        impl<'de: 'a, 'a> Visitor<'de> for FieldsVisitor<'a> {
-            type Value = Fields<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Fields<'a>, M::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    members.push((key, value));
-                }
-                Ok(Fields { members })
-            }
-        }
-
-        deserializer.deserialize_map(FieldsVisitor(std::marker::PhantomData))
-    }
+/// The value at the scanner's position, checked, as raw text.
+pub fn scan_value<'a>(scanner: &mut Scanner<'a>) -> Result<Raw<'a>, ScanError> {
+    scanner.value().map(Raw)
 }
 
 /// What kind of JSON value a raw value is, from its first byte.
@@ -113,7 +125,7 @@ pub enum Kind {
 }
 
 /// The kind of a raw value (serde_json hands raw values over trimmed).
-pub fn kind(raw: &RawValue) -> Kind {
+pub fn kind(raw: Raw<'_>) -> Kind {
     match raw.get().as_bytes().first() {
         Some(b'{') => Kind::Object,
         Some(b'[') => Kind::Array,
@@ -125,49 +137,16 @@ pub fn kind(raw: &RawValue) -> Kind {
 }
 
 /// A raw JSON string's value; `None` when the value is not a string.
-pub fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+pub fn as_str(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     if kind(raw) != Kind::String {
         return None;
     }
-    serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
-}
-
-/// Whether `json` nests arrays and objects deeper than `limit` (brackets inside strings
-/// do not count). One pass over the bytes outside strings, jumping over each string's
-/// interior with `memchr` (about 0.5 ns a byte here, a fraction of a parse); it runs
-/// before any recursive parse can meet the nesting. Malformed JSON is left for the parser.
-pub fn depth_exceeds(json: &[u8], limit: usize) -> bool {
-    let mut depth = 0usize;
-    let mut at = 0;
-    while at < json.len() {
-        match json[at] {
-            b'"' => {
-                // Skip to the closing quote, honouring backslash escapes.
-                at += 1;
-                loop {
-                    let rest = json.get(at..).unwrap_or_default();
-                    match memchr::memchr2(b'"', b'\\', rest) {
-                        Some(i) if rest[i] == b'\\' => at += i + 2,
-                        Some(i) => {
-                            at += i;
-                            break;
-                        }
-                        None => return false,
-                    }
-                }
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        at += 1;
+    let text = raw.get();
+    if !text.contains('\\') {
+        // Checked when scanned: the quotes are its first and last bytes.
+        return text.get(1..text.len() - 1).map(Cow::Borrowed);
     }
-    false
+    serde_json::from_str::<Cow<'_, str>>(text).ok()
 }
 
 #[cfg(test)]
@@ -192,29 +171,9 @@ mod tests {
     }
 
     #[test]
-    fn depth_scan_ignores_brackets_in_strings() {
-        assert!(!depth_exceeds(br#"{"a":"[[[[[[[[[[[[["}"#, 2));
-        assert!(depth_exceeds(b"[[[]]]", 2));
-        assert!(!depth_exceeds(b"[[]]", 2));
-        assert!(!depth_exceeds(br#"{"a":"\"[[[["}"#, 1));
-        assert!(!depth_exceeds(br#"{"a":"\\"}"#, 1));
-        assert!(depth_exceeds(br#"{"a":"\\",{"b":1}}"#, 1));
-        // Closing brackets lower the depth before the next opener.
-        assert!(!depth_exceeds(b"[[]][[]][[]]", 2));
-        assert!(depth_exceeds(b"[[]][[[]]]", 2));
-        let deep = "[".repeat(10_000);
-        assert!(depth_exceeds(deep.as_bytes(), 64));
-        // Unterminated strings and a trailing backslash end the scan without a panic.
-        assert!(!depth_exceeds(br#"{"a":"\"#, 1));
-        assert!(!depth_exceeds(br#"{"a":"abc"#, 1));
-        assert!(!depth_exceeds(br#"""#, 0));
-        assert!(depth_exceeds(br#"{"a":"\\"[[["#, 2));
-    }
-
-    #[test]
     fn kinds() {
         let fields = Fields::parse(r#"{"a":{},"b":[],"c":"s","d":-1,"e":true,"f":null}"#).unwrap();
-        let kinds: Vec<Kind> = fields.members.iter().map(|(_, v)| kind(v)).collect();
+        let kinds: Vec<Kind> = fields.members.iter().map(|(_, v)| kind(*v)).collect();
         assert_eq!(kinds, [Kind::Object, Kind::Array, Kind::String, Kind::Number, Kind::Bool, Kind::Null]);
     }
 }

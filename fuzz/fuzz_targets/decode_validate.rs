@@ -1,5 +1,6 @@
 //! Fuzz decode + validate + enrich: arbitrary bytes as the body of a batch route and of
-//! every single-call route must never panic, hang or blow the stack.
+//! every single-call route must never panic, hang or blow the stack, and ferry-wire's
+//! scanner must accept exactly the JSON serde_json accepts.
 
 #![no_main]
 
@@ -22,6 +23,16 @@ fuzz_target!(|data: &[u8]| {
         Some((first, rest)) => (routes[usize::from(*first) % routes.len()], rest),
         None => (Route::Batch, data),
     };
+    // The scanner takes exactly what serde_json takes (below serde_json's own recursion
+    // limit of 128).
+    if let Ok(text) = std::str::from_utf8(body) {
+        let mut scanner = ferry_wire::Scanner::new(text, 100);
+        let scanned = scanner.value().and_then(|_| scanner.finish());
+        if scanned != Err(ferry_wire::ScanError::TooDeep) {
+            let serde = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+            assert_eq!(scanned.is_ok(), serde, "scanner and serde_json disagree: {scanned:?}");
+        }
+    }
     let Ok(parsed) = ferry_event::parse(body, route, &limits) else { return };
     let _ = parsed.write_key();
     let mut n = 0u64;

@@ -6,11 +6,14 @@
 //! - [`Log::append`] returns only when its records are durable under the [`SyncPolicy`]:
 //!   with `Always` (the default) they are written and `fdatasync`'d. One writer thread
 //!   takes every request queued while the previous sync ran, writes them as one frame and
-//!   syncs once (group commit), so concurrent appends share an fsync.
+//!   syncs once (group commit), so concurrent appends share an fsync. With `Interval` and
+//!   `Never` an append writes its own frame in the caller's thread, under the writer's
+//!   lock (no thread hop: a write to the page cache takes microseconds), and the writer
+//!   thread syncs what was written once per interval, outside that lock.
 //! - Offsets increase by one per stored record and are never reused.
 //! - Records may carry a dedupe key; a key seen within the dedupe window is answered
-//!   [`Appended::Duplicate`] and not stored. The check-and-insert happens in the writer
-//!   thread, so it is race-free; a key is remembered only once its record is written.
+//!   [`Appended::Duplicate`] and not stored. The check-and-insert happens under the
+//!   writer's lock, so it is race-free; a key is remembered only once its record is written.
 //! - A failed write or sync poisons the log: every later append fails.
 //! - Readers see only records the writer has finished (and, with `Always`, synced).
 //!
@@ -207,6 +210,7 @@ pub struct OpenReport {
 pub struct Log {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Message>,
+    writer: Arc<Mutex<Writer>>,
 }
 
 struct Shared {
@@ -366,17 +370,22 @@ impl Log {
             dedupe_evicted: AtomicU64::new(0),
             metrics: Arc::default(),
         });
-        let mut writer = Writer::new(shared.clone(), dedupe, next_offset, lock).map_err(io_err(&dir))?;
+        let writer = Writer::new(shared.clone(), dedupe, next_offset, lock).map_err(io_err(&dir))?;
+        let writer = Arc::new(Mutex::new(writer));
         let (tx, rx) = mpsc::channel();
+        let thread_writer = writer.clone();
         std::thread::Builder::new()
             .name("ferry-log-writer".to_owned())
-            .spawn(move || writer.run(rx))
+            .spawn(move || run(&thread_writer, rx))
             .map_err(io_err(&dir))?;
-        Ok((Log { shared, tx }, report))
+        Ok((Log { shared, tx, writer }, report))
     }
 
     /// Append records; resolves when they are durable under the sync policy.
     pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
+        if self.shared.config.sync != SyncPolicy::Always {
+            return self.append_here(records);
+        }
         let (reply, answer) = oneshot::channel();
         self.tx.send(Message::Append { records, reply }).map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
@@ -384,9 +393,22 @@ impl Log {
 
     /// [`Log::append`] for callers outside an async runtime.
     pub fn append_blocking(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
+        if self.shared.config.sync != SyncPolicy::Always {
+            return self.append_here(records);
+        }
         let (reply, answer) = oneshot::channel();
         self.tx.send(Message::Append { records, reply }).map_err(|_| AppendError::Closed)?;
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Write one frame in this thread (no fsync: the policy is not `Always`).
+    fn append_here(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
+        let mut writer = self.writer.lock().map_err(|_| AppendError::Closed)?;
+        if writer.closed {
+            return Err(AppendError::Closed);
+        }
+        let mut answers = writer.commit_records(std::slice::from_ref(&records)).map_err(|e| e.to_append_error())?;
+        Ok(answers.pop().unwrap_or_default())
     }
 
     /// Stop the writer after what is queued, sync, and release the directory lock.
@@ -593,9 +615,128 @@ struct Writer {
     /// One zstd context for the writer's life (creating one per frame costs more than
     /// compressing a small frame).
     compressor: zstd::bulk::Compressor<'static>,
+    /// Set when the writer thread has stopped: appends in other threads fail.
+    closed: bool,
 }
 
 type Pending = (Vec<Record>, oneshot::Sender<Result<Vec<Appended>, AppendError>>);
+
+fn lock(writer: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+    // A panic while holding the lock leaves nothing half-done that matters more than
+    // stopping: a frame is either written whole or the log is poisoned.
+    writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The writer thread: group commits for `Always`; for the other policies, the periodic
+/// sync and retention (appends are written by their callers).
+fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
+    let (sync, shared) = {
+        let w = lock(writer);
+        (w.shared.config.sync, w.shared.clone())
+    };
+    // Without per-append syncs, wake at least this often to sync and run retention.
+    let tick = match sync {
+        SyncPolicy::Interval(every) => Some(every.max(Duration::from_millis(1))),
+        SyncPolicy::Never => Some(RETENTION_EVERY),
+        SyncPolicy::Always => None,
+    };
+    let mut last_tick = Instant::now();
+    loop {
+        let first = match tick {
+            Some(tick) => match rx.recv_timeout(tick.saturating_sub(last_tick.elapsed())) {
+                Ok(message) => Some(message),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(message) => Some(message),
+                Err(_) => break,
+            },
+        };
+        if tick.is_some_and(|tick| last_tick.elapsed() >= tick) {
+            last_tick = Instant::now();
+            sync_written(writer, &shared);
+            lock(writer).retention_if_due();
+        }
+        let Some(first) = first else { continue };
+        let mut group: Vec<Pending> = Vec::new();
+        let mut bytes = 0;
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Append { records, reply } => {
+                    bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
+                    group.push((records, reply));
+                }
+                Message::Retention { done } => {
+                    // After the group so far, so that its keys are durable first.
+                    let mut w = lock(writer);
+                    if !group.is_empty() {
+                        w.commit(std::mem::take(&mut group));
+                        bytes = 0;
+                    }
+                    let _ = done.send(w.retention(None, u64::MAX));
+                }
+                Message::Close { done } => {
+                    close = Some(done);
+                    break;
+                }
+            }
+            if bytes < MAX_GROUP_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !group.is_empty() {
+            lock(writer).commit(group);
+        }
+        if let Some(done) = close {
+            lock(writer).stop();
+            let _ = done.send(());
+            return;
+        }
+    }
+    lock(writer).stop();
+}
+
+/// Sync what appends wrote since the last sync, without holding the writer's lock during
+/// the fdatasync (appends go on meanwhile; what they write is synced next time).
+fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
+    let file = {
+        let mut w = lock(writer);
+        if w.dirty_since.take().is_none() || w.closed {
+            return;
+        }
+        w.file.try_clone()
+    };
+    let started = Instant::now();
+    if let Err(error) = file.and_then(|file| file.sync_data()) {
+        poison(shared, format!("fdatasync failed: {error}"));
+    }
+    shared.metrics.fsync_seconds.observe_duration(started.elapsed());
+}
+
+fn poison(shared: &Shared, reason: String) {
+    tracing::error!(%reason, "event log poisoned; restart ferry after fixing the disk");
+    if let Ok(mut p) = shared.poisoned.lock() {
+        p.get_or_insert(reason);
+    }
+}
+
+/// Why a group could not be stored.
+enum CommitError {
+    DiskFull,
+    Poisoned(String),
+}
+
+impl CommitError {
+    fn to_append_error(&self) -> AppendError {
+        match self {
+            CommitError::DiskFull => AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER },
+            CommitError::Poisoned(reason) => AppendError::Poisoned(reason.clone()),
+        }
+    }
+}
 
 impl Writer {
     fn new(shared: Arc<Shared>, dedupe: dedupe::Dedupe, next_offset: u64, lock: File) -> io::Result<Writer> {
@@ -633,67 +774,21 @@ impl Writer {
             file_preallocated,
             lock: Some(lock),
             compressor: zstd::bulk::Compressor::new(1)?,
+            closed: false,
         })
     }
 
-    fn run(&mut self, rx: mpsc::Receiver<Message>) {
-        loop {
-            let first = match self.sync_deadline() {
-                Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(message) => message,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.sync_if_due(true);
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(message) => message,
-                    Err(_) => break,
-                },
-            };
-            let mut group: Vec<Pending> = Vec::new();
-            let mut bytes = 0;
-            let mut close = None;
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Append { records, reply } => {
-                        bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
-                        group.push((records, reply));
-                    }
-                    Message::Retention { done } => {
-                        // After the group so far, so that its keys are durable first.
-                        if !group.is_empty() {
-                            self.commit(std::mem::take(&mut group));
-                            bytes = 0;
-                        }
-                        let _ = done.send(self.retention(None, u64::MAX));
-                    }
-                    Message::Close { done } => {
-                        close = Some(done);
-                        break;
-                    }
-                }
-                if bytes < MAX_GROUP_BYTES {
-                    next = rx.try_recv().ok();
-                }
-            }
-            if !group.is_empty() {
-                self.commit(group);
-            }
-            if let Some(done) = close {
-                self.sync_if_due(true);
-                self.finish_spare();
-                self.dedupe.finish();
-                drop(self.lock.take());
-                let _ = done.send(());
-                return;
-            }
+    /// Sync, let background work finish and release the directory lock: the last thing
+    /// the writer does.
+    fn stop(&mut self) {
+        if self.closed {
+            return;
         }
         self.sync_if_due(true);
         self.finish_spare();
         self.dedupe.finish();
+        drop(self.lock.take());
+        self.closed = true;
     }
 
     /// Wait for a spare chunk being zero-filled (before the directory lock goes, so that
@@ -701,13 +796,6 @@ impl Writer {
     fn finish_spare(&mut self) {
         if let Some(handle) = self.spare.take() {
             let _ = handle.join();
-        }
-    }
-
-    fn sync_deadline(&self) -> Option<Instant> {
-        match (self.shared.config.sync, self.dirty_since) {
-            (SyncPolicy::Interval(every), Some(since)) => Some(since + every),
-            _ => None,
         }
     }
 
@@ -729,18 +817,32 @@ impl Writer {
     }
 
     fn poison(&self, reason: String) {
-        tracing::error!(%reason, "event log poisoned; restart ferry after fixing the disk");
-        if let Ok(mut p) = self.shared.poisoned.lock() {
-            p.get_or_insert(reason);
-        }
+        poison(&self.shared, reason);
     }
 
+    /// Store a group of requests and answer each.
     fn commit(&mut self, group: Vec<Pending>) {
-        if let Some(reason) = self.shared.poisoned.lock().ok().and_then(|p| p.clone()) {
-            for (_, reply) in group {
-                let _ = reply.send(Err(AppendError::Poisoned(reason.clone())));
+        let (requests, replies): (Vec<Vec<Record>>, Vec<_>) = group.into_iter().unzip();
+        match self.commit_records(&requests) {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
             }
-            return;
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.to_append_error()));
+                }
+            }
+        }
+        self.retention_if_due();
+    }
+
+    /// Store the records of several requests as one frame: what became of each record,
+    /// request by request.
+    fn commit_records(&mut self, requests: &[Vec<Record>]) -> Result<Vec<Vec<Appended>>, CommitError> {
+        if let Some(reason) = self.shared.poisoned.lock().ok().and_then(|p| p.clone()) {
+            return Err(CommitError::Poisoned(reason));
         }
         // Never earlier than the last frame: frame times and dedupe times stay monotonic
         // even if the wall clock steps back.
@@ -749,14 +851,14 @@ impl Writer {
         self.dedupe.expire(now);
 
         // Decide each record: duplicate, or the next offset.
-        let mut answers: Vec<Vec<Appended>> = Vec::with_capacity(group.len());
+        let mut answers: Vec<Vec<Appended>> = Vec::with_capacity(requests.len());
         let mut keys: Vec<Option<u128>> = Vec::new();
         let mut payloads: Vec<&[u8]> = Vec::new();
         // Keys are inserted as they are decided (this also catches repeats within the
         // group) and rolled back if the frame cannot be written.
         let mut inserted = 0;
         let mut offset = self.next_offset;
-        for (records, _) in &group {
+        for records in requests {
             let mut answer = Vec::with_capacity(records.len());
             for record in records {
                 let key = record.key.as_deref().map(format::key_hash);
@@ -776,33 +878,26 @@ impl Writer {
         }
 
         let result = if payloads.is_empty() { Ok(()) } else { self.write_frame(now, &keys, &payloads) };
-        match result {
+        let result = match result {
             Ok(()) => {
                 self.next_offset = offset;
                 self.publish_dedupe_state();
                 self.shared.visible.send_replace(offset);
-                for ((_, reply), answer) in group.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
-                }
+                Ok(answers)
             }
             Err(error) => {
                 self.dedupe.rollback(inserted);
-                let disk_full = matches!(error, WriteError::DiskFull);
                 if let WriteError::Io(error) = &error {
                     self.poison(format!("write failed: {error}"));
                 }
-                for (_, reply) in group {
-                    let answer = if disk_full {
-                        AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER }
-                    } else {
-                        AppendError::Poisoned(
-                            self.shared.poisoned.lock().ok().and_then(|p| p.clone()).unwrap_or_default(),
-                        )
-                    };
-                    let _ = reply.send(Err(answer));
+                match error {
+                    WriteError::DiskFull => Err(CommitError::DiskFull),
+                    WriteError::Io(_) => Err(CommitError::Poisoned(
+                        self.shared.poisoned.lock().ok().and_then(|p| p.clone()).unwrap_or_default(),
+                    )),
                 }
             }
-        }
+        };
         // Bounded upkeep of the dedupe index (spills and filter rebuilds run in background
         // threads); a new spill starts only once the keys' records are durable.
         self.dedupe.maintain();
@@ -811,11 +906,17 @@ impl Writer {
             self.dedupe.make_room();
         }
         self.publish_dedupe_state();
-        if self.last_retention.elapsed() >= RETENTION_EVERY {
-            self.last_retention = Instant::now();
-            if let Err(error) = self.retention(None, u64::MAX) {
-                tracing::warn!(%error, "log retention failed");
-            }
+        result
+    }
+
+    /// Retention every [`RETENTION_EVERY`].
+    fn retention_if_due(&mut self) {
+        if self.closed || self.last_retention.elapsed() < RETENTION_EVERY {
+            return;
+        }
+        self.last_retention = Instant::now();
+        if let Err(error) = self.retention(None, u64::MAX) {
+            tracing::warn!(%error, "log retention failed");
         }
     }
 
@@ -884,8 +985,8 @@ impl Writer {
                 self.shared.metrics.fsync_seconds.observe_duration(started.elapsed());
             }
             SyncPolicy::Interval(_) => {
+                // The writer thread syncs it (`sync_written`).
                 self.dirty_since.get_or_insert_with(Instant::now);
-                self.sync_if_due(false);
             }
             SyncPolicy::Never => {}
         }

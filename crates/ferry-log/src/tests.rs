@@ -134,9 +134,16 @@ fn dedupe_window_expires() {
 
 #[test]
 fn concurrent_appends_share_groups_and_never_duplicate_a_key() {
+    // With `Always` appends go through the writer thread; with the other policies each
+    // caller writes under the writer's lock.
+    for sync in [SyncPolicy::Always, SyncPolicy::Interval(Duration::from_millis(5)), SyncPolicy::Never] {
+        concurrent_appends_never_duplicate_a_key(sync);
+    }
+}
+
+fn concurrent_appends_never_duplicate_a_key(sync: SyncPolicy) {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) =
-        Log::open(LogConfig { sync: SyncPolicy::Always, chunk_bytes: 1 << 20, ..config(dir.path()) }).unwrap();
+    let (log, _) = Log::open(LogConfig { sync, chunk_bytes: 1 << 20, ..config(dir.path()) }).unwrap();
     let mut threads = Vec::new();
     for t in 0..8 {
         let log = log.clone();
@@ -154,6 +161,36 @@ fn concurrent_appends_share_groups_and_never_duplicate_a_key() {
     let stored: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(stored, 50);
     assert_eq!(log.read(0, 1000).unwrap().len(), 50);
+}
+
+#[test]
+fn interval_appends_are_synced_by_the_writer_thread_within_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let every = Duration::from_millis(50);
+    let (log, _) = Log::open(LogConfig { sync: SyncPolicy::Interval(every), ..config(dir.path()) }).unwrap();
+    let syncs = || log.metrics().fsync_seconds.count();
+    std::thread::sleep(every * 3);
+    assert_eq!(syncs(), 0, "nothing written, nothing to sync");
+    assert_eq!(log.append_blocking(vec![rec(Some("k"), b"a")]).unwrap(), [Appended::At(0)]);
+    // Visible at once, before any sync; synced within about one interval, without
+    // another append to prompt it.
+    assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec())]);
+    let deadline = Instant::now() + every * 40;
+    while syncs() == 0 {
+        assert!(Instant::now() < deadline, "no fdatasync within {:?}", every * 40);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(every * 3);
+    assert_eq!(syncs(), 1, "one sync for one write");
+    assert_eq!(log.append_blocking(vec![rec(Some("k"), b"again")]).unwrap(), [Appended::Duplicate]);
+    // Once closed, appends through another handle fail instead of writing unsynced.
+    let other = log.clone();
+    log.close();
+    assert!(matches!(other.append_blocking(vec![rec(None, b"late")]), Err(AppendError::Closed)));
+    drop(other);
+    let (log, report) = Log::open(config(dir.path())).unwrap();
+    assert_eq!(report.next_offset, 1);
+    assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec())]);
 }
 
 #[test]

@@ -7,9 +7,11 @@
 //!   with `Always` (the default) they are written and `fdatasync`'d. One writer thread
 //!   takes every request queued while the previous sync ran, writes them as one frame and
 //!   syncs once (group commit), so concurrent appends share an fsync. With `Interval` and
-//!   `Never` an append writes its own frame in the caller's thread, under the writer's
-//!   lock (no thread hop: a write to the page cache takes microseconds), and the writer
-//!   thread syncs what was written once per interval, outside that lock.
+//!   `Never` appends are written in the caller's thread, under the writer's lock (no
+//!   thread hop: a write to the page cache takes microseconds): the first task to append
+//!   yields once to the runtime, so that the appends of the tasks ready meanwhile go into
+//!   the same frame and write, then writes them all. The writer thread syncs what was
+//!   written once per interval, outside that lock.
 //! - Offsets increase by one per stored record and are never reused.
 //! - Records may carry a dedupe key; a key seen within the dedupe window is answered
 //!   [`Appended::Duplicate`] and not stored. The check-and-insert happens under the
@@ -211,6 +213,49 @@ pub struct Log {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Message>,
     writer: Arc<Mutex<Writer>>,
+    /// Async appends waiting for the task that writes the next frame (not with `Always`).
+    gather: Arc<Mutex<Gather>>,
+}
+
+#[derive(Default)]
+struct Gather {
+    pending: Vec<Pending>,
+    /// Whether a task has taken on writing `pending`.
+    leader: bool,
+}
+
+/// The task writing the gathered appends. Dropped before it wrote them (its request was
+/// cancelled), it writes them then, so that nobody waits for a leader that is gone.
+struct Leader<'a> {
+    log: &'a Log,
+    written: bool,
+}
+
+impl Leader<'_> {
+    fn write(&mut self) {
+        if std::mem::replace(&mut self.written, true) {
+            return;
+        }
+        let group = {
+            let mut gather = self.log.gather.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            gather.leader = false;
+            std::mem::take(&mut gather.pending)
+        };
+        let mut writer = lock(&self.log.writer);
+        if writer.closed {
+            for (_, reply) in group {
+                let _ = reply.send(Err(AppendError::Closed));
+            }
+            return;
+        }
+        writer.reply(group);
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.write();
+    }
 }
 
 struct Shared {
@@ -378,16 +423,26 @@ impl Log {
             .name("ferry-log-writer".to_owned())
             .spawn(move || run(&thread_writer, rx))
             .map_err(io_err(&dir))?;
-        Ok((Log { shared, tx, writer }, report))
+        Ok((Log { shared, tx, writer, gather: Arc::default() }, report))
     }
 
     /// Append records; resolves when they are durable under the sync policy.
     pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
-        if self.shared.config.sync != SyncPolicy::Always {
-            return self.append_here(records);
-        }
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Message::Append { records, reply }).map_err(|_| AppendError::Closed)?;
+        if self.shared.config.sync == SyncPolicy::Always {
+            self.tx.send(Message::Append { records, reply }).map_err(|_| AppendError::Closed)?;
+            return answer.await.map_err(|_| AppendError::Closed)?;
+        }
+        let lead = {
+            let mut gather = self.gather.lock().map_err(|_| AppendError::Closed)?;
+            gather.pending.push((records, reply));
+            !std::mem::replace(&mut gather.leader, true)
+        };
+        if lead {
+            let mut leader = Leader { log: self, written: false };
+            tokio::task::yield_now().await;
+            leader.write();
+        }
         answer.await.map_err(|_| AppendError::Closed)?
     }
 
@@ -820,8 +875,14 @@ impl Writer {
         poison(&self.shared, reason);
     }
 
-    /// Store a group of requests and answer each.
+    /// Store a group of requests and answer each; run retention when it is due.
     fn commit(&mut self, group: Vec<Pending>) {
+        self.reply(group);
+        self.retention_if_due();
+    }
+
+    /// Store a group of requests and answer each.
+    fn reply(&mut self, group: Vec<Pending>) {
         let (requests, replies): (Vec<Vec<Record>>, Vec<_>) = group.into_iter().unzip();
         match self.commit_records(&requests) {
             Ok(answers) => {
@@ -835,7 +896,6 @@ impl Writer {
                 }
             }
         }
-        self.retention_if_due();
     }
 
     /// Store the records of several requests as one frame: what became of each record,

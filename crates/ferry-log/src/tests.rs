@@ -194,6 +194,63 @@ fn interval_appends_are_synced_by_the_writer_thread_within_the_interval() {
 }
 
 #[test]
+fn async_appends_ready_together_share_one_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(config(dir.path())).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        // The first task yields once before it writes: the other 19, ready meanwhile,
+        // append into the same frame.
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(vec![rec(Some(&format!("k{i}")), b"x")]).await })
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for task in tasks {
+            match task.await.unwrap().unwrap()[..] {
+                [Appended::At(offset)] => offsets.push(offset),
+                ref other => panic!("{other:?}"),
+            }
+        }
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..20).collect::<Vec<u64>>());
+        assert_eq!(log.metrics().frames.get(), 1);
+        // A task that comes later writes a frame of its own.
+        assert_eq!(log.append(vec![rec(Some("k0"), b"x"), rec(None, b"y")]).await.unwrap(), [
+            Appended::Duplicate,
+            Appended::At(20)
+        ]);
+        assert_eq!(log.metrics().frames.get(), 2);
+    });
+}
+
+#[test]
+fn a_cancelled_append_still_writes_the_appends_that_waited_for_it() {
+    use std::future::Future;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(config(dir.path())).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        // Polled once, the first append takes on the write and yields.
+        let mut first = Box::pin(log.append(vec![rec(Some("a"), b"a")]));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        let follower = tokio::spawn({
+            let log = log.clone();
+            async move { log.append(vec![rec(Some("b"), b"b")]).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!follower.is_finished(), "the follower waits for the first append's write");
+        // The request is dropped (its client went away) before it wrote anything.
+        drop(first);
+        assert_eq!(follower.await.unwrap().unwrap(), [Appended::At(1)]);
+        assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+    });
+}
+
+#[test]
 fn cursors_are_durable() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(config(dir.path())).unwrap();

@@ -779,7 +779,7 @@ impl Writer<'_> {
 
 fn write_json_string(out: &mut Vec<u8>, value: &str) {
     // Most keys and ids need no escaping: copy them between quotes.
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !ferry_wire::needs_escape(value) {
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
         out.push(b'"');
@@ -815,6 +815,9 @@ fn time_field(raw: Option<Raw<'_>>, key: &str) -> Result<Option<jiff::Timestamp>
 
 /// ISO-8601 with `Z` or an offset; without an offset the time is taken as UTC.
 pub fn parse_time(text: &str) -> Option<jiff::Timestamp> {
+    if let Some(ts) = parse_canonical_time(text) {
+        return Some(ts);
+    }
     if let Ok(ts) = text.parse::<jiff::Timestamp>() {
         return Some(ts);
     }
@@ -836,41 +839,98 @@ pub fn write_time_into(out: &mut String, ts: jiff::Timestamp) {
     *out = String::from_utf8(bytes).unwrap_or_default();
 }
 
-/// [`format_time`] into a buffer, without going through `fmt` for years 0 to 9999.
+/// [`format_time`] into a buffer, by arithmetic for years 1970 to 9999 (what clients
+/// send), through jiff for the rest.
 fn write_time(out: &mut Vec<u8>, ts: jiff::Timestamp) {
-    let dt = jiff::tz::Offset::UTC.to_datetime(ts);
-    let Ok(year) = u32::try_from(dt.year()) else {
-        // Negative years keep jiff's own signed six-digit spelling.
-        let ts = jiff::Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts);
-        out.extend_from_slice(format!("{ts:.3}").as_bytes());
-        return;
-    };
-    push_digits(out, year, 4);
-    // Every part is non-negative and within its width, so the casts cannot wrap.
-    let parts = [
-        (b'-', dt.month() as u32, 2),
-        (b'-', dt.day() as u32, 2),
-        (b'T', dt.hour() as u32, 2),
-        (b':', dt.minute() as u32, 2),
-        (b':', dt.second() as u32, 2),
-        (b'.', dt.subsec_nanosecond() as u32 / 1_000_000, 3),
-    ];
-    for (separator, value, width) in parts {
-        out.push(separator);
-        push_digits(out, value, width);
+    let ms = ts.as_millisecond();
+    // 1970-01-01 to 9999-12-31T23:59:59.999Z.
+    if !(0..253_402_300_800_000).contains(&ms) {
+        return write_time_slow(out, ts);
     }
-    out.push(b'Z');
+    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    // Every part is non-negative and within its width, so the casts cannot wrap.
+    for (at, value, width) in [
+        (0, year as u32, 4),
+        (5, month, 2),
+        (8, day, 2),
+        (11, (ms_of_day / 3_600_000) as u32, 2),
+        (14, (ms_of_day / 60_000 % 60) as u32, 2),
+        (17, (ms_of_day / 1000 % 60) as u32, 2),
+        (20, (ms_of_day % 1000) as u32, 3),
+    ] {
+        let mut rest = value;
+        for slot in text[at..at + width].iter_mut().rev() {
+            *slot = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+    }
+    out.extend_from_slice(&text);
 }
 
-/// `value` as exactly `width` (at most 4) decimal digits, zero-padded.
-fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
-    let mut buf = [b'0'; 4];
-    let mut rest = value;
-    for slot in buf[..width].iter_mut().rev() {
-        *slot = b'0' + (rest % 10) as u8;
-        rest /= 10;
+/// [`write_time`] through jiff's calendar; negative years keep jiff's signed six-digit
+/// spelling.
+fn write_time_slow(out: &mut Vec<u8>, ts: jiff::Timestamp) {
+    let ts = jiff::Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts);
+    let dt = jiff::tz::Offset::UTC.to_datetime(ts);
+    if (0..=9999).contains(&dt.year()) {
+        out.extend_from_slice(format!("{dt:.3}Z").as_bytes());
+    } else {
+        out.extend_from_slice(format!("{ts:.3}").as_bytes());
     }
-    out.extend_from_slice(&buf[..width]);
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (days ≥ 0), by Howard
+/// Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.sssZ` exactly (what JavaScript's `toISOString` and ferry itself
+/// write), by arithmetic; anything else is left to jiff.
+fn parse_canonical_time(text: &str) -> Option<jiff::Timestamp> {
+    let b = text.as_bytes();
+    if b.len() != 24 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| {
+        b[range].iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second, ms) = (number(11..13)?, number(14..16)?, number(17..19)?, number(20..23)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days_in_month = *month_days.get(month.checked_sub(1)? as usize)?;
+    if day == 0 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    jiff::Timestamp::new(seconds, (ms * 1_000_000) as i32).ok()
 }
 
 /// Merge two raw objects key by key (the item's keys win); either may be absent.

@@ -384,6 +384,52 @@ fn a_batch_over_the_count_is_refused_after_one_checked_pass() {
     assert!(error.message.starts_with("the body is not valid JSON: expected a value at byte "), "{}", error.message);
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+
+    /// The arithmetic formatter writes what jiff writes, from year 0 to 9999.
+    #[test]
+    fn times_are_written_as_jiff_writes_them(ms in jiff::Timestamp::MIN.as_millisecond()..=jiff::Timestamp::MAX.as_millisecond()) {
+        let ts = jiff::Timestamp::from_millisecond(ms).unwrap();
+        proptest::prop_assert_eq!(format_time(ts), format!("{ts:.3}"));
+    }
+
+    /// The canonical-form parser agrees with jiff on every string of that shape, valid
+    /// dates or not (it leaves leap seconds, day 31 of short months and the like to jiff).
+    #[test]
+    fn canonical_times_are_read_as_jiff_reads_them(
+        year in 0u32..10_000, month in 0u32..14, day in 0u32..33, hour in 0u32..26,
+        minute in 0u32..61, second in 0u32..62, ms in 0u32..1000,
+    ) {
+        let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{ms:03}Z");
+        let jiff = text.parse::<jiff::Timestamp>().ok();
+        let fast = parse_canonical_time(&text);
+        if fast.is_some() {
+            proptest::prop_assert_eq!(fast, jiff);
+        }
+        proptest::prop_assert_eq!(parse_time(&text), jiff);
+        if month >= 1 && month <= 12 && day >= 1 && day <= 28 && hour < 24 && minute < 60 && second < 60 {
+            proptest::prop_assert!(fast.is_some(), "{} not taken by the fast path", text);
+        }
+    }
+}
+
+#[test]
+fn time_edges() {
+    for text in
+        ["1970-01-01T00:00:00.000Z", "2000-02-29T23:59:59.999Z", "9999-12-30T21:59:59.999Z", "0000-01-01T00:00:00.000Z"]
+    {
+        let ts = parse_time(text).unwrap();
+        assert_eq!(format_time(ts), text);
+        assert_eq!(parse_canonical_time(text), text.parse().ok());
+    }
+    assert_eq!(parse_canonical_time("2001-02-29T00:00:00.000Z"), None);
+    // Past jiff's range (the end of year 9999 less a day), like jiff.
+    assert_eq!(parse_time("9999-12-31T23:59:59.999Z"), None);
+    assert_eq!(parse_canonical_time("2026-11-28T10:37:14.724+00:00"), None);
+    assert_eq!(format_time(parse_time("2026-11-28T11:37:14.724512+01:00").unwrap()), "2026-11-28T10:37:14.724Z");
+}
+
 #[test]
 fn every_real_client_capture_is_accepted_whole() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/real-clients");

@@ -218,10 +218,10 @@ fn async_appends_ready_together_share_one_frame() {
         assert_eq!(offsets, (0..20).collect::<Vec<u64>>());
         assert_eq!(log.metrics().frames.get(), 1);
         // A task that comes later writes a frame of its own.
-        assert_eq!(log.append(vec![rec(Some("k0"), b"x"), rec(None, b"y")]).await.unwrap(), [
-            Appended::Duplicate,
-            Appended::At(20)
-        ]);
+        assert_eq!(
+            log.append(vec![rec(Some("k0"), b"x"), rec(None, b"y")]).await.unwrap(),
+            [Appended::Duplicate, Appended::At(20)]
+        );
         assert_eq!(log.metrics().frames.get(), 2);
     });
 }

@@ -341,6 +341,18 @@ fn special_bytes(word: u64) -> u64 {
     quote | backslash | control
 }
 
+/// Whether `text` needs escaping to go between JSON quotes (it has a quote, a backslash
+/// or a control character), checked eight bytes at a time.
+pub fn needs_escape(text: &str) -> bool {
+    let mut chunks = text.as_bytes().chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        if special_bytes(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// Whether `text` is one JSON value (with whitespace around it) of any depth.
 pub fn is_json(text: &str) -> bool {
     let mut scanner = Scanner::new(text, usize::MAX);
@@ -438,6 +450,21 @@ mod tests {
         assert!(scanner.object(|s, _| s.value().map(drop)).is_ok());
         // Brackets inside strings do not count.
         assert!(Scanner::new(r#"["[[[[[[[[[[["]"#, 1).value().is_ok());
+    }
+
+    #[test]
+    fn needs_escape_finds_every_special_byte_at_every_position() {
+        for len in 0..20 {
+            assert!(!needs_escape(&"é".repeat(len)));
+            for at in 0..len {
+                for special in ['"', '\\', '\u{0}', '\u{1f}', '\n'] {
+                    let mut text: Vec<char> = "abcdefghijklmnopqrstuvwxyz".chars().take(len).collect();
+                    text[at] = special;
+                    let text: String = text.into_iter().collect();
+                    assert!(needs_escape(&text), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -408,7 +408,7 @@ proptest::proptest! {
             proptest::prop_assert_eq!(fast, jiff);
         }
         proptest::prop_assert_eq!(parse_time(&text), jiff);
-        if month >= 1 && month <= 12 && day >= 1 && day <= 28 && hour < 24 && minute < 60 && second < 60 {
+        if (1..=12).contains(&month) && (1..=28).contains(&day) && hour < 24 && minute < 60 && second < 60 {
             proptest::prop_assert!(fast.is_some(), "{} not taken by the fast path", text);
         }
     }

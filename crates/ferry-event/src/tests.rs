@@ -359,6 +359,17 @@ fn the_last_context_and_properties_decide_enrichment() {
 }
 
 #[test]
+fn keys_with_unpaired_surrogate_escapes_are_kept_as_text() {
+    // Found by the fuzzer: serde_json takes `"\udaAe"` inside a value it skips; such a key
+    // cannot be decoded, so it is stored with its escape as characters (valid Unicode).
+    let body = r#"{"event":"E","userId":"u","x\udaAe":1,"context":{"library":{"name":"analytics.js"}}}"#;
+    let event = one(body, TRACK);
+    assert_eq!(event["x\\udaAe"], 1);
+    assert_eq!(event["channel"], "browser");
+    assert_eq!(event["context"]["library"]["name"], "analytics.js");
+}
+
+#[test]
 fn items_that_are_not_objects_are_quarantined_as_sent() {
     let outcome = run(
         r#"{"batch":[ [1, 2.50] , "s\u00e9", 3e2, {"type":"track","event":"E","userId":"u"}]}"#,

@@ -64,6 +64,7 @@ pub struct Raw<'a>(&'a str);
 
 impl<'a> Raw<'a> {
     /// The value's JSON text.
+    #[inline]
     pub fn get(self) -> &'a str {
         self.0
     }
@@ -102,6 +103,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The raw value of the last member named `key`, with JSON `null` read as absent.
+    #[inline]
     pub fn get(&self, key: &str) -> Option<Raw<'a>> {
         let raw = self.members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)?;
         (raw.get() != "null").then_some(raw)
@@ -109,6 +111,7 @@ impl<'a> Fields<'a> {
 }
 
 /// The value at the scanner's position, checked, as raw text.
+#[inline]
 pub fn scan_value<'a>(scanner: &mut Scanner<'a>) -> Result<Raw<'a>, ScanError> {
     scanner.value().map(Raw)
 }
@@ -125,6 +128,7 @@ pub enum Kind {
 }
 
 /// The kind of a raw value (serde_json hands raw values over trimmed).
+#[inline]
 pub fn kind(raw: Raw<'_>) -> Kind {
     match raw.get().as_bytes().first() {
         Some(b'{') => Kind::Object,
@@ -137,6 +141,7 @@ pub fn kind(raw: Raw<'_>) -> Kind {
 }
 
 /// A raw JSON string's value; `None` when the value is not a string.
+#[inline]
 pub fn as_str(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     if kind(raw) != Kind::String {
         return None;

@@ -56,6 +56,7 @@ impl<'a> Scanner<'a> {
         Err(ScanError::Invalid { at: self.pos, expected })
     }
 
+    #[inline]
     fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
             self.pos += 1;
@@ -63,18 +64,21 @@ impl<'a> Scanner<'a> {
     }
 
     /// The next byte that is not whitespace, not consumed.
+    #[inline]
     pub fn peek(&mut self) -> Option<u8> {
         self.skip_whitespace();
         self.bytes.get(self.pos).copied()
     }
 
     /// Where the next value starts (after whitespace).
+    #[inline]
     pub fn offset(&mut self) -> usize {
         self.skip_whitespace();
         self.pos
     }
 
     /// The text from `start` (an [`Scanner::offset`]) to where the scanner is.
+    #[inline]
     pub fn since(&self, start: usize) -> &'a str {
         self.text.get(start..self.pos).unwrap_or_default()
     }
@@ -85,11 +89,13 @@ impl<'a> Scanner<'a> {
         if self.pos == self.bytes.len() { Ok(()) } else { self.invalid("the end of the text") }
     }
 
+    #[inline]
     fn enter(&mut self) -> Result<(), ScanError> {
         self.depth += 1;
         if self.depth > self.limit { Err(ScanError::TooDeep) } else { Ok(()) }
     }
 
+    #[inline]
     fn expect(&mut self, byte: u8, expected: &'static str) -> Result<(), ScanError> {
         self.skip_whitespace();
         if self.bytes.get(self.pos) != Some(&byte) {
@@ -153,21 +159,31 @@ impl<'a> Scanner<'a> {
     }
 
     /// A key: the string's contents, decoded only when it has escapes.
+    #[inline]
     fn key(&mut self) -> Result<Cow<'a, str>, ScanError> {
+        let raw = self.key_text()?;
+        let inner = &raw[1..raw.len() - 1];
+        if !inner.contains('\\') {
+            return Ok(Cow::Borrowed(inner));
+        }
+        // Rare: let serde_json decode the escapes. An escaped unpaired surrogate has no
+        // text: such a key keeps its escapes as characters (`\ud800` stays the six
+        // characters `\`, `u`, `d`, `8`, `0`, `0`), so it matches no name ferry looks for
+        // and is stored as valid Unicode.
+        Ok(Cow::Owned(serde_json::from_str::<String>(raw).unwrap_or_else(|_| inner.to_owned())))
+    }
+
+    /// A key's text with its quotes, checked (inside a value being skipped nothing is
+    /// decoded, as serde_json decodes nothing when it skips).
+    #[inline]
+    fn key_text(&mut self) -> Result<&'a str, ScanError> {
         self.skip_whitespace();
         if self.bytes.get(self.pos) != Some(&b'"') {
             return self.invalid("a string key");
         }
         let start = self.pos;
-        let escaped = self.string()?;
-        let raw = &self.text[start..self.pos];
-        if !escaped {
-            return Ok(Cow::Borrowed(&raw[1..raw.len() - 1]));
-        }
-        // Rare: let serde_json decode the escapes (it refuses unpaired surrogates in keys).
-        serde_json::from_str::<String>(raw)
-            .map(Cow::Owned)
-            .or(Err(ScanError::Invalid { at: start, expected: "a key with valid escapes" }))
+        self.string()?;
+        Ok(&self.text[start..self.pos])
     }
 
     /// One whole value of any kind, checked; its text.
@@ -190,7 +206,7 @@ impl<'a> Scanner<'a> {
                         self.depth -= 1;
                     } else {
                         self.stack.push(true);
-                        self.key()?;
+                        self.key_text()?;
                         self.expect(b':', "`:`")?;
                         continue 'value;
                     }
@@ -220,7 +236,7 @@ impl<'a> Scanner<'a> {
                 match (self.peek(), object) {
                     (Some(b','), true) => {
                         self.pos += 1;
-                        self.key()?;
+                        self.key_text()?;
                         self.expect(b':', "`:`")?;
                         continue 'value;
                     }
@@ -287,6 +303,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string, the scanner at its opening quote; returns whether it has escapes.
+    #[inline]
     fn string(&mut self) -> Result<bool, ScanError> {
         self.pos += 1;
         let mut escaped = false;
@@ -331,6 +348,7 @@ impl<'a> Scanner<'a> {
 /// The bytes of `word` (little-endian) that are `"`, `\` or below 0x20, as their high
 /// bits. Borrows can mark a byte above a marked one by mistake, never one below, so the
 /// lowest mark is exact: `trailing_zeros() / 8` is the first such byte, and 0 means none.
+#[inline]
 fn special_bytes(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -413,6 +431,23 @@ mod tests {
         for case in cases {
             assert_eq!(accepts(case), serde_accepts(case), "{case:?}");
         }
+    }
+
+    #[test]
+    fn keys_with_unpaired_surrogates_are_taken_as_serde_json_takes_values() {
+        // serde_json skips them in values; a member key keeps its escapes as text.
+        for text in [r#"{"a":{"\ud800":1}}"#, r#"{"\udaAeb":1}"#, r#"["\udc00"]"#] {
+            assert!(is_json(text) && serde_accepts(text), "{text}");
+        }
+        let mut scanner = Scanner::new(r#"{"x\ud800":1,"\u0061":2}"#, 4);
+        let mut keys = Vec::new();
+        scanner
+            .object(|s, key| {
+                keys.push(key.into_owned());
+                s.value().map(drop)
+            })
+            .unwrap();
+        assert_eq!(keys, ["x\\ud800", "a"]);
     }
 
     #[test]

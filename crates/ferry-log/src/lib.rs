@@ -483,8 +483,10 @@ impl Log {
     /// oldest chunk (deleted by retention) are skipped.
     pub fn read(&self, from: u64, max: usize) -> io::Result<Vec<(u64, Vec<u8>)>> {
         let end = self.next_offset();
-        let chunks = self.shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?.clone();
-        chunk::read_records(&chunks, from, end, max)
+        let chunks = self.shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+        let needed = chunk::select(&chunks, from, end, max);
+        drop(chunks);
+        chunk::read_records(&needed, from, end, max)
     }
 
     /// Wait until a record at `offset` (or later) is visible. Wakes on appends; no polling.
@@ -500,10 +502,11 @@ impl Log {
 
     /// The first offset appended at or after `ms` (Unix ms), for time-range replays.
     pub fn offset_at_time(&self, ms: u64) -> u64 {
-        let chunks = self.shared.chunks.read().map(|c| c.clone()).unwrap_or_default();
-        for chunk in &chunks {
-            if let Some(frame) = chunk.frames.iter().find(|f| f.header.appended_ms >= ms) {
-                return frame.header.first_offset;
+        if let Ok(chunks) = self.shared.chunks.read() {
+            for chunk in chunks.iter() {
+                if let Some(frame) = chunk.frames.iter().find(|f| f.header.appended_ms >= ms) {
+                    return frame.header.first_offset;
+                }
             }
         }
         self.next_offset()

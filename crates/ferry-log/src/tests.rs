@@ -251,6 +251,29 @@ fn a_cancelled_append_still_writes_the_appends_that_waited_for_it() {
 }
 
 #[test]
+fn a_read_copies_only_the_frames_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(LogConfig { chunk_bytes: 1 << 20, ..config(dir.path()) }).unwrap();
+    for i in 0..100 {
+        // One frame of two records each.
+        log.append_blocking(vec![rec(None, format!("{i}").as_bytes()), rec(None, b"x")]).unwrap();
+    }
+    {
+        let chunks = log.shared.chunks.read().unwrap();
+        assert_eq!(chunks.iter().map(|c| c.frames.len()).sum::<usize>(), 100);
+        // Offsets 51..61 lie in frames 25 (50, 51) to 30 (60, 61).
+        let picked = chunk::select(&chunks, 51, 200, 10);
+        assert_eq!(picked.len(), 1);
+        let firsts: Vec<u64> = picked[0].frames.iter().map(|f| f.header.first_offset).collect();
+        assert_eq!(firsts, [50, 52, 54, 56, 58, 60]);
+        // Nothing past the visible end.
+        assert!(chunk::select(&chunks, 51, 52, 10)[0].frames.len() == 1);
+    }
+    let offsets: Vec<u64> = log.read(51, 10).unwrap().iter().map(|r| r.0).collect();
+    assert_eq!(offsets, (51..61).collect::<Vec<u64>>());
+}
+
+#[test]
 fn cursors_are_durable() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(config(dir.path())).unwrap();

@@ -51,9 +51,35 @@ pub(crate) fn key_hash(key: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(key)
 }
 
-/// Encode one frame holding `payloads` at offsets `first_offset..`.
+/// The writer's buffers for encoding frames, kept between frames: allocating them anew
+/// for every frame (megabytes each for a busy group commit) kept that much freed memory
+/// waiting for the allocator to give it back.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    records: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+impl Scratch {
+    /// Buffers past this capacity are dropped after use instead of kept (a rare large
+    /// group should not stay resident).
+    const KEEP_BYTES: usize = 4 * 1024 * 1024;
+
+    fn trim(&mut self) {
+        for buffer in [&mut self.records, &mut self.compressed] {
+            buffer.clear();
+            if buffer.capacity() > Self::KEEP_BYTES {
+                *buffer = Vec::new();
+            }
+        }
+    }
+}
+
+/// Encode one frame holding `payloads` at offsets `first_offset..`, appending it to `out`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_frame(
     compressor: &mut zstd::bulk::Compressor<'static>,
+    scratch: &mut Scratch,
     compress_min_bytes: usize,
     first_offset: u64,
     appended_ms: u64,
@@ -62,19 +88,41 @@ pub(crate) fn encode_frame(
     out: &mut Vec<u8>,
 ) -> io::Result<()> {
     debug_assert_eq!(keys.len(), payloads.len());
-    let mut records = Vec::with_capacity(payloads.iter().map(|p| p.len() + 4).sum());
+    let result = encode_into(compressor, scratch, compress_min_bytes, first_offset, appended_ms, keys, payloads, out);
+    scratch.trim();
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode_into(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    scratch: &mut Scratch,
+    compress_min_bytes: usize,
+    first_offset: u64,
+    appended_ms: u64,
+    keys: &[Option<u128>],
+    payloads: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let records = &mut scratch.records;
+    records.clear();
+    records.reserve(payloads.iter().map(|p| p.len() + 4).sum());
     for payload in payloads {
         let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("record over 4 GiB"))?;
         records.extend_from_slice(&len.to_le_bytes());
         records.extend_from_slice(payload);
     }
     let (flags, section) = if records.len() >= compress_min_bytes {
-        let compressed = compressor.compress(&records)?;
-        if compressed.len() < records.len() { (FLAG_ZSTD, compressed) } else { (0, records) }
+        let compressed = &mut scratch.compressed;
+        compressed.clear();
+        compressed.reserve(zstd::zstd_safe::compress_bound(records.len()));
+        compressor.compress_to_buffer(records, compressed)?;
+        if compressed.len() < records.len() { (FLAG_ZSTD, &scratch.compressed) } else { (0, &scratch.records) }
     } else {
-        (0, records)
+        (0, &scratch.records)
     };
     let body_len = keys.len() * KEY_LEN + section.len();
+    out.reserve(FRAME_HEADER_LEN + body_len);
     let start = out.len();
     out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
     out.extend_from_slice(&u32::try_from(body_len).map_err(|_| io::Error::other("frame over 4 GiB"))?.to_le_bytes());
@@ -93,7 +141,7 @@ pub(crate) fn encode_frame(
             None => out.extend_from_slice(&[0; KEY_LEN]),
         }
     }
-    out.extend_from_slice(&section);
+    out.extend_from_slice(section);
     let crc = crc32fast::hash(&out[start + 12..]);
     out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
     Ok(())

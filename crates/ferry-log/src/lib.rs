@@ -673,6 +673,9 @@ struct Writer {
     /// One zstd context for the writer's life (creating one per frame costs more than
     /// compressing a small frame).
     compressor: zstd::bulk::Compressor<'static>,
+    /// Buffers for encoding frames, reused.
+    scratch: format::Scratch,
+    frame: Vec<u8>,
     /// Set when the writer thread has stopped: appends in other threads fail.
     closed: bool,
 }
@@ -833,6 +836,8 @@ impl Writer {
             lock: Some(lock),
             compressor: zstd::bulk::Compressor::new(1)?,
             closed: false,
+            scratch: format::Scratch::default(),
+            frame: Vec::new(),
         })
     }
 
@@ -1013,10 +1018,30 @@ impl Writer {
     }
 
     fn write_frame(&mut self, now: u64, keys: &[Option<u128>], payloads: &[&[u8]]) -> Result<(), WriteError> {
-        let mut frame = Vec::new();
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
         let min = self.shared.config.compress_min_bytes;
-        format::encode_frame(&mut self.compressor, min, self.next_offset, now, keys, payloads, &mut frame)?;
+        let encoded = format::encode_frame(
+            &mut self.compressor,
+            &mut self.scratch,
+            min,
+            self.next_offset,
+            now,
+            keys,
+            payloads,
+            &mut frame,
+        );
+        let result = encoded.map_err(WriteError::from).and_then(|()| self.store_frame(now, payloads, &frame));
+        // Kept for the next frame unless it grew unusually large.
+        if frame.capacity() <= 4 * 1024 * 1024 {
+            self.frame = frame;
+        }
+        result
+    }
 
+    /// Write an encoded frame at the end of the current chunk (rolling over first when it
+    /// does not fit), sync it under `Always`, and record it.
+    fn store_frame(&mut self, now: u64, payloads: &[&[u8]], frame: &[u8]) -> Result<(), WriteError> {
         // The disk budget: make room, or refuse.
         let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);
         if used + frame.len() as u64 > self.shared.config.max_disk_bytes {
@@ -1034,7 +1059,7 @@ impl Writer {
         {
             self.roll_over()?;
         }
-        self.file.write_all_at(&frame, self.file_len)?;
+        self.file.write_all_at(frame, self.file_len)?;
         let records = payloads.len() as u64;
         self.shared.metrics.frames.inc();
         self.shared.metrics.records.add(records);

@@ -665,7 +665,8 @@ fn small_frames_are_stored_as_they_are_and_large_ones_compressed() {
         let mut compressor = zstd::bulk::Compressor::new(1).unwrap();
         let keys = vec![None; payloads.len()];
         let mut out = Vec::new();
-        format::encode_frame(&mut compressor, min, 0, 0, &keys, payloads, &mut out).unwrap();
+        format::encode_frame(&mut compressor, &mut format::Scratch::default(), min, 0, 0, &keys, payloads, &mut out)
+            .unwrap();
         let header = format::FrameHeader::decode(out[..format::FRAME_HEADER_LEN].try_into().unwrap()).unwrap();
         let records = format::decode_records(&header, &out[format::FRAME_HEADER_LEN..]).unwrap();
         (header.flags & format::FLAG_ZSTD != 0, out.len(), records)

@@ -214,8 +214,12 @@ struct RejectedItem {
     field: Option<String>,
 }
 
+/// `{"success":true}`, as Segment answers, from static bytes (building and serializing a
+/// JSON value for it cost about 2% of a single-event request).
 fn success_body() -> Response {
-    (StatusCode::OK, axum::Json(serde_json::json!({ "success": true }))).into_response()
+    let mut response = Response::new(axum::body::Body::from(bytes::Bytes::from_static(br#"{"success":true}"#)));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// What the debugger is shown of a request, gathered before the events go to the log.

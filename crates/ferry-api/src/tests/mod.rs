@@ -138,6 +138,8 @@ async fn single_track_is_stored_and_answered_success() {
     let answer = send(&h.app, post("/v1/track", Some(&basic("wk:")), TRACK)).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.json(), serde_json::json!({"success": true}));
+    assert_eq!(answer.body, br#"{"success":true}"#);
+    assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
     let events = h.ingest.events.lock().unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0, "m1");

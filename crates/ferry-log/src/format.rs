@@ -61,9 +61,10 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    /// Buffers past this capacity are dropped after use instead of kept (a rare large
-    /// group should not stay resident).
-    const KEEP_BYTES: usize = 4 * 1024 * 1024;
+    /// Buffers past this capacity are dropped after use instead of kept: a group commit
+    /// takes up to 4 MiB of payloads, and a rare larger frame (one huge request) should
+    /// not stay resident.
+    pub(crate) const KEEP_BYTES: usize = 8 * 1024 * 1024;
 
     fn trim(&mut self) {
         for buffer in [&mut self.records, &mut self.compressed] {

@@ -309,8 +309,9 @@ enum Message {
 
 const CURSORS_FILE: &str = "cursors.json";
 const CURSORS_VERSION: u64 = 1;
-/// A group commit takes queued requests up to this many payload bytes.
-const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// A group commit takes queued requests up to this many payload bytes (and the writer
+/// keeps buffers for frames of this size between commits).
+const MAX_GROUP_BYTES: usize = 4 * 1024 * 1024;
 /// How often the writer runs retention when busy.
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// What a full disk budget tells clients.
@@ -1033,7 +1034,7 @@ impl Writer {
         );
         let result = encoded.map_err(WriteError::from).and_then(|()| self.store_frame(now, payloads, &frame));
         // Kept for the next frame unless it grew unusually large.
-        if frame.capacity() <= 4 * 1024 * 1024 {
+        if frame.capacity() <= format::Scratch::KEEP_BYTES {
             self.frame = frame;
         }
         result

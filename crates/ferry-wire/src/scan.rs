@@ -112,58 +112,56 @@ impl<'a> Scanner<'a> {
         &mut self,
         mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
-        self.expect(b'{', "an object")?;
-        self.enter()?;
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            let key = self.key()?;
-            self.expect(b':', "`:`")?;
-            member(self, key)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return self.invalid("`,` or `}`"),
-            }
-        }
+        self.container(b'{', b'}', "an object", "`,` or `}`", |scanner| {
+            let key = scanner.key()?;
+            scanner.expect(b':', "`:`")?;
+            member(scanner, key)
+        })
     }
 
     /// An array. `element` is called for each element and must consume it.
-    pub fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<(), ScanError>) -> Result<(), ScanError> {
-        self.expect(b'[', "an array")?;
+    pub fn array(&mut self, element: impl FnMut(&mut Self) -> Result<(), ScanError>) -> Result<(), ScanError> {
+        self.container(b'[', b']', "an array", "`,` or `]`", element)
+    }
+
+    /// `open`, then entries (`entry` consumes one) separated by commas, then `close`.
+    fn container(
+        &mut self,
+        open: u8,
+        close: u8,
+        what: &'static str,
+        between: &'static str,
+        mut entry: impl FnMut(&mut Self) -> Result<(), ScanError>,
+    ) -> Result<(), ScanError> {
+        self.expect(open, what)?;
         self.enter()?;
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            element(self)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
+        if self.peek() != Some(close) {
+            loop {
+                entry(self)?;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(byte) if byte == close => break,
+                    _ => return self.invalid(between),
                 }
-                _ => return self.invalid("`,` or `]`"),
             }
         }
+        self.leave();
+        Ok(())
+    }
+
+    /// Past the closing bracket of a container, one level up.
+    #[inline]
+    fn leave(&mut self) {
+        self.pos += 1;
+        self.depth -= 1;
     }
 
     /// A key: the string's contents, decoded only when it has escapes.
     #[inline]
     fn key(&mut self) -> Result<Cow<'a, str>, ScanError> {
-        let raw = self.key_text()?;
+        let (raw, escaped) = self.key_text()?;
         let inner = &raw[1..raw.len() - 1];
-        if !inner.contains('\\') {
+        if !escaped {
             return Ok(Cow::Borrowed(inner));
         }
         // Rare: let serde_json decode the escapes. An escaped unpaired surrogate has no
@@ -173,17 +171,17 @@ impl<'a> Scanner<'a> {
         Ok(Cow::Owned(serde_json::from_str::<String>(raw).unwrap_or_else(|_| inner.to_owned())))
     }
 
-    /// A key's text with its quotes, checked (inside a value being skipped nothing is
-    /// decoded, as serde_json decodes nothing when it skips).
+    /// A key's text with its quotes, checked, and whether it has escapes (inside a value
+    /// being skipped nothing is decoded, as serde_json decodes nothing when it skips).
     #[inline]
-    fn key_text(&mut self) -> Result<&'a str, ScanError> {
+    fn key_text(&mut self) -> Result<(&'a str, bool), ScanError> {
         self.skip_whitespace();
         if self.bytes.get(self.pos) != Some(&b'"') {
             return self.invalid("a string key");
         }
         let start = self.pos;
-        self.string()?;
-        Ok(&self.text[start..self.pos])
+        let escaped = self.string()?;
+        Ok((&self.text[start..self.pos], escaped))
     }
 
     /// One whole value of any kind, checked; its text.
@@ -198,27 +196,17 @@ impl<'a> Scanner<'a> {
                 Some(b'"') => {
                     self.string()?;
                 }
-                Some(b'{') => {
+                Some(&open @ (b'{' | b'[')) => {
+                    let object = open == b'{';
                     self.enter()?;
                     self.pos += 1;
-                    if self.peek() == Some(b'}') {
-                        self.pos += 1;
-                        self.depth -= 1;
+                    if self.peek() == Some(if object { b'}' } else { b']' }) {
+                        self.leave();
                     } else {
-                        self.stack.push(true);
-                        self.key_text()?;
-                        self.expect(b':', "`:`")?;
-                        continue 'value;
-                    }
-                }
-                Some(b'[') => {
-                    self.enter()?;
-                    self.pos += 1;
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                        self.depth -= 1;
-                    } else {
-                        self.stack.push(false);
+                        self.stack.push(object);
+                        if object {
+                            self.skip_name()?;
+                        }
                         continue 'value;
                     }
                 }
@@ -236,8 +224,7 @@ impl<'a> Scanner<'a> {
                 match (self.peek(), object) {
                     (Some(b','), true) => {
                         self.pos += 1;
-                        self.key_text()?;
-                        self.expect(b':', "`:`")?;
+                        self.skip_name()?;
                         continue 'value;
                     }
                     (Some(b','), false) => {
@@ -245,8 +232,7 @@ impl<'a> Scanner<'a> {
                         continue 'value;
                     }
                     (Some(b'}'), true) | (Some(b']'), false) => {
-                        self.pos += 1;
-                        self.depth -= 1;
+                        self.leave();
                         self.stack.pop();
                     }
                     (_, true) => return self.invalid("`,` or `}`"),
@@ -254,6 +240,12 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
+    }
+
+    /// A member's key and colon inside a value being skipped.
+    fn skip_name(&mut self) -> Result<(), ScanError> {
+        self.key_text()?;
+        self.expect(b':', "`:`")
     }
 
     fn literal(&mut self, word: &'static [u8]) -> Result<(), ScanError> {

@@ -51,77 +51,103 @@ pub(crate) fn key_hash(key: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(key)
 }
 
-/// The writer's buffers for encoding frames, kept between frames: allocating them anew
-/// for every frame (megabytes each for a busy group commit) kept that much freed memory
-/// waiting for the allocator to give it back.
-#[derive(Default)]
-pub(crate) struct Scratch {
+/// Encodes frames: one zstd context and the buffers, kept between frames for the
+/// writer's life. Creating a context per frame costs more than compressing a small frame,
+/// and allocating the buffers per frame (megabytes each for a busy group commit) kept that
+/// much freed memory waiting for the allocator to give it back.
+pub(crate) struct Encoder {
+    compressor: zstd::bulk::Compressor<'static>,
+    /// Payload sections of at least this many bytes are compressed.
+    compress_min_bytes: usize,
     records: Vec<u8>,
     compressed: Vec<u8>,
+    frame: Vec<u8>,
 }
 
-impl Scratch {
+impl Encoder {
     /// Buffers past this capacity are dropped after use instead of kept: a group commit
     /// takes up to 4 MiB of payloads, and a rare larger frame (one huge request) should
     /// not stay resident.
-    pub(crate) const KEEP_BYTES: usize = 8 * 1024 * 1024;
+    const KEEP_BYTES: usize = 8 * 1024 * 1024;
 
-    fn trim(&mut self) {
+    pub(crate) fn new(compress_min_bytes: usize) -> io::Result<Encoder> {
+        Ok(Encoder {
+            compressor: zstd::bulk::Compressor::new(1)?,
+            compress_min_bytes,
+            records: Vec::new(),
+            compressed: Vec::new(),
+            frame: Vec::new(),
+        })
+    }
+
+    /// One frame holding `payloads` at offsets `first_offset..`. Hand the buffer back with
+    /// [`Encoder::recycle`] once it is written.
+    pub(crate) fn encode(
+        &mut self,
+        first_offset: u64,
+        appended_ms: u64,
+        keys: &[Option<u128>],
+        payloads: &[&[u8]],
+    ) -> io::Result<Vec<u8>> {
+        debug_assert_eq!(keys.len(), payloads.len());
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        let result = self.encode_into(first_offset, appended_ms, keys, payloads, &mut frame);
         for buffer in [&mut self.records, &mut self.compressed] {
             buffer.clear();
             if buffer.capacity() > Self::KEEP_BYTES {
                 *buffer = Vec::new();
             }
         }
+        result.map(|()| frame)
+    }
+
+    /// Keep a frame's buffer for the next one, unless it grew unusually large.
+    pub(crate) fn recycle(&mut self, frame: Vec<u8>) {
+        if frame.capacity() <= Self::KEEP_BYTES {
+            self.frame = frame;
+        }
+    }
+
+    fn encode_into(
+        &mut self,
+        first_offset: u64,
+        appended_ms: u64,
+        keys: &[Option<u128>],
+        payloads: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let records = &mut self.records;
+        records.reserve(payloads.iter().map(|p| p.len() + 4).sum());
+        for payload in payloads {
+            let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("record over 4 GiB"))?;
+            records.extend_from_slice(&len.to_le_bytes());
+            records.extend_from_slice(payload);
+        }
+        let section = if records.len() >= self.compress_min_bytes {
+            self.compressed.reserve(zstd::zstd_safe::compress_bound(records.len()));
+            self.compressor.compress_to_buffer(records, &mut self.compressed)?;
+            if self.compressed.len() < records.len() { Some(&self.compressed) } else { None }
+        } else {
+            None
+        };
+        let (flags, section) = match section {
+            Some(compressed) => (FLAG_ZSTD, compressed),
+            None => (0, &self.records),
+        };
+        write_frame(first_offset, appended_ms, keys, flags, section, out)
     }
 }
 
-/// Encode one frame holding `payloads` at offsets `first_offset..`, appending it to `out`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn encode_frame(
-    compressor: &mut zstd::bulk::Compressor<'static>,
-    scratch: &mut Scratch,
-    compress_min_bytes: usize,
+/// The frame header, the key slots and the (possibly compressed) payload section.
+fn write_frame(
     first_offset: u64,
     appended_ms: u64,
     keys: &[Option<u128>],
-    payloads: &[&[u8]],
+    flags: u16,
+    section: &[u8],
     out: &mut Vec<u8>,
 ) -> io::Result<()> {
-    debug_assert_eq!(keys.len(), payloads.len());
-    let result = encode_into(compressor, scratch, compress_min_bytes, first_offset, appended_ms, keys, payloads, out);
-    scratch.trim();
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-fn encode_into(
-    compressor: &mut zstd::bulk::Compressor<'static>,
-    scratch: &mut Scratch,
-    compress_min_bytes: usize,
-    first_offset: u64,
-    appended_ms: u64,
-    keys: &[Option<u128>],
-    payloads: &[&[u8]],
-    out: &mut Vec<u8>,
-) -> io::Result<()> {
-    let records = &mut scratch.records;
-    records.clear();
-    records.reserve(payloads.iter().map(|p| p.len() + 4).sum());
-    for payload in payloads {
-        let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("record over 4 GiB"))?;
-        records.extend_from_slice(&len.to_le_bytes());
-        records.extend_from_slice(payload);
-    }
-    let (flags, section) = if records.len() >= compress_min_bytes {
-        let compressed = &mut scratch.compressed;
-        compressed.clear();
-        compressed.reserve(zstd::zstd_safe::compress_bound(records.len()));
-        compressor.compress_to_buffer(records, compressed)?;
-        if compressed.len() < records.len() { (FLAG_ZSTD, &scratch.compressed) } else { (0, &scratch.records) }
-    } else {
-        (0, &scratch.records)
-    };
     let body_len = keys.len() * KEY_LEN + section.len();
     out.reserve(FRAME_HEADER_LEN + body_len);
     let start = out.len();

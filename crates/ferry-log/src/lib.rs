@@ -671,12 +671,8 @@ struct Writer {
     file_preallocated: bool,
     /// The directory lock; released before `close` reports done.
     lock: Option<File>,
-    /// One zstd context for the writer's life (creating one per frame costs more than
-    /// compressing a small frame).
-    compressor: zstd::bulk::Compressor<'static>,
-    /// Buffers for encoding frames, reused.
-    scratch: format::Scratch,
-    frame: Vec<u8>,
+    /// Its zstd context and buffers, kept for the writer's life.
+    encoder: format::Encoder,
     /// Set when the writer thread has stopped: appends in other threads fail.
     closed: bool,
 }
@@ -823,6 +819,7 @@ impl Writer {
                 (file, len, preallocated)
             }
         };
+        let encoder = format::Encoder::new(shared.config.compress_min_bytes)?;
         Ok(Writer {
             shared,
             dedupe,
@@ -835,10 +832,8 @@ impl Writer {
             spare: None,
             file_preallocated,
             lock: Some(lock),
-            compressor: zstd::bulk::Compressor::new(1)?,
+            encoder,
             closed: false,
-            scratch: format::Scratch::default(),
-            frame: Vec::new(),
         })
     }
 
@@ -1019,24 +1014,9 @@ impl Writer {
     }
 
     fn write_frame(&mut self, now: u64, keys: &[Option<u128>], payloads: &[&[u8]]) -> Result<(), WriteError> {
-        let mut frame = std::mem::take(&mut self.frame);
-        frame.clear();
-        let min = self.shared.config.compress_min_bytes;
-        let encoded = format::encode_frame(
-            &mut self.compressor,
-            &mut self.scratch,
-            min,
-            self.next_offset,
-            now,
-            keys,
-            payloads,
-            &mut frame,
-        );
-        let result = encoded.map_err(WriteError::from).and_then(|()| self.store_frame(now, payloads, &frame));
-        // Kept for the next frame unless it grew unusually large.
-        if frame.capacity() <= format::Scratch::KEEP_BYTES {
-            self.frame = frame;
-        }
+        let frame = self.encoder.encode(self.next_offset, now, keys, payloads)?;
+        let result = self.store_frame(now, payloads, &frame);
+        self.encoder.recycle(frame);
         result
     }
 

@@ -662,11 +662,8 @@ proptest! {
 #[test]
 fn small_frames_are_stored_as_they_are_and_large_ones_compressed() {
     let frame = |payloads: &[&[u8]], min: usize| {
-        let mut compressor = zstd::bulk::Compressor::new(1).unwrap();
         let keys = vec![None; payloads.len()];
-        let mut out = Vec::new();
-        format::encode_frame(&mut compressor, &mut format::Scratch::default(), min, 0, 0, &keys, payloads, &mut out)
-            .unwrap();
+        let out = format::Encoder::new(min).unwrap().encode(0, 0, &keys, payloads).unwrap();
         let header = format::FrameHeader::decode(out[..format::FRAME_HEADER_LEN].try_into().unwrap()).unwrap();
         let records = format::decode_records(&header, &out[format::FRAME_HEADER_LEN..]).unwrap();
         (header.flags & format::FLAG_ZSTD != 0, out.len(), records)

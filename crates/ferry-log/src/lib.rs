@@ -237,18 +237,11 @@ impl Leader<'_> {
             return;
         }
         let group = {
-            let mut gather = self.log.gather.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut gather = lock(&self.log.gather);
             gather.leader = false;
             std::mem::take(&mut gather.pending)
         };
-        let mut writer = lock(&self.log.writer);
-        if writer.closed {
-            for (_, reply) in group {
-                let _ = reply.send(Err(AppendError::Closed));
-            }
-            return;
-        }
-        writer.reply(group);
+        lock(&self.log.writer).reply(group);
     }
 }
 
@@ -435,7 +428,7 @@ impl Log {
             return answer.await.map_err(|_| AppendError::Closed)?;
         }
         let lead = {
-            let mut gather = self.gather.lock().map_err(|_| AppendError::Closed)?;
+            let mut gather = lock(&self.gather);
             gather.pending.push((records, reply));
             !std::mem::replace(&mut gather.leader, true)
         };
@@ -459,10 +452,7 @@ impl Log {
 
     /// Write one frame in this thread (no fsync: the policy is not `Always`).
     fn append_here(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
-        let mut writer = self.writer.lock().map_err(|_| AppendError::Closed)?;
-        if writer.closed {
-            return Err(AppendError::Closed);
-        }
+        let mut writer = lock(&self.writer);
         let mut answers = writer.commit_records(std::slice::from_ref(&records)).map_err(|e| e.to_append_error())?;
         Ok(answers.pop().unwrap_or_default())
     }
@@ -679,10 +669,10 @@ struct Writer {
 
 type Pending = (Vec<Record>, oneshot::Sender<Result<Vec<Appended>, AppendError>>);
 
-fn lock(writer: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves nothing half-done that matters more than
     // stopping: a frame is either written whole or the log is poisoned.
-    writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The writer thread: group commits for `Always`; for the other policies, the periodic
@@ -783,6 +773,8 @@ fn poison(shared: &Shared, reason: String) {
 
 /// Why a group could not be stored.
 enum CommitError {
+    /// The writer thread has stopped.
+    Closed,
     DiskFull,
     Poisoned(String),
 }
@@ -790,6 +782,7 @@ enum CommitError {
 impl CommitError {
     fn to_append_error(&self) -> AppendError {
         match self {
+            CommitError::Closed => AppendError::Closed,
             CommitError::DiskFull => AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER },
             CommitError::Poisoned(reason) => AppendError::Poisoned(reason.clone()),
         }
@@ -905,6 +898,9 @@ impl Writer {
     /// Store the records of several requests as one frame: what became of each record,
     /// request by request.
     fn commit_records(&mut self, requests: &[Vec<Record>]) -> Result<Vec<Vec<Appended>>, CommitError> {
+        if self.closed {
+            return Err(CommitError::Closed);
+        }
         if let Some(reason) = self.shared.poisoned.lock().ok().and_then(|p| p.clone()) {
             return Err(CommitError::Poisoned(reason));
         }

@@ -8,7 +8,7 @@ mod scan;
 
 use std::borrow::Cow;
 
-pub use scan::{ScanError, Scanner, is_json, needs_escape};
+pub use scan::{ScanError, Scanner, needs_escape};
 
 /// The call type a route or an item names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -363,16 +363,16 @@ pub fn needs_escape(text: &str) -> bool {
     chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
-/// Whether `text` is one JSON value (with whitespace around it) of any depth.
-pub fn is_json(text: &str) -> bool {
-    let mut scanner = Scanner::new(text, usize::MAX);
-    scanner.value().is_ok() && scanner.finish().is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Whether `text` is one JSON value (with whitespace around it) of any depth.
+    fn is_json(text: &str) -> bool {
+        let mut scanner = Scanner::new(text, usize::MAX);
+        scanner.value().is_ok() && scanner.finish().is_ok()
+    }
 
     fn accepts(text: &str) -> bool {
         is_json(text)

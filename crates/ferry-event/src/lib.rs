@@ -245,7 +245,7 @@ impl Item<'_> {
                 out.push(b'{');
                 let mut w = Writer { out: &mut out, first: true };
                 for (key, raw) in &fields.members {
-                    w.raw(key, raw.get());
+                    w.member(key, raw.get());
                 }
                 out.push(b'}');
                 Cow::Owned(String::from_utf8(out).unwrap_or_default())
@@ -489,31 +489,79 @@ struct Built {
     warnings: Vec<Issue>,
 }
 
-/// Members the canonical event writes itself; everything else passes through.
-const HANDLED: &[&str] = &[
-    "type",
-    "messageId",
-    "userId",
-    "anonymousId",
-    "event",
-    "name",
-    "category",
-    "groupId",
-    "previousId",
-    "properties",
-    "traits",
-    "context",
-    "integrations",
-    "channel",
-    "timestamp",
-    "originalTimestamp",
-    "sentAt",
-    "receivedAt",
-    "version",
-    "sourceId",
-    "writeKey",
-    "_ferry",
-];
+/// The members the canonical event reads or writes itself; every other member passes
+/// through as sent.
+#[derive(Clone, Copy)]
+enum Name {
+    Type,
+    MessageId,
+    UserId,
+    AnonymousId,
+    Event,
+    Name,
+    Category,
+    GroupId,
+    PreviousId,
+    Properties,
+    Traits,
+    Context,
+    Integrations,
+    Channel,
+    Timestamp,
+    OriginalTimestamp,
+    SentAt,
+    /// `receivedAt`, `version`, `sourceId`, `writeKey` and `_ferry`: ferry writes its own
+    /// or drops them, and never reads the caller's.
+    Replaced,
+}
+
+impl Name {
+    fn of(key: &str) -> Option<Name> {
+        Some(match key {
+            "type" => Name::Type,
+            "messageId" => Name::MessageId,
+            "userId" => Name::UserId,
+            "anonymousId" => Name::AnonymousId,
+            "event" => Name::Event,
+            "name" => Name::Name,
+            "category" => Name::Category,
+            "groupId" => Name::GroupId,
+            "previousId" => Name::PreviousId,
+            "properties" => Name::Properties,
+            "traits" => Name::Traits,
+            "context" => Name::Context,
+            "integrations" => Name::Integrations,
+            "channel" => Name::Channel,
+            "timestamp" => Name::Timestamp,
+            "originalTimestamp" => Name::OriginalTimestamp,
+            "sentAt" => Name::SentAt,
+            "receivedAt" | "version" | "sourceId" | "writeKey" | "_ferry" => Name::Replaced,
+            _ => return None,
+        })
+    }
+}
+
+/// An item's handled members, found in one pass: the last member of a name wins and JSON
+/// `null` is absent, as with [`Fields::get`].
+struct Known<'a> {
+    values: [Option<Raw<'a>>; Name::Replaced as usize + 1],
+}
+
+impl<'a> Known<'a> {
+    fn of(fields: &Fields<'a>) -> Known<'a> {
+        let mut values = [None; Name::Replaced as usize + 1];
+        for (key, raw) in &fields.members {
+            if let Some(name) = Name::of(key) {
+                values[name as usize] = (raw.get() != "null").then_some(*raw);
+            }
+        }
+        Known { values }
+    }
+
+    fn get(&self, name: Name) -> Option<Raw<'a>> {
+        self.values[name as usize]
+    }
+}
 
 /// What every item of one request shares, rendered once.
 struct Shared<'r, 'a> {
@@ -539,17 +587,19 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
             field: None,
         });
     };
+    let known = Known::of(fields);
     let call = match route {
         Route::Single(call) => call,
         Route::Batch => {
-            let raw = fields.get("type").ok_or_else(|| Issue::new("missing_type", "type", "the item has no `type`"))?;
+            let raw =
+                known.get(Name::Type).ok_or_else(|| Issue::new("missing_type", "type", "the item has no `type`"))?;
             as_str(raw).and_then(|t| CallType::parse(&t)).ok_or_else(|| {
                 Issue::new("invalid_type", "type", "`type` must be track, identify, page, screen, group or alias")
             })?
         }
     };
 
-    let message_id = match fields.get("messageId") {
+    let message_id = match known.get(Name::MessageId) {
         None => None,
         Some(raw) => match kind(raw) {
             Kind::String | Kind::Number => {
@@ -567,14 +617,14 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
         },
     };
 
-    let user_id = id_field(fields, "userId", "invalid_user_id")?;
-    let anonymous_id = id_field(fields, "anonymousId", "invalid_anonymous_id")?;
+    let user_id = id_field(known.get(Name::UserId), "userId", "invalid_user_id")?;
+    let anonymous_id = id_field(known.get(Name::AnonymousId), "anonymousId", "invalid_anonymous_id")?;
     let mut group_id = None;
     let mut previous_id = None;
     let mut event = None;
     match call {
         CallType::Alias => {
-            previous_id = id_field(fields, "previousId", "invalid_previous_id")?;
+            previous_id = id_field(known.get(Name::PreviousId), "previousId", "invalid_previous_id")?;
             if user_id.is_none() {
                 return Err(Issue::new("missing_user_id", "userId", "alias needs `userId`"));
             }
@@ -586,7 +636,8 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
             return Err(Issue::new("missing_user_id", "userId", "the event needs `userId` or `anonymousId`"));
         }
         CallType::Track => {
-            let raw = fields.get("event").ok_or_else(|| Issue::new("missing_event", "event", "track needs `event`"))?;
+            let raw =
+                known.get(Name::Event).ok_or_else(|| Issue::new("missing_event", "event", "track needs `event`"))?;
             let name = as_str(raw).ok_or_else(|| Issue::new("invalid_event", "event", "`event` must be a string"))?;
             if name.is_empty() {
                 return Err(Issue::new("missing_event", "event", "track needs a non-empty `event`"));
@@ -594,7 +645,7 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
             event = Some(raw);
         }
         CallType::Group => {
-            group_id = id_field(fields, "groupId", "invalid_group_id")?;
+            group_id = id_field(known.get(Name::GroupId), "groupId", "invalid_group_id")?;
             if group_id.is_none() {
                 return Err(Issue::new("missing_group_id", "groupId", "group needs `groupId`"));
             }
@@ -602,27 +653,27 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
         _ => {}
     }
 
-    let properties = object_field(fields, "properties", "invalid_properties")?;
-    let traits = object_field(fields, "traits", "invalid_traits")?;
-    let context = object_field(fields, "context", "invalid_context")?;
-    let integrations = object_field(fields, "integrations", "invalid_integrations")?;
+    let properties = object_field(known.get(Name::Properties), "properties", "invalid_properties")?;
+    let traits = object_field(known.get(Name::Traits), "traits", "invalid_traits")?;
+    let context = object_field(known.get(Name::Context), "context", "invalid_context")?;
+    let integrations = object_field(known.get(Name::Integrations), "integrations", "invalid_integrations")?;
 
     // The caller's `timestamp`, else its `originalTimestamp` (checked only when used).
-    let original = match fields.get("timestamp") {
+    let original = match known.get(Name::Timestamp) {
         Some(raw) => time_field(Some(raw), "timestamp")?,
-        None => time_field(fields.get("originalTimestamp"), "originalTimestamp")?,
+        None => time_field(known.get(Name::OriginalTimestamp), "originalTimestamp")?,
     };
-    let sent_at = match fields.get("sentAt") {
+    let sent_at = match known.get(Name::SentAt) {
         Some(raw) => time_field(Some(raw), "sentAt")?,
         None => time_field(envelope.sent_at, "sentAt")?,
     };
     let timestamp = match (sent_at, original) {
         (Some(sent), Some(original)) => {
-            let skew = sent.duration_since(original);
-            ctx.received_at.checked_sub(skew).unwrap_or(original)
+            let skew = sent.at.duration_since(original.at);
+            ctx.received_at.checked_sub(skew).map_or(original, Time::new)
         }
         (None, Some(original)) => original,
-        _ => ctx.received_at,
+        _ => Time::new(ctx.received_at),
     };
 
     // Everything is valid: from here on only enrichment.
@@ -633,7 +684,8 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
         (Some(fields), None) => peek_context(fields),
         _ => context.as_deref().and_then(|text| Fields::parse(text).ok()).map(|f| peek_context(&f)).unwrap_or_default(),
     };
-    let client_side = peek.direct || library_channel(peek.library.as_deref()) != "server";
+    let channel = library_channel(peek.library.as_deref());
+    let client_side = peek.direct || channel != "server";
     // The client's address, to add as the first member of `context`.
     let add_ip = shared.ip.filter(|_| client_side && !peek.has_ip);
     let integrations = merge_objects(integrations, envelope.integrations);
@@ -658,20 +710,20 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
     }
     // `event`, `groupId` and `previousId` are checked only for the call that needs them;
     // on any other call they pass through as sent.
-    if let Some(raw) = event.or_else(|| fields.get("event")) {
+    if let Some(raw) = event.or_else(|| known.get(Name::Event)) {
         w.raw("event", raw.get());
     }
-    for key in ["name", "category"] {
-        if let Some(raw) = fields.get(key) {
+    for (key, name) in [("name", Name::Name), ("category", Name::Category)] {
+        if let Some(raw) = known.get(name) {
             w.raw(key, raw.get());
         }
     }
-    match (&group_id, fields.get("groupId")) {
+    match (&group_id, known.get(Name::GroupId)) {
         (Some(id), _) => w.string("groupId", id),
         (None, Some(raw)) => w.raw("groupId", raw.get()),
         (None, None) => {}
     }
-    match (&previous_id, fields.get("previousId")) {
+    match (&previous_id, known.get(Name::PreviousId)) {
         (Some(id), _) => w.string("previousId", id),
         (None, Some(raw)) => w.raw("previousId", raw.get()),
         (None, None) => {}
@@ -688,9 +740,9 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
         (None, _) => {}
     }
     w.raw("integrations", integrations.as_deref().unwrap_or("{}"));
-    match fields.get("channel") {
+    match known.get(Name::Channel) {
         Some(raw) => w.raw("channel", raw.get()),
-        None => w.string("channel", library_channel(peek.library.as_deref())),
+        None => w.string("channel", channel),
     }
     if let Some(original) = original {
         w.time("originalTimestamp", original);
@@ -713,12 +765,12 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
 /// Write the members the canonical event does not handle itself, as sent; of duplicate
 /// keys only the last, at its place.
 fn write_passthrough(w: &mut Writer<'_>, members: &[(Cow<'_, str>, Raw<'_>)]) {
-    let unknown = |key: &str| !HANDLED.contains(&key);
+    let unknown = |key: &str| Name::of(key).is_none();
     if members.len() <= 64 {
         // Few members: a scan of the later ones beats hashing.
         for (i, (key, raw)) in members.iter().enumerate() {
             if unknown(key) && !members[i + 1..].iter().any(|(later, _)| later == key) {
-                w.raw(key, raw.get());
+                w.member(key, raw.get());
             }
         }
         return;
@@ -727,7 +779,7 @@ fn write_passthrough(w: &mut Writer<'_>, members: &[(Cow<'_, str>, Raw<'_>)]) {
     let mut last: Vec<_> = members.iter().rev().filter(|(key, _)| unknown(key) && seen.insert(key.as_ref())).collect();
     last.reverse();
     for (key, raw) in last {
-        w.raw(key, raw.get());
+        w.member(key, raw.get());
     }
 }
 
@@ -738,13 +790,16 @@ struct Writer<'o> {
 }
 
 impl Writer<'_> {
+    /// A key that needs no escaping: one of ferry's own names, or a key scanned without
+    /// escapes (a JSON string without escapes has no quote, backslash or control character).
     fn key(&mut self, key: &str) {
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        write_json_string(self.out, key);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
     fn string(&mut self, key: &str, value: &str) {
@@ -754,6 +809,22 @@ impl Writer<'_> {
 
     fn raw(&mut self, key: &str, raw_json: &str) {
         self.key(key);
+        self.out.extend_from_slice(raw_json.as_bytes());
+    }
+
+    /// A member as scanned: a key decoded from escapes is escaped again.
+    fn member(&mut self, key: &Cow<'_, str>, raw_json: &str) {
+        match key {
+            Cow::Borrowed(key) => self.key(key),
+            Cow::Owned(key) => {
+                if !self.first {
+                    self.out.push(b',');
+                }
+                self.first = false;
+                write_json_string(self.out, key);
+                self.out.push(b':');
+            }
+        }
         self.out.extend_from_slice(raw_json.as_bytes());
     }
 
@@ -769,16 +840,19 @@ impl Writer<'_> {
         self.out.extend_from_slice(rest.as_bytes());
     }
 
-    fn time(&mut self, key: &str, ts: jiff::Timestamp) {
+    fn time(&mut self, key: &str, time: Time<'_>) {
         self.key(key);
         self.out.push(b'"');
-        write_time(self.out, ts);
+        match time.stored {
+            Some(text) => self.out.extend_from_slice(text.as_bytes()),
+            None => write_time(self.out, time.at),
+        }
         self.out.push(b'"');
     }
 }
 
 fn write_json_string(out: &mut Vec<u8>, value: &str) {
-    // Most keys and ids need no escaping: copy them between quotes.
+    // Most ids need no escaping: copy them between quotes.
     if !ferry_wire::needs_escape(value) {
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
@@ -790,8 +864,8 @@ fn write_json_string(out: &mut Vec<u8>, value: &str) {
 }
 
 /// An id that may arrive as a string or a number; empty strings and `null` are absent.
-fn id_field(fields: &Fields<'_>, key: &str, code: &'static str) -> Result<Option<String>, Issue> {
-    let Some(raw) = fields.get(key) else { return Ok(None) };
+fn id_field(raw: Option<Raw<'_>>, key: &str, code: &'static str) -> Result<Option<String>, Issue> {
+    let Some(raw) = raw else { return Ok(None) };
     match kind(raw) {
         Kind::String => Ok(as_str(raw).map(Cow::into_owned).filter(|s| !s.is_empty())),
         Kind::Number => Ok(Some(raw.get().to_owned())),
@@ -799,18 +873,38 @@ fn id_field(fields: &Fields<'_>, key: &str, code: &'static str) -> Result<Option
     }
 }
 
-fn object_field<'a>(fields: &Fields<'a>, key: &str, code: &'static str) -> Result<Option<Raw<'a>>, Issue> {
-    match fields.get(key) {
+fn object_field<'a>(raw: Option<Raw<'a>>, key: &str, code: &'static str) -> Result<Option<Raw<'a>>, Issue> {
+    match raw {
         Some(raw) if kind(raw) != Kind::Object => Err(Issue::new(code, key, format!("`{key}` must be an object"))),
         other => Ok(other),
     }
 }
 
-fn time_field(raw: Option<Raw<'_>>, key: &str) -> Result<Option<jiff::Timestamp>, Issue> {
+/// An instant read from an event.
+#[derive(Clone, Copy)]
+struct Time<'a> {
+    at: jiff::Timestamp,
+    /// The text as sent, when it is already the stored form (`toISOString`'s): written
+    /// back as it is instead of formatted again.
+    stored: Option<&'a str>,
+}
+
+impl Time<'_> {
+    fn new<'a>(at: jiff::Timestamp) -> Time<'a> {
+        Time { at, stored: None }
+    }
+}
+
+fn time_field<'a>(raw: Option<Raw<'a>>, key: &str) -> Result<Option<Time<'a>>, Issue> {
     let Some(raw) = raw else { return Ok(None) };
     let invalid = || Issue::new("invalid_timestamp", key, format!("`{key}` must be an ISO-8601 date-time"));
     let text = as_str(raw).ok_or_else(invalid)?;
-    parse_time(&text).map(Some).ok_or_else(invalid)
+    if let Cow::Borrowed(text) = text
+        && let Some(at) = parse_canonical_time(text)
+    {
+        return Ok(Some(Time { at, stored: Some(text) }));
+    }
+    parse_time(&text).map(|at| Some(Time::new(at))).ok_or_else(invalid)
 }
 
 /// ISO-8601 with `Z` or an offset; without an offset the time is taken as UTC.
@@ -949,11 +1043,11 @@ fn merge_objects<'a>(item: Option<Raw<'a>>, envelope: Option<Raw<'a>>) -> Option
             out.push(b'{');
             let mut w = Writer { out: &mut out, first: true };
             for (key, raw) in &item_fields.members {
-                w.raw(key, raw.get());
+                w.member(key, raw.get());
             }
             for (key, raw) in &envelope_fields.members {
                 if !item_fields.members.iter().any(|(k, _)| k == key) {
-                    w.raw(key, raw.get());
+                    w.member(key, raw.get());
                 }
             }
             out.push(b'}');
@@ -989,10 +1083,10 @@ fn library_channel(library: Option<&str>) -> &'static str {
     const BROWSER: &[&str] = &["analytics.js", "analytics-next", "analytics-js", "javascript"];
     const MOBILE: &[&str] = &["ios", "android", "react-native", "kotlin", "swift", "flutter", "xamarin"];
     let Some(name) = library else { return "server" };
-    let name = name.to_ascii_lowercase();
-    if BROWSER.iter().any(|b| name.contains(b)) {
+    let contains = |part: &str| name.as_bytes().windows(part.len()).any(|w| w.eq_ignore_ascii_case(part.as_bytes()));
+    if BROWSER.iter().any(|b| contains(b)) {
         "browser"
-    } else if MOBILE.iter().any(|m| name.contains(m)) {
+    } else if MOBILE.iter().any(|m| contains(m)) {
         "mobile"
     } else {
         "server"
@@ -1060,8 +1154,8 @@ fn reserved_properties<'a>(
     let mut w = Writer { out: &mut out, first: true };
     for (key, raw) in &fields.members {
         match replacements.iter().find(|(k, _)| k == key) {
-            Some((_, number)) => w.raw(key, number),
-            None => w.raw(key, raw.get()),
+            Some((_, number)) => w.member(key, number),
+            None => w.member(key, raw.get()),
         }
     }
     out.push(b'}');

@@ -295,44 +295,64 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string, the scanner at its opening quote; returns whether it has escapes.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<bool, ScanError> {
-        self.pos += 1;
-        let mut escaped = false;
-        loop {
-            // Eight bytes at a time to the first quote, backslash or control character.
-            while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
-                let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-                let special = special_bytes(word);
-                if special != 0 {
-                    self.pos += special.trailing_zeros() as usize / 8;
-                    break;
-                }
-                self.pos += 8;
+        // Most strings have no escape: one inlined skip to the closing quote.
+        self.pos = self.skip_plain(self.pos + 1);
+        if self.bytes.get(self.pos) == Some(&b'"') {
+            self.pos += 1;
+            return Ok(false);
+        }
+        self.string_rest()
+    }
+
+    /// The position of the first quote, backslash or control character from `pos` on (the
+    /// length if none), eight bytes at a time.
+    #[inline(always)]
+    fn skip_plain(&self, mut pos: usize) -> usize {
+        while let Some(chunk) = self.bytes.get(pos..pos + 8) {
+            let special = special_bytes(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+            if special != 0 {
+                return pos + special.trailing_zeros() as usize / 8;
             }
+            pos += 8;
+        }
+        while let Some(&byte) = self.bytes.get(pos) {
+            if byte == b'"' || byte == b'\\' || byte < 0x20 {
+                break;
+            }
+            pos += 1;
+        }
+        pos
+    }
+
+    /// The rest of a string from a byte that is not a plain character: escapes, or the
+    /// errors.
+    #[inline(never)]
+    fn string_rest(&mut self) -> Result<bool, ScanError> {
+        loop {
             match self.bytes.get(self.pos) {
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(escaped);
+                    return Ok(true);
                 }
-                Some(b'\\') => {
-                    escaped = true;
-                    match self.bytes.get(self.pos + 1) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
-                        Some(b'u') => {
-                            let hex = self.bytes.get(self.pos + 2..self.pos + 6);
-                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                                return self.invalid("four hex digits after `\\u`");
-                            }
-                            self.pos += 6;
+                Some(b'\\') => match self.bytes.get(self.pos + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
+                    Some(b'u') => {
+                        let hex = self.bytes.get(self.pos + 2..self.pos + 6);
+                        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                            return self.invalid("four hex digits after `\\u`");
                         }
-                        _ => return self.invalid("a valid escape"),
+                        self.pos += 6;
                     }
-                }
+                    _ => return self.invalid("a valid escape"),
+                },
                 Some(0..0x20) => return self.invalid("no control character in a string"),
+                // Not reached: `skip_plain` stops only at the bytes above.
                 Some(_) => self.pos += 1,
                 None => return self.invalid("the end of the string"),
             }
+            self.pos = self.skip_plain(self.pos);
         }
     }
 }

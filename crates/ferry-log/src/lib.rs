@@ -918,10 +918,14 @@ impl Writer {
         // group) and rolled back if the frame cannot be written.
         let mut inserted = 0;
         let mut offset = self.next_offset;
+        let hashes: Vec<_> =
+            requests.iter().flatten().map(|record| record.key.as_deref().map(format::key_hash)).collect();
+        self.dedupe.prefetch(hashes.iter().flatten().copied());
+        let mut hashes = hashes.into_iter();
         for records in requests {
             let mut answer = Vec::with_capacity(records.len());
             for record in records {
-                let key = record.key.as_deref().map(format::key_hash);
+                let key = hashes.next().flatten();
                 if let Some(hash) = key {
                     if !self.dedupe.insert(hash, now) {
                         answer.push(Appended::Duplicate);

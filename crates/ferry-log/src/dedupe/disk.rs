@@ -207,6 +207,11 @@ impl DiskLayer {
         })
     }
 
+    /// Read the filter buckets a lookup of `key` starts with (see `Memory::touch`).
+    pub(crate) fn touch(&self, key: u128) -> u16 {
+        self.main.touch(key) ^ self.recent.touch(key)
+    }
+
     /// A new run, durable: index it. Its keys go to the filter with [`DiskLayer::add_keys`].
     pub(crate) fn install(&mut self, run: Run) {
         self.live_keys += run.count;

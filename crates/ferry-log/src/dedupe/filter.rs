@@ -89,6 +89,12 @@ impl Cuckoo {
             || (!self.stash.is_empty() && self.stash.iter().any(|&(i, f)| f == fp && (i == i1 || i == i2)))
     }
 
+    /// Read both buckets `key` could be in (see [`Memory::touch`](super::memory::Memory::touch)).
+    pub(crate) fn touch(&self, key: u128) -> u16 {
+        let (fp, i1) = self.fingerprint_and_index(key);
+        self.buckets[i1][0] ^ self.buckets[self.alt(i1, fp)][0]
+    }
+
     /// Add `key`. Always stored (in the stash if need be); see [`Cuckoo::is_full`].
     pub(crate) fn insert(&mut self, key: u128) {
         self.len += 1;

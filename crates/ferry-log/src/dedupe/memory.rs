@@ -130,6 +130,12 @@ impl Memory {
         }
     }
 
+    /// Read the index slot a lookup of `key` starts at. Reading the slots of many keys
+    /// before looking any up lets their cache misses overlap.
+    pub(crate) fn touch(&self, key: u128) -> u64 {
+        self.slots[self.home(key as u64)]
+    }
+
     /// Append `key` (not held, and the layer not full); its sequence number.
     pub(crate) fn push(&mut self, key: u128, at: u64) -> u64 {
         debug_assert!(!self.is_full());

@@ -255,6 +255,17 @@ impl Dedupe {
         self.disk.as_ref().is_some_and(|d| d.contains(key, self.horizon_ms))
     }
 
+    /// Bring what looking up `keys` reads into the cache, all keys at once: the memory index
+    /// and the filters are larger than the cache, so each lookup would wait for a miss,
+    /// and one loop of independent reads lets the processor wait for many together.
+    pub fn prefetch(&self, keys: impl Iterator<Item = u128>) {
+        let mut read = 0u64;
+        for key in keys {
+            read ^= self.memory.touch(key) ^ self.disk.as_ref().map_or(0, |d| u64::from(d.touch(key)));
+        }
+        std::hint::black_box(read);
+    }
+
     /// Remember `key` as appended at `now_ms`. Returns false if it was already there.
     pub fn insert(&mut self, key: u128, now_ms: u64) -> bool {
         if !self.forget_if_expired(key) || self.disk.as_ref().is_some_and(|d| d.contains(key, self.horizon_ms)) {

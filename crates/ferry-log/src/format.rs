@@ -71,13 +71,12 @@ impl Encoder {
     const KEEP_BYTES: usize = 8 * 1024 * 1024;
 
     pub(crate) fn new(compress_min_bytes: usize) -> io::Result<Encoder> {
-        Ok(Encoder {
-            compressor: zstd::bulk::Compressor::new(1)?,
-            compress_min_bytes,
-            records: Vec::new(),
-            compressed: Vec::new(),
-            frame: Vec::new(),
-        })
+        // Level 1 with matches of at least 7 bytes (its default is 6): on the benchmark's
+        // events 1.00-1.07× the speed and a ratio of 13.2 against 12.8
+        // (`cargo bench -p ferry-bench --bench compress`).
+        let mut compressor = zstd::bulk::Compressor::new(1)?;
+        compressor.set_parameter(zstd::zstd_safe::CParameter::MinMatch(7))?;
+        Ok(Encoder { compressor, compress_min_bytes, records: Vec::new(), compressed: Vec::new(), frame: Vec::new() })
     }
 
     /// One frame holding `payloads` at offsets `first_offset..`. Hand the buffer back with

@@ -3,7 +3,7 @@
 //! single browser events, built from the analytics-next captures. No criterion: it runs
 //! each case for a fixed time and prints events per second of this thread's CPU time.
 //!
-//! `cargo bench -p ferry-event --bench process`
+//! `cargo bench -p ferry-event --bench process [-- batch | single]`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -122,10 +122,17 @@ fn measure(label: &str, bodies: &[(Vec<u8>, Route)], time: Duration) -> f64 {
 }
 
 fn main() {
+    // `-- batch` or `-- single` runs one case (cargo passes `--bench` too).
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wanted = |label: &str| only.is_empty() || only.iter().any(|o| label.contains(o.as_str()));
     let time = Duration::from_secs(3);
-    let batch = browser_batch(100);
-    measure("batch of 100 (browser)", &[(batch.into_bytes(), Route::Batch)], time);
-    let singles: Vec<_> =
-        browser_singles().into_iter().map(|b| (b.into_bytes(), Route::Single(CallType::Track))).collect();
-    measure("single track (browser)", &singles, time);
+    if wanted("batch") {
+        let batch = browser_batch(100);
+        measure("batch of 100 (browser)", &[(batch.into_bytes(), Route::Batch)], time);
+    }
+    if wanted("single") {
+        let singles: Vec<_> =
+            browser_singles().into_iter().map(|b| (b.into_bytes(), Route::Single(CallType::Track))).collect();
+        measure("single track (browser)", &singles, time);
+    }
 }

@@ -700,7 +700,7 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
     let mut out = Vec::with_capacity(size + 256);
     out.push(b'{');
     let mut w = Writer { out: &mut out, first: true };
-    w.string("type", call.as_str());
+    w.plain("type", call.as_str());
     w.string("messageId", &message_id);
     if let Some(id) = &user_id {
         w.string("userId", id);
@@ -742,7 +742,7 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
     w.raw("integrations", integrations.as_deref().unwrap_or("{}"));
     match known.get(Name::Channel) {
         Some(raw) => w.raw("channel", raw.get()),
-        None => w.string("channel", channel),
+        None => w.plain("channel", channel),
     }
     if let Some(original) = original {
         w.time("originalTimestamp", original);
@@ -751,7 +751,7 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
         w.time("sentAt", sent);
     }
     w.time("timestamp", timestamp);
-    w.string("receivedAt", received_at);
+    w.plain("receivedAt", received_at);
     w.raw("version", "2");
     w.string("sourceId", ctx.source_id);
     if !warnings.is_empty() {
@@ -805,6 +805,16 @@ impl Writer<'_> {
     fn string(&mut self, key: &str, value: &str) {
         self.key(key);
         write_json_string(self.out, value);
+    }
+
+    /// A string value that needs no escaping: one of ferry's own (a call type, a channel,
+    /// a formatted time).
+    fn plain(&mut self, key: &str, value: &str) {
+        debug_assert!(!ferry_wire::needs_escape(value));
+        self.key(key);
+        self.out.push(b'"');
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.push(b'"');
     }
 
     fn raw(&mut self, key: &str, raw_json: &str) {

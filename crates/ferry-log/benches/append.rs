@@ -223,6 +223,8 @@ struct Pauses {
     groups: usize,
     /// Expire, the group's lookups and inserts, and upkeep.
     all: [Duration; 4],
+    /// Expire, and the group's lookups and inserts alone.
+    own: [Duration; 4],
     /// Upkeep alone (`maintain`, `make_room`): the part that is not the group's own work.
     upkeep: [Duration; 4],
     /// Upkeep of one group, the longest time not spent waiting for a CPU (wall time less
@@ -251,13 +253,15 @@ fn spread(mut values: Vec<Duration>) -> [Duration; 4] {
 /// fresh keys with a memory cap of `cap` ids: for each group commit of `group` keys, what
 /// the writer does (expire, check-and-insert each key, then upkeep and maybe start a spill),
 /// then `pace` standing in for the group's write and fdatasync, during which the background
-/// spill and filter threads run as they would.
-fn dedupe_pauses(dir: &Path, total: u64, cap: usize, group: u64, pace: Duration) -> Pauses {
+/// spill and filter threads run as they would. With `prefetch`, the group's keys are
+/// prefetched first, as the writer does.
+fn dedupe_pauses(dir: &Path, total: u64, cap: usize, group: u64, pace: Duration, prefetch: bool) -> Pauses {
     let _ = std::fs::remove_dir_all(dir);
     let day_ms = 24 * 3600 * 1000;
     let mut dedupe = ferry_log::dedupe::Dedupe::open(dir, day_ms, cap, 0).unwrap();
     let groups = (total / group) as usize;
-    let (mut all, mut upkeep) = (Vec::with_capacity(groups), Vec::with_capacity(groups));
+    let (mut all, mut own, mut upkeep) =
+        (Vec::with_capacity(groups), Vec::with_capacity(groups), Vec::with_capacity(groups));
     let (mut max_running, mut max_runqueue) = (Duration::ZERO, Duration::ZERO);
     let start = Instant::now();
     for g in 0..groups as u64 {
@@ -267,6 +271,9 @@ fn dedupe_pauses(dir: &Path, total: u64, cap: usize, group: u64, pace: Duration)
         let now = start.elapsed().as_millis() as u64;
         let t = Instant::now();
         dedupe.expire(now);
+        if prefetch {
+            dedupe.prefetch(keys.iter().copied());
+        }
         for key in keys {
             assert!(dedupe.insert(key, now));
         }
@@ -281,6 +288,7 @@ fn dedupe_pauses(dir: &Path, total: u64, cap: usize, group: u64, pace: Duration)
         max_running = max_running.max((done - inserted).saturating_sub(waited));
         max_runqueue = max_runqueue.max(waited);
         all.push(done - t);
+        own.push(inserted - t);
         upkeep.push(done - inserted);
         // Like an fdatasync, this leaves the core to the background threads.
         std::thread::sleep(pace);
@@ -292,6 +300,7 @@ fn dedupe_pauses(dir: &Path, total: u64, cap: usize, group: u64, pace: Duration)
     Pauses {
         groups,
         all: spread(all),
+        own: spread(own),
         upkeep: spread(upkeep),
         upkeep_max_running: max_running,
         upkeep_max_runqueue: max_runqueue,
@@ -419,9 +428,16 @@ fn dedupe_growth_report(root: &Path) {
         cap / 1000,
         ms(pace)
     );
-    let p = dedupe_pauses(&root.join("pauses"), total, cap, group, pace);
+    let p = dedupe_pauses(&root.join("pauses"), total, cap, group, pace, true);
     let fmt = |d: [Duration; 4]| format!("{} / {} / {} / {}", ms(d[0]), ms(d[1]), ms(d[2]), ms(d[3]));
     println!("dedupe work per group commit, p50 / p99 / p99.9 / max ms: {}", fmt(p.all));
+    let unfetched = dedupe_pauses(&root.join("pauses"), total, cap, group, pace, false);
+    let us = |d: [Duration; 4]| d.map(|d| format!("{:.1}", d.as_secs_f64() * 1e6)).join(" / ");
+    println!(
+        "of which the group's own lookups and inserts, p50 / p99 / p99.9 / max µs: {} (without prefetching the keys: {})",
+        us(p.own),
+        us(unfetched.own)
+    );
     println!("of which upkeep (spills, filters, memory), p50 / p99 / p99.9 / max ms: {}", fmt(p.upkeep));
     println!(
         "upkeep of one group: at most {} ms not waiting for a CPU, at most {} ms runnable waiting for one",

@@ -107,7 +107,7 @@ pub struct LogConfig {
     pub max_disk_bytes: u64,
     /// How long a dedupe key is remembered (24 h by default, up to 30 days).
     pub dedupe_window: Duration,
-    /// At most this many keys are held in memory (1 M by default, at most 2³⁰); older keys
+    /// At most this many keys are held in memory (500 K by default, at most 2³⁰); older keys
     /// inside the window move to run files in `<dir>/dedupe/` in the background. The memory
     /// layer is allocated for this many at open and never resizes: its index takes 10 bytes
     /// per id of the cap, resident from open, and its keys 24 bytes per id held, so 34.4 MB
@@ -142,7 +142,7 @@ impl Default for LogConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_disk_bytes: 10 * 1024 * 1024 * 1024,
             dedupe_window: Duration::from_secs(24 * 3600),
-            dedupe_max_ids: 1_000_000,
+            dedupe_max_ids: 500_000,
             preallocate: true,
             compress_min_bytes: 16 * 1024,
             clock: system_clock_ms,

@@ -668,8 +668,11 @@ fn default_max_disk_bytes() -> u64 {
 fn default_dedupe_hours() -> u64 {
     24
 }
+/// Half a million ids (17.2 MB when full): older ids move to run files, at about 3 bytes
+/// of memory each. With a million, the HTTP benchmark's peak RSS was 9-22 MB higher at
+/// the same throughput (BENCHMARKS.md, 2026-12-03).
 fn default_dedupe_memory_ids() -> usize {
-    1_000_000
+    500_000
 }
 
 #[cfg(test)]

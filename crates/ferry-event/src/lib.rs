@@ -492,7 +492,7 @@ struct Built {
 /// The members the canonical event reads or writes itself; every other member passes
 /// through as sent.
 #[derive(Clone, Copy)]
-enum Name {
+enum Member {
     Type,
     MessageId,
     UserId,
@@ -515,27 +515,27 @@ enum Name {
     Replaced,
 }
 
-impl Name {
-    fn of(key: &str) -> Option<Name> {
+impl Member {
+    fn of(key: &str) -> Option<Member> {
         Some(match key {
-            "type" => Name::Type,
-            "messageId" => Name::MessageId,
-            "userId" => Name::UserId,
-            "anonymousId" => Name::AnonymousId,
-            "event" => Name::Event,
-            "name" => Name::Name,
-            "category" => Name::Category,
-            "groupId" => Name::GroupId,
-            "previousId" => Name::PreviousId,
-            "properties" => Name::Properties,
-            "traits" => Name::Traits,
-            "context" => Name::Context,
-            "integrations" => Name::Integrations,
-            "channel" => Name::Channel,
-            "timestamp" => Name::Timestamp,
-            "originalTimestamp" => Name::OriginalTimestamp,
-            "sentAt" => Name::SentAt,
-            "receivedAt" | "version" | "sourceId" | "writeKey" | "_ferry" => Name::Replaced,
+            "type" => Member::Type,
+            "messageId" => Member::MessageId,
+            "userId" => Member::UserId,
+            "anonymousId" => Member::AnonymousId,
+            "event" => Member::Event,
+            "name" => Member::Name,
+            "category" => Member::Category,
+            "groupId" => Member::GroupId,
+            "previousId" => Member::PreviousId,
+            "properties" => Member::Properties,
+            "traits" => Member::Traits,
+            "context" => Member::Context,
+            "integrations" => Member::Integrations,
+            "channel" => Member::Channel,
+            "timestamp" => Member::Timestamp,
+            "originalTimestamp" => Member::OriginalTimestamp,
+            "sentAt" => Member::SentAt,
+            "receivedAt" | "version" | "sourceId" | "writeKey" | "_ferry" => Member::Replaced,
             _ => return None,
         })
     }
@@ -544,21 +544,21 @@ impl Name {
 /// An item's handled members, found in one pass: the last member of a name wins and JSON
 /// `null` is absent, as with [`Fields::get`].
 struct Known<'a> {
-    values: [Option<Raw<'a>>; Name::Replaced as usize + 1],
+    values: [Option<Raw<'a>>; Member::Replaced as usize + 1],
 }
 
 impl<'a> Known<'a> {
     fn of(fields: &Fields<'a>) -> Known<'a> {
-        let mut values = [None; Name::Replaced as usize + 1];
+        let mut values = [None; Member::Replaced as usize + 1];
         for (key, raw) in &fields.members {
-            if let Some(name) = Name::of(key) {
+            if let Some(name) = Member::of(key) {
                 values[name as usize] = (raw.get() != "null").then_some(*raw);
             }
         }
         Known { values }
     }
 
-    fn get(&self, name: Name) -> Option<Raw<'a>> {
+    fn get(&self, name: Member) -> Option<Raw<'a>> {
         self.values[name as usize]
     }
 }
@@ -592,14 +592,14 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
         Route::Single(call) => call,
         Route::Batch => {
             let raw =
-                known.get(Name::Type).ok_or_else(|| Issue::new("missing_type", "type", "the item has no `type`"))?;
+                known.get(Member::Type).ok_or_else(|| Issue::new("missing_type", "type", "the item has no `type`"))?;
             as_str(raw).and_then(|t| CallType::parse(&t)).ok_or_else(|| {
                 Issue::new("invalid_type", "type", "`type` must be track, identify, page, screen, group or alias")
             })?
         }
     };
 
-    let message_id = match known.get(Name::MessageId) {
+    let message_id = match known.get(Member::MessageId) {
         None => None,
         Some(raw) => match kind(raw) {
             Kind::String | Kind::Number => {
@@ -617,14 +617,14 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
         },
     };
 
-    let user_id = id_field(known.get(Name::UserId), "userId", "invalid_user_id")?;
-    let anonymous_id = id_field(known.get(Name::AnonymousId), "anonymousId", "invalid_anonymous_id")?;
+    let user_id = id_field(known.get(Member::UserId), "userId", "invalid_user_id")?;
+    let anonymous_id = id_field(known.get(Member::AnonymousId), "anonymousId", "invalid_anonymous_id")?;
     let mut group_id = None;
     let mut previous_id = None;
     let mut event = None;
     match call {
         CallType::Alias => {
-            previous_id = id_field(known.get(Name::PreviousId), "previousId", "invalid_previous_id")?;
+            previous_id = id_field(known.get(Member::PreviousId), "previousId", "invalid_previous_id")?;
             if user_id.is_none() {
                 return Err(Issue::new("missing_user_id", "userId", "alias needs `userId`"));
             }
@@ -637,7 +637,7 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
         }
         CallType::Track => {
             let raw =
-                known.get(Name::Event).ok_or_else(|| Issue::new("missing_event", "event", "track needs `event`"))?;
+                known.get(Member::Event).ok_or_else(|| Issue::new("missing_event", "event", "track needs `event`"))?;
             let name = as_str(raw).ok_or_else(|| Issue::new("invalid_event", "event", "`event` must be a string"))?;
             if name.is_empty() {
                 return Err(Issue::new("missing_event", "event", "track needs a non-empty `event`"));
@@ -645,7 +645,7 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
             event = Some(raw);
         }
         CallType::Group => {
-            group_id = id_field(known.get(Name::GroupId), "groupId", "invalid_group_id")?;
+            group_id = id_field(known.get(Member::GroupId), "groupId", "invalid_group_id")?;
             if group_id.is_none() {
                 return Err(Issue::new("missing_group_id", "groupId", "group needs `groupId`"));
             }
@@ -653,17 +653,17 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
         _ => {}
     }
 
-    let properties = object_field(known.get(Name::Properties), "properties", "invalid_properties")?;
-    let traits = object_field(known.get(Name::Traits), "traits", "invalid_traits")?;
-    let context = object_field(known.get(Name::Context), "context", "invalid_context")?;
-    let integrations = object_field(known.get(Name::Integrations), "integrations", "invalid_integrations")?;
+    let properties = object_field(known.get(Member::Properties), "properties", "invalid_properties")?;
+    let traits = object_field(known.get(Member::Traits), "traits", "invalid_traits")?;
+    let context = object_field(known.get(Member::Context), "context", "invalid_context")?;
+    let integrations = object_field(known.get(Member::Integrations), "integrations", "invalid_integrations")?;
 
     // The caller's `timestamp`, else its `originalTimestamp` (checked only when used).
-    let original = match known.get(Name::Timestamp) {
+    let original = match known.get(Member::Timestamp) {
         Some(raw) => time_field(Some(raw), "timestamp")?,
-        None => time_field(known.get(Name::OriginalTimestamp), "originalTimestamp")?,
+        None => time_field(known.get(Member::OriginalTimestamp), "originalTimestamp")?,
     };
-    let sent_at = match known.get(Name::SentAt) {
+    let sent_at = match known.get(Member::SentAt) {
         Some(raw) => time_field(Some(raw), "sentAt")?,
         None => time_field(envelope.sent_at, "sentAt")?,
     };
@@ -710,20 +710,20 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
     }
     // `event`, `groupId` and `previousId` are checked only for the call that needs them;
     // on any other call they pass through as sent.
-    if let Some(raw) = event.or_else(|| known.get(Name::Event)) {
+    if let Some(raw) = event.or_else(|| known.get(Member::Event)) {
         w.raw("event", raw.get());
     }
-    for (key, name) in [("name", Name::Name), ("category", Name::Category)] {
+    for (key, name) in [("name", Member::Name), ("category", Member::Category)] {
         if let Some(raw) = known.get(name) {
             w.raw(key, raw.get());
         }
     }
-    match (&group_id, known.get(Name::GroupId)) {
+    match (&group_id, known.get(Member::GroupId)) {
         (Some(id), _) => w.string("groupId", id),
         (None, Some(raw)) => w.raw("groupId", raw.get()),
         (None, None) => {}
     }
-    match (&previous_id, known.get(Name::PreviousId)) {
+    match (&previous_id, known.get(Member::PreviousId)) {
         (Some(id), _) => w.string("previousId", id),
         (None, Some(raw)) => w.raw("previousId", raw.get()),
         (None, None) => {}
@@ -740,7 +740,7 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
         (None, _) => {}
     }
     w.raw("integrations", integrations.as_deref().unwrap_or("{}"));
-    match known.get(Name::Channel) {
+    match known.get(Member::Channel) {
         Some(raw) => w.raw("channel", raw.get()),
         None => w.plain("channel", channel),
     }
@@ -765,7 +765,7 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
 /// Write the members the canonical event does not handle itself, as sent; of duplicate
 /// keys only the last, at its place.
 fn write_passthrough(w: &mut Writer<'_>, members: &[(Cow<'_, str>, Raw<'_>)]) {
-    let unknown = |key: &str| Name::of(key).is_none();
+    let unknown = |key: &str| Member::of(key).is_none();
     if members.len() <= 64 {
         // Few members: a scan of the later ones beats hashing.
         for (i, (key, raw)) in members.iter().enumerate() {
@@ -823,6 +823,7 @@ impl Writer<'_> {
     }
 
     /// A member as scanned: a key decoded from escapes is escaped again.
+    #[expect(clippy::ptr_arg, reason = "the variant tells whether the key was sent with escapes")]
     fn member(&mut self, key: &Cow<'_, str>, raw_json: &str) {
         match key {
             Cow::Borrowed(key) => self.key(key),

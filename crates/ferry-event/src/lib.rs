@@ -454,7 +454,7 @@ pub struct Processed {
 /// Validate and enrich every item of a parsed request.
 pub fn process(parsed: Parsed<'_>, ctx: &mut Ctx<'_>) -> Processed {
     let received_at = format_time(ctx.received_at);
-    let ip = ctx.client_ip.map(|ip| ip.to_string());
+    let ip = ctx.client_ip.map(ip_text);
     let shared =
         Shared { route: parsed.route, envelope: &parsed.envelope, received_at: &received_at, ip: ip.as_deref() };
     let mut processed = Processed { accepted: Vec::with_capacity(parsed.items.len()), rejected: Vec::new() };
@@ -760,6 +760,26 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
     write_passthrough(&mut w, &fields.members);
     out.push(b'}');
     Ok(Built { message_id, json: out, warnings })
+}
+
+/// The client's address as stored (what `Display` writes). IPv4 by hand: through the
+/// formatter it cost about 1.2 K instructions, 2 % of a single-event request.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 /// Write the members the canonical event does not handle itself, as sent; of duplicate

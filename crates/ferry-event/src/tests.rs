@@ -448,6 +448,25 @@ proptest::proptest! {
 }
 
 #[test]
+fn client_addresses_are_written_as_display_writes_them() {
+    let octets = [0u8, 1, 9, 10, 42, 99, 100, 101, 199, 200, 250, 255];
+    for a in octets {
+        for b in octets {
+            for c in octets {
+                for d in octets {
+                    let ip = IpAddr::from([a, b, c, d]);
+                    assert_eq!(ip_text(ip), ip.to_string());
+                }
+            }
+        }
+    }
+    for v6 in ["::1", "2001:db8::8a2e:370:7334", "::ffff:192.0.2.1", "fe80::1"] {
+        let ip: IpAddr = v6.parse().unwrap();
+        assert_eq!(ip_text(ip), ip.to_string());
+    }
+}
+
+#[test]
 fn time_edges() {
     for text in
         ["1970-01-01T00:00:00.000Z", "2000-02-29T23:59:59.999Z", "9999-12-30T21:59:59.999Z", "0000-01-01T00:00:00.000Z"]

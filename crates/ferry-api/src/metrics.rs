@@ -40,9 +40,13 @@ pub struct SourceCounters {
     pub rejected_bytes: Counter,
 }
 
+/// Request latency histograms of one route, by status.
+type ByStatus = Vec<(u16, Arc<Histogram>)>;
+
 /// The API's own metrics.
 pub(crate) struct ApiMetrics {
-    http: Mutex<HashMap<(String, u16), Arc<Histogram>>>,
+    /// By route, then status: a request finds its histogram without allocating.
+    http: Mutex<HashMap<String, ByStatus>>,
     pub(crate) sources: Capped<SourceCounters>,
     pub(crate) browser_series: Counter,
 }
@@ -57,14 +61,30 @@ impl ApiMetrics {
     fn observe(&self, route: &str, status: u16, seconds: f64) {
         let histogram = {
             let mut http = self.http.lock().unwrap_or_else(|e| e.into_inner());
-            http.entry((route.to_owned(), status)).or_insert_with(|| Arc::new(Histogram::latency())).clone()
+            if !http.contains_key(route) {
+                http.insert(route.to_owned(), Vec::new());
+            }
+            let Some(statuses) = http.get_mut(route) else { return };
+            match statuses.iter().find(|(s, _)| *s == status) {
+                Some((_, histogram)) => histogram.clone(),
+                None => {
+                    let histogram = Arc::new(Histogram::latency());
+                    statuses.push((status, histogram.clone()));
+                    histogram
+                }
+            }
         };
         histogram.observe(seconds);
     }
 
     fn render(&self, out: &mut Writer) {
-        let mut http: Vec<((String, u16), Arc<Histogram>)> =
-            self.http.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut http: Vec<((String, u16), Arc<Histogram>)> = self
+            .http
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(|(route, statuses)| statuses.iter().map(|(status, h)| ((route.clone(), *status), h.clone())))
+            .collect();
         http.sort_by(|a, b| a.0.cmp(&b.0));
         for ((route, status), histogram) in &http {
             let status = status.to_string();
@@ -107,10 +127,12 @@ impl ApiMetrics {
 
 /// Time every request and count it under its matched route and status.
 pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    // A clone of the matched path shares its text.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
     let response = next.run(request).await;
-    state.inner.metrics.observe(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.inner.metrics.observe(route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 

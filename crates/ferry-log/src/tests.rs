@@ -193,12 +193,17 @@ fn interval_appends_are_synced_by_the_writer_thread_within_the_interval() {
     assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec())]);
 }
 
-#[test]
-fn async_appends_ready_together_share_one_frame() {
+/// `body` with a log in a fresh directory, on a single-threaded runtime (so that the order
+/// in which tasks run is the test's).
+fn on_one_thread<F: std::future::Future<Output = ()>>(body: impl FnOnce(Log) -> F) {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(config(dir.path())).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    runtime.block_on(async {
+    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(body(log));
+}
+
+#[test]
+fn async_appends_ready_together_share_one_frame() {
+    on_one_thread(|log| async move {
         // The first task yields once before it writes: the other 19, ready meanwhile,
         // append into the same frame.
         let tasks: Vec<_> = (0..20)
@@ -229,10 +234,7 @@ fn async_appends_ready_together_share_one_frame() {
 #[test]
 fn a_cancelled_append_still_writes_the_appends_that_waited_for_it() {
     use std::future::Future;
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(config(dir.path())).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    runtime.block_on(async {
+    on_one_thread(|log| async move {
         // Polled once, the first append takes on the write and yields.
         let mut first = Box::pin(log.append(vec![rec(Some("a"), b"a")]));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

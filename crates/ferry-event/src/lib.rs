@@ -516,6 +516,9 @@ enum Member {
 }
 
 impl Member {
+    /// How many there are (`Replaced` is the last).
+    const COUNT: usize = Member::Replaced as usize + 1;
+
     fn of(key: &str) -> Option<Member> {
         Some(match key {
             "type" => Member::Type,
@@ -544,12 +547,12 @@ impl Member {
 /// An item's handled members, found in one pass: the last member of a name wins and JSON
 /// `null` is absent, as with [`Fields::get`].
 struct Known<'a> {
-    values: [Option<Raw<'a>>; Member::Replaced as usize + 1],
+    values: [Option<Raw<'a>>; Member::COUNT],
 }
 
 impl<'a> Known<'a> {
     fn of(fields: &Fields<'a>) -> Known<'a> {
-        let mut values = [None; Member::Replaced as usize + 1];
+        let mut values = [None; Member::COUNT];
         for (key, raw) in &fields.members {
             if let Some(name) = Member::of(key) {
                 values[name as usize] = (raw.get() != "null").then_some(*raw);
@@ -763,7 +766,7 @@ fn build(shared: &Shared<'_, '_>, item: &Item<'_>, ctx: &mut Ctx<'_>) -> Result<
 }
 
 /// The client's address as stored (what `Display` writes). IPv4 by hand: through the
-/// formatter it cost about 1.2 K instructions, 2 % of a single-event request.
+/// formatter it cost about 1.1 K instructions, 1.6 % of a single-event request.
 fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else { return ip.to_string() };
     let mut out = String::with_capacity(15);
@@ -813,13 +816,17 @@ impl Writer<'_> {
     /// A key that needs no escaping: one of ferry's own names, or a key scanned without
     /// escapes (a JSON string without escapes has no quote, backslash or control character).
     fn key(&mut self, key: &str) {
+        self.separate();
+        write_quoted(self.out, key);
+        self.out.push(b':');
+    }
+
+    /// A comma before every member but the first.
+    fn separate(&mut self) {
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
     }
 
     fn string(&mut self, key: &str, value: &str) {
@@ -832,9 +839,7 @@ impl Writer<'_> {
     fn plain(&mut self, key: &str, value: &str) {
         debug_assert!(!ferry_wire::needs_escape(value));
         self.key(key);
-        self.out.push(b'"');
-        self.out.extend_from_slice(value.as_bytes());
-        self.out.push(b'"');
+        write_quoted(self.out, value);
     }
 
     fn raw(&mut self, key: &str, raw_json: &str) {
@@ -848,10 +853,7 @@ impl Writer<'_> {
         match key {
             Cow::Borrowed(key) => self.key(key),
             Cow::Owned(key) => {
-                if !self.first {
-                    self.out.push(b',');
-                }
-                self.first = false;
+                self.separate();
                 write_json_string(self.out, key);
                 self.out.push(b':');
             }
@@ -882,13 +884,17 @@ impl Writer<'_> {
     }
 }
 
+/// `text` between quotes, as it is: only for text that needs no escaping.
+fn write_quoted(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+}
+
 fn write_json_string(out: &mut Vec<u8>, value: &str) {
     // Most ids need no escaping: copy them between quotes.
     if !ferry_wire::needs_escape(value) {
-        out.push(b'"');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'"');
-        return;
+        return write_quoted(out, value);
     }
     // Serializing a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, value);

@@ -303,32 +303,12 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn string(&mut self) -> Result<bool, ScanError> {
         // Most strings have no escape: one inlined skip to the closing quote.
-        self.pos = self.skip_plain(self.pos + 1);
+        self.pos = first_special(self.bytes, self.pos + 1);
         if self.bytes.get(self.pos) == Some(&b'"') {
             self.pos += 1;
             return Ok(false);
         }
         self.string_rest()
-    }
-
-    /// The position of the first quote, backslash or control character from `pos` on (the
-    /// length if none), eight bytes at a time.
-    #[inline(always)]
-    fn skip_plain(&self, mut pos: usize) -> usize {
-        while let Some(chunk) = self.bytes.get(pos..pos + 8) {
-            let special = special_bytes(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
-            if special != 0 {
-                return pos + special.trailing_zeros() as usize / 8;
-            }
-            pos += 8;
-        }
-        while let Some(&byte) = self.bytes.get(pos) {
-            if byte == b'"' || byte == b'\\' || byte < 0x20 {
-                break;
-            }
-            pos += 1;
-        }
-        pos
     }
 
     /// The rest of a string from a byte that is not a plain character: escapes, or the
@@ -353,11 +333,11 @@ impl<'a> Scanner<'a> {
                     _ => return self.invalid("a valid escape"),
                 },
                 Some(0..0x20) => return self.invalid("no control character in a string"),
-                // Not reached: `skip_plain` stops only at the bytes above.
+                // Not reached: `first_special` stops only at the bytes above.
                 Some(_) => self.pos += 1,
                 None => return self.invalid("the end of the string"),
             }
-            self.pos = self.skip_plain(self.pos);
+            self.pos = first_special(self.bytes, self.pos);
         }
     }
 }
@@ -376,16 +356,30 @@ fn special_bytes(word: u64) -> u64 {
     quote | backslash | control
 }
 
-/// Whether `text` needs escaping to go between JSON quotes (it has a quote, a backslash
-/// or a control character), checked eight bytes at a time.
-pub fn needs_escape(text: &str) -> bool {
-    let mut chunks = text.as_bytes().chunks_exact(8);
-    for chunk in chunks.by_ref() {
-        if special_bytes(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))) != 0 {
-            return true;
+/// The position of the first quote, backslash or control character in `bytes` from `pos`
+/// on (the length if none), eight bytes at a time.
+#[inline(always)]
+fn first_special(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(chunk) = bytes.get(pos..pos + 8) {
+        let special = special_bytes(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+        if special != 0 {
+            return pos + special.trailing_zeros() as usize / 8;
         }
+        pos += 8;
     }
-    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    while let Some(&byte) = bytes.get(pos) {
+        if byte == b'"' || byte == b'\\' || byte < 0x20 {
+            break;
+        }
+        pos += 1;
+    }
+    pos
+}
+
+/// Whether `text` needs escaping to go between JSON quotes (it has a quote, a backslash
+/// or a control character).
+pub fn needs_escape(text: &str) -> bool {
+    first_special(text.as_bytes(), 0) < text.len()
 }
 
 #[cfg(test)]

@@ -61,15 +61,12 @@ impl ApiMetrics {
     fn observe(&self, route: &str, status: u16, seconds: f64) {
         let histogram = {
             let mut http = self.http.lock().unwrap_or_else(|e| e.into_inner());
-            if !http.contains_key(route) {
-                http.insert(route.to_owned(), Vec::new());
-            }
-            let Some(statuses) = http.get_mut(route) else { return };
-            match statuses.iter().find(|(s, _)| *s == status) {
+            let seen = http.get(route).and_then(|statuses| statuses.iter().find(|(s, _)| *s == status));
+            match seen {
                 Some((_, histogram)) => histogram.clone(),
                 None => {
                     let histogram = Arc::new(Histogram::latency());
-                    statuses.push((status, histogram.clone()));
+                    http.entry(route.to_owned()).or_default().push((status, histogram.clone()));
                     histogram
                 }
             }

@@ -684,6 +684,9 @@ mod tests {
         let config: Config = toml::from_str("").unwrap();
         assert_eq!(config.server.listen, default_listen());
         assert_eq!(config.log.sync, Sync::Always);
+        // Half a million ids in memory, the same default as the log library's.
+        assert_eq!(config.log.dedupe_memory_ids, 500_000);
+        assert_eq!(config.log.dedupe_memory_ids, ferry_log::LogConfig::default().dedupe_max_ids);
         assert!(config.sources.is_empty());
         assert!(config.problems().is_empty());
     }
@@ -743,6 +746,8 @@ mod example {
         let text = include_str!("../../../../ferry.example.toml");
         let config: super::Config = toml::from_str(text).expect("ferry.example.toml is valid");
         assert!(config.problems().is_empty());
+        // The example shows the defaults.
+        assert_eq!(config.log.dedupe_memory_ids, super::default_dedupe_memory_ids());
         // Uncommenting the example sources must also be valid.
         let uncommented: String = text
             .lines()

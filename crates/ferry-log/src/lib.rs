@@ -11,7 +11,10 @@
 //!   thread hop: a write to the page cache takes microseconds): the first task to append
 //!   yields once to the runtime, so that the appends of the tasks ready meanwhile go into
 //!   the same frame and write, then writes them all. The writer thread syncs what was
-//!   written once per interval, outside that lock.
+//!   written once per interval, outside that lock, and then starts moving dedupe keys to
+//!   disk if the index wants room (so that no append waits for a sync).
+//! - The writer answers a group before the dedupe index's upkeep, and the log's
+//!   background threads run at the lowest priority (`background`).
 //! - Offsets increase by one per stored record and are never reused.
 //! - Records may carry a dedupe key; a key seen within the dedupe window is answered
 //!   [`Appended::Duplicate`] and not stored. The check-and-insert happens under the
@@ -59,6 +62,7 @@
 //! and nothing can be deleted, append fails with [`AppendError::DiskFull`]; nothing is
 //! buffered in memory instead.
 
+mod background;
 mod chunk;
 #[doc(hidden)]
 pub mod dedupe;
@@ -453,7 +457,9 @@ impl Log {
     /// Write one frame in this thread (no fsync: the policy is not `Always`).
     fn append_here(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
         let mut writer = lock(&self.writer);
-        let mut answers = writer.commit_records(std::slice::from_ref(&records)).map_err(|e| e.to_append_error())?;
+        let answers = writer.commit_records(std::slice::from_ref(&records));
+        writer.upkeep();
+        let mut answers = answers.map_err(|e| e.to_append_error())?;
         Ok(answers.pop().unwrap_or_default())
     }
 
@@ -748,20 +754,30 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
 }
 
 /// Sync what appends wrote since the last sync, without holding the writer's lock during
-/// the fdatasync (appends go on meanwhile; what they write is synced next time).
+/// the fdatasync (appends go on meanwhile; what they write is synced next time). Then, as
+/// the keys inserted before the sync are durable, start moving dedupe keys to disk if the
+/// index wants room: here, not in the appends, so that no request waits for this sync.
 fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
-    let file = {
+    let (file, through) = {
         let mut w = lock(writer);
-        if w.dirty_since.take().is_none() || w.closed {
+        if w.closed {
             return;
         }
-        w.file.try_clone()
+        (w.dirty_since.take().map(|_| w.file.try_clone()), w.dedupe.inserted())
     };
-    let started = Instant::now();
-    if let Err(error) = file.and_then(|file| file.sync_data()) {
-        poison(shared, format!("fdatasync failed: {error}"));
+    if let Some(file) = file {
+        let started = Instant::now();
+        if let Err(error) = file.and_then(|file| file.sync_data()) {
+            poison(shared, format!("fdatasync failed: {error}"));
+            return;
+        }
+        shared.metrics.fsync_seconds.observe_duration(started.elapsed());
     }
-    shared.metrics.fsync_seconds.observe_duration(started.elapsed());
+    let mut w = lock(writer);
+    if !w.closed && w.dedupe.over_cap() {
+        w.dedupe.make_room_through(through);
+        w.publish_dedupe_state();
+    }
 }
 
 fn poison(shared: &Shared, reason: String) {
@@ -878,7 +894,7 @@ impl Writer {
         self.retention_if_due();
     }
 
-    /// Store a group of requests and answer each.
+    /// Store a group of requests, answer each, then do the dedupe index's upkeep.
     fn reply(&mut self, group: Vec<Pending>) {
         let (requests, replies): (Vec<Vec<Record>>, Vec<_>) = group.into_iter().unzip();
         match self.commit_records(&requests) {
@@ -893,6 +909,25 @@ impl Writer {
                 }
             }
         }
+        self.upkeep();
+    }
+
+    /// Bounded upkeep of the dedupe index after a commit (spills and filter rebuilds run in
+    /// background threads). A new spill starts only once the keys' records are durable:
+    /// with `Interval` the writer thread starts it after its periodic sync
+    /// (`sync_written`), unless the index cannot wait that long; otherwise here, after a
+    /// sync if one is due.
+    fn upkeep(&mut self) {
+        self.dedupe.maintain();
+        let now = match self.shared.config.sync {
+            SyncPolicy::Interval(_) => self.dedupe.over_cap_urgently(),
+            _ => self.dedupe.over_cap(),
+        };
+        if now {
+            self.sync_if_due(true);
+            self.dedupe.make_room();
+        }
+        self.publish_dedupe_state();
     }
 
     /// Store the records of several requests as one frame: what became of each record,
@@ -942,7 +977,7 @@ impl Writer {
         }
 
         let result = if payloads.is_empty() { Ok(()) } else { self.write_frame(now, &keys, &payloads) };
-        let result = match result {
+        match result {
             Ok(()) => {
                 self.next_offset = offset;
                 self.publish_dedupe_state();
@@ -961,16 +996,7 @@ impl Writer {
                     )),
                 }
             }
-        };
-        // Bounded upkeep of the dedupe index (spills and filter rebuilds run in background
-        // threads); a new spill starts only once the keys' records are durable.
-        self.dedupe.maintain();
-        if self.dedupe.over_cap() {
-            self.sync_if_due(true);
-            self.dedupe.make_room();
         }
-        self.publish_dedupe_state();
-        result
     }
 
     /// Retention every [`RETENTION_EVERY`].
@@ -1111,7 +1137,11 @@ impl Writer {
         if self.shared.config.preallocate && self.spare.is_none() && self.file_len > self.shared.config.chunk_bytes / 2
         {
             let (dir, bytes) = (self.shared.dir.clone(), self.shared.config.chunk_bytes);
-            self.spare = Some(std::thread::spawn(move || prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND))));
+            match background::spawn("ferry-log-spare", move || prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND)))
+            {
+                Ok(handle) => self.spare = Some(handle),
+                Err(error) => tracing::warn!(%error, "cannot start preallocating the next log chunk"),
+            }
         }
     }
 }

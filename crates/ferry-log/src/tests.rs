@@ -193,6 +193,64 @@ fn interval_appends_are_synced_by_the_writer_thread_within_the_interval() {
     assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec())]);
 }
 
+/// With `Interval`, an append that takes the dedupe index over its cap neither syncs nor
+/// spills: the writer thread's next periodic sync makes the keys durable and then starts
+/// the spill, so that no request waits for an fdatasync.
+#[test]
+fn interval_appends_leave_dedupe_spills_to_the_writer_threads_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let every = Duration::from_millis(500);
+    let cfg = LogConfig {
+        sync: SyncPolicy::Interval(every),
+        dedupe_max_ids: 1000,
+        chunk_bytes: 1 << 20,
+        ..config(dir.path())
+    };
+    let (log, _) = Log::open(cfg).unwrap();
+    let runs = || std::fs::read_dir(dir.path().join("dedupe")).map_or(0, |d| d.count());
+    let syncs = || log.metrics().fsync_seconds.count();
+    // 600 of 1,000 ids: over the cap that starts a spill (half), not near full.
+    let records = (0..600).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
+    let started = Instant::now();
+    assert!(log.append_blocking(records).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
+    assert!(started.elapsed() < every, "the test needs the append to finish within one interval");
+    assert_eq!((syncs(), runs()), (0, 0), "the append synced or spilled");
+    let deadline = Instant::now() + every * 40;
+    while runs() == 0 {
+        assert!(Instant::now() < deadline, "no spill after the writer thread's sync");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(syncs() >= 1, "a spill started before the keys were synced");
+    let again = (0..600).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
+    assert!(log.append_blocking(again).unwrap().iter().all(|a| *a == Appended::Duplicate));
+}
+
+/// When the index fills faster than the interval syncs, the append that takes it near
+/// full syncs and spills itself: memory stays within its cap.
+#[test]
+fn interval_appends_make_room_themselves_when_the_index_is_nearly_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        sync: SyncPolicy::Interval(Duration::from_secs(3600)),
+        dedupe_max_ids: 1000,
+        chunk_bytes: 1 << 20,
+        ..config(dir.path())
+    };
+    let (log, _) = Log::open(cfg).unwrap();
+    let batch = |b: u32| (b * 50..(b + 1) * 50).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
+    let mut most = 0;
+    for b in 0..60 {
+        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
+        most = most.max(log.dedupe_stats().0);
+    }
+    assert!(most <= 1000, "the recent layer grew to {most} ids, past its cap of 1,000");
+    assert!(log.metrics().fsync_seconds.count() >= 1, "room was made without a sync");
+    assert!(std::fs::read_dir(dir.path().join("dedupe")).unwrap().count() > 0, "no dedupe run written");
+    for b in 0..60 {
+        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| *a == Appended::Duplicate), "batch {b}");
+    }
+}
+
 /// `body` with a log in a fresh directory, on a single-threaded runtime (so that the order
 /// in which tasks run is the test's).
 fn on_one_thread<F: std::future::Future<Output = ()>>(body: impl FnOnce(Log) -> F) {

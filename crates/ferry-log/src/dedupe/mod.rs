@@ -307,6 +307,13 @@ impl Dedupe {
             && self.retry_spill_at.is_none_or(|at| Instant::now() >= at)
     }
 
+    /// [`Dedupe::over_cap`], and so near full that room cannot wait for a periodic sync:
+    /// the keys not yet spilled fill all but half a spill of the recent layer (or it has
+    /// no disk layer, so room costs no sync).
+    pub fn over_cap_urgently(&self) -> bool {
+        self.over_cap() && (self.disk.is_none() || self.pending() > self.max_ids.saturating_sub(self.spill_keys / 2))
+    }
+
     /// Keys in memory not yet in a run or a spill.
     fn pending(&self) -> usize {
         (self.memory.tail() - self.spilled) as usize
@@ -333,7 +340,19 @@ impl Dedupe {
     /// forget them, until the recent layer is back under its cap. Every key inserted so far
     /// must be durable.
     pub fn make_room(&mut self) {
-        self.durable = self.memory.tail();
+        self.make_room_through(self.memory.tail());
+    }
+
+    /// Where the next inserted key goes in insert order: every key inserted so far is
+    /// before it. For [`Dedupe::make_room_through`].
+    pub fn inserted(&self) -> u64 {
+        self.memory.tail()
+    }
+
+    /// [`Dedupe::make_room`] when only the keys inserted before `through` (an earlier
+    /// [`Dedupe::inserted`]) are durable: later ones stay in memory.
+    pub fn make_room_through(&mut self, through: u64) {
+        self.durable = self.durable.max(through.min(self.memory.tail()));
         if self.disk.is_none() {
             while self.memory.len() > self.max_ids {
                 self.evict_front();
@@ -343,7 +362,10 @@ impl Dedupe {
         if self.over_cap() {
             let target = self.max_ids.saturating_sub(3 * self.spill_keys);
             let end = self.spilled + self.pending().saturating_sub(target).max(1) as u64;
-            self.start_spill(end);
+            let end = end.min(self.durable);
+            if end > self.spilled {
+                self.start_spill(end);
+            }
         }
     }
 
@@ -575,7 +597,7 @@ impl Dedupe {
         let Some(input) = self.spill_input(end) else { return };
         self.spilled = end;
         let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new().name("ferry-dedupe-spill".to_owned()).spawn(move || {
+        let spawned = crate::background::spawn("ferry-dedupe-spill", move || {
             let input = rx.recv().map_err(|_| io::Error::other("spill input lost"))?;
             write_spill(input)
         });

@@ -14,7 +14,7 @@
 //!   written once per interval, outside that lock, and then starts moving dedupe keys to
 //!   disk if the index wants room (so that no append waits for a sync).
 //! - The writer answers a group before the dedupe index's upkeep, and the log's
-//!   background threads run at the lowest priority (`background`).
+//!   background threads run at a low priority (`background`).
 //! - Offsets increase by one per stored record and are never reused.
 //! - Records may carry a dedupe key; a key seen within the dedupe window is answered
 //!   [`Appended::Duplicate`] and not stored. The check-and-insert happens under the
@@ -1137,8 +1137,9 @@ impl Writer {
         if self.shared.config.preallocate && self.spare.is_none() && self.file_len > self.shared.config.chunk_bytes / 2
         {
             let (dir, bytes) = (self.shared.dir.clone(), self.shared.config.chunk_bytes);
-            match background::spawn("ferry-log-spare", move || prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND)))
-            {
+            match background::spawn("ferry-log-spare", background::Priority::Lowest, move || {
+                prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND))
+            }) {
                 Ok(handle) => self.spare = Some(handle),
                 Err(error) => tracing::warn!(%error, "cannot start preallocating the next log chunk"),
             }

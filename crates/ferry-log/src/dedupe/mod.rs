@@ -597,7 +597,7 @@ impl Dedupe {
         let Some(input) = self.spill_input(end) else { return };
         self.spilled = end;
         let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = crate::background::spawn("ferry-dedupe-spill", move || {
+        let spawned = crate::background::spawn("ferry-dedupe-spill", crate::background::Priority::Low, move || {
             let input = rx.recv().map_err(|_| io::Error::other("spill input lost"))?;
             write_spill(input)
         });

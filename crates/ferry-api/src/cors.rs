@@ -1,10 +1,10 @@
 //! CORS for browsers: analytics.js posts cross-origin with an `Authorization` header, so
 //! each event path gets a preflight `OPTIONS` first. Without the right answer, and without
 //! `Access-Control-Allow-Origin` on every response, the browser sends nothing.
+//!
+//! The `edge` layer applies these to every request.
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 const DEFAULT_ALLOW_HEADERS: &str = "Authorization, Content-Type, Content-Encoding, X-Retry-Count";
@@ -12,16 +12,8 @@ const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
 /// Browsers cache a preflight answer this long (seconds; Chromium caps at 7200).
 const MAX_AGE_SECS: u32 = 600;
 
-/// Answer preflights for every path and add the allow-origin headers to every response.
-pub(crate) async fn cors(request: Request, next: Next) -> Response {
-    let origin = request.headers().get(header::ORIGIN).cloned();
-    let is_preflight = request.method() == Method::OPTIONS;
-    let mut response = if is_preflight { preflight(request.headers()) } else { next.run(request).await };
-    allow_origin(response.headers_mut(), origin);
-    response
-}
-
-fn preflight(request_headers: &HeaderMap) -> Response {
+/// The answer to a preflight `OPTIONS` request (before [`allow_origin`]).
+pub(crate) fn preflight(request_headers: &HeaderMap) -> Response {
     let allow_headers = request_headers
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .cloned()
@@ -34,7 +26,8 @@ fn preflight(request_headers: &HeaderMap) -> Response {
     response
 }
 
-fn allow_origin(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
+/// Add the allow-origin headers for a request that came with `origin`.
+pub(crate) fn allow_origin(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
     match origin {
         // Credentials are allowed only with an explicit origin, never with `*`.
         Some(origin) => {

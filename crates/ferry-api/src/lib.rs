@@ -11,6 +11,7 @@ mod body;
 mod collect;
 mod cors;
 mod debugger;
+mod edge;
 mod error;
 pub mod metrics;
 mod settings;
@@ -251,14 +252,16 @@ impl AppState {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    let mut app = Router::new();
+    // The ingest routes, timed by the edge layer (see `edge`).
+    let mut ingest = Router::new();
     for (path, call) in collect::SINGLE_ROUTES {
-        app = app.route(path, post(collect::single(*call)));
+        ingest = ingest.route(path, post(collect::single(*call)));
     }
     for path in collect::BATCH_ROUTES {
-        app = app.route(path, post(collect::batch));
+        ingest = ingest.route(path, post(collect::batch));
     }
-    app.route("/v1/m", post(collect::browser_metrics))
+    ingest = ingest.route(collect::BROWSER_METRICS_ROUTE, post(collect::browser_metrics));
+    let rest = Router::new()
         .route("/v1/pixel/{call}", get(collect::pixel))
         .route("/v1/projects/{write_key}/settings", get(settings::settings))
         .route("/health", get(health))
@@ -270,10 +273,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(debugger::routes())
                 .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_token)),
         )
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(cors::cors))
-        .with_state(state)
+        .route_layer(metrics::TrackLayer { state: state.clone() });
+    ingest.merge(rest).fallback(not_found).layer(edge::EdgeLayer { state: state.clone() }).with_state(state)
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

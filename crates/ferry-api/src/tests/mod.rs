@@ -440,6 +440,33 @@ async fn cors_preflight_on_any_path_and_allow_origin_everywhere() {
     assert_eq!(answer.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://shop.example");
 }
 
+/// Every route's requests are timed under their matched route and status: the ingest
+/// routes by the edge layer, the others by the route layer. Preflights are not counted.
+#[tokio::test]
+async fn request_latency_is_counted_by_matched_route_and_status() {
+    let h = open();
+    send(&h.app, post("/v1/t", Some(&basic("wk")), TRACK)).await;
+    send(&h.app, post("/v1/t", Some(&basic("wk")), TRACK)).await;
+    send(&h.app, post("/v1/batch", None, "{}")).await;
+    send(&h.app, Request::get("/v1/t").body(Body::empty()).unwrap()).await;
+    send(&h.app, Request::get("/v1/projects/wk_1/settings").body(Body::empty()).unwrap()).await;
+    send(&h.app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    let preflight = Request::builder().method(Method::OPTIONS).uri("/v1/i").body(Body::empty()).unwrap();
+    send(&h.app, preflight).await;
+    let answer = send(&h.app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let text = String::from_utf8(answer.body).unwrap();
+    let count = |route: &str, status: u16| {
+        let name = format!(r#"ferry_http_request_duration_seconds_count{{route="{route}",status="{status}"}} "#);
+        text.lines().find_map(|line| line.strip_prefix(&name)).map(|n| n.trim().to_owned())
+    };
+    assert_eq!(count("/v1/t", 200).as_deref(), Some("2"), "{text}");
+    assert_eq!(count("/v1/batch", 400).as_deref(), Some("1"), "{text}");
+    assert_eq!(count("/v1/t", 405).as_deref(), Some("1"), "{text}");
+    assert_eq!(count("/v1/projects/{write_key}/settings", 200).as_deref(), Some("1"), "{text}");
+    assert_eq!(count("/health", 200).as_deref(), Some("1"), "{text}");
+    assert!(!text.contains(r#"route="/v1/i""#), "a preflight was counted: {text}");
+}
+
 #[tokio::test]
 async fn settings_document_points_back_at_this_server() {
     let h = open();

@@ -110,7 +110,14 @@ pub fn open_source_id(write_key: &str) -> String {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("wk_{hash:016x}")
+    // By hand: `format!` cost about 1% of a single-event request.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(19);
+    id.push_str("wk_");
+    for shift in (0..16).rev() {
+        id.push(char::from(HEX[(hash >> (shift * 4)) as usize & 0xf]));
+    }
+    id
 }
 
 /// A source of time, so tests can fix the clock.

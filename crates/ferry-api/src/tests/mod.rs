@@ -225,6 +225,21 @@ async fn open_mode_gives_each_key_its_own_source() {
     assert_ne!(a["sourceId"], b["sourceId"]);
 }
 
+/// The open-mode source id is `wk_` and the 16 hex digits of the key's FNV-1a 64 hash:
+/// stored in events, so it must never change.
+#[test]
+fn open_source_ids_are_stable() {
+    assert_eq!(open_source_id("wk_bench"), "wk_53afff8f72a6d616");
+    assert_eq!(open_source_id("\u{1f600}"), format!("wk_{:016x}", fnv1a(b"\xf0\x9f\x98\x80")));
+    for key in ["a", "key-a", "segment write key", "0", "\u{0}"] {
+        assert_eq!(open_source_id(key), format!("wk_{:016x}", fnv1a(key.as_bytes())), "{key:?}");
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 #[tokio::test]
 async fn invalid_single_event_is_400_and_quarantined() {
     let h = open();

@@ -53,7 +53,7 @@ pub(crate) async fn batch(State(state): State<AppState>, request: Request) -> Re
     collect(state, Route::Batch, request).await
 }
 
-async fn collect(state: AppState, route: Route, request: Request) -> Response {
+pub(crate) async fn collect(state: AppState, route: Route, request: Request) -> Response {
     state.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
     match collect_inner(&state, route, request).await {
         Ok(response) => response,

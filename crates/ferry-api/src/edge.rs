@@ -1,12 +1,16 @@
 //! The layer around the whole router: CORS for every request (preflights are answered
-//! here), and the latency metric of the ingest routes.
+//! here), the latency metric of the ingest routes, and the dispatch of their `POST`s.
 //!
 //! The ingest routes are timed here, by their path, rather than by a route layer: a route
 //! layer wraps each route in one more boxed service, cloned with its future boxed on every
 //! request. With `axum::middleware::from_fn` for CORS and a route layer for the metric,
 //! the two cost 9% of the single-event throughput on one core (`scripts/bench-http.sh`);
-//! this layer has its own future and allocates nothing. The other routes keep the route
-//! layer (`metrics::TrackLayer`), which knows their matched path.
+//! this layer has its own future. The other routes keep the route layer
+//! (`metrics::TrackLayer`), which knows their matched path.
+//!
+//! A `POST` to a single-call or batch route goes straight to its handler, not through
+//! the router, whose matching, boxed route services and their futures cost about as much
+//! again. The router still has these routes, for the other methods (405).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,17 +24,21 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use ferry_event::Route;
+
 use crate::{AppState, collect, cors};
 
-/// The route label of a path this layer times: the ingest routes, whose paths have no
-/// parameters, so the path is the matched route.
-pub(crate) fn ingest_route(path: &str) -> Option<&'static str> {
-    collect::SINGLE_ROUTES
-        .iter()
-        .map(|(route, _)| *route)
-        .chain(collect::BATCH_ROUTES.iter().copied())
-        .chain([collect::BROWSER_METRICS_ROUTE])
-        .find(|route| *route == path)
+/// The route label of a path this layer times (the ingest routes, whose paths have no
+/// parameters, so the path is the matched route), and what its `POST` is, when this
+/// layer calls the handler itself.
+pub(crate) fn ingest_route(path: &str) -> Option<(&'static str, Option<Route>)> {
+    if let Some((route, call)) = collect::SINGLE_ROUTES.iter().find(|(route, _)| *route == path) {
+        return Some((route, Some(Route::Single(*call))));
+    }
+    if let Some(route) = collect::BATCH_ROUTES.iter().find(|route| **route == path) {
+        return Some((route, Some(Route::Batch)));
+    }
+    (path == collect::BROWSER_METRICS_ROUTE).then_some((collect::BROWSER_METRICS_ROUTE, None))
 }
 
 #[derive(Clone)]
@@ -71,8 +79,17 @@ where
             cors::allow_origin(response.headers_mut(), origin);
             return EdgeFuture::Preflight { response: Some(response) };
         }
-        let timed = ingest_route(request.uri().path()).map(|route| (route, Instant::now(), self.state.clone()));
-        EdgeFuture::Inner { future: self.inner.call(request), origin, timed }
+        let Some((label, direct)) = ingest_route(request.uri().path()) else {
+            return EdgeFuture::Inner { future: self.inner.call(request), origin, timed: None };
+        };
+        let timed = Some((label, Instant::now(), self.state.clone()));
+        match direct {
+            Some(route) if request.method() == Method::POST => {
+                let future = Box::pin(collect::collect(self.state.clone(), route, request));
+                EdgeFuture::Direct { future, origin, timed }
+            }
+            _ => EdgeFuture::Inner { future: self.inner.call(request), origin, timed },
+        }
     }
 }
 
@@ -87,6 +104,12 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
+            origin: Option<HeaderValue>,
+            timed: Option<(&'static str, Instant, AppState)>,
+        },
+        /// A `POST` to an ingest route: its handler, called here.
+        Direct {
+            future: Pin<Box<dyn Future<Output = Response> + Send>>,
             origin: Option<HeaderValue>,
             timed: Option<(&'static str, Instant, AppState)>,
         },
@@ -106,13 +129,26 @@ where
                 Poll::Ready(Ok(response.take().unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())))
             }
             Projected::Inner { future, origin, timed } => {
-                let mut response = ready!(future.poll(cx))?;
-                if let Some((route, started, state)) = timed.take() {
-                    state.inner.metrics.observe(route, response.status().as_u16(), started.elapsed().as_secs_f64());
-                }
-                cors::allow_origin(response.headers_mut(), origin.take());
-                Poll::Ready(Ok(response))
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(finish(response, origin, timed)))
+            }
+            Projected::Direct { future, origin, timed } => {
+                let response = ready!(future.as_mut().poll(cx));
+                Poll::Ready(Ok(finish(response, origin, timed)))
             }
         }
     }
+}
+
+/// Count the request, if timed, and add the CORS headers.
+fn finish(
+    mut response: Response,
+    origin: &mut Option<HeaderValue>,
+    timed: &mut Option<(&'static str, Instant, AppState)>,
+) -> Response {
+    if let Some((route, started, state)) = timed.take() {
+        state.inner.metrics.observe(route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    }
+    cors::allow_origin(response.headers_mut(), origin.take());
+    response
 }

@@ -8,6 +8,7 @@
 #   scripts/bench-instructions.sh single interval       # MODE (single|batch) SYNC (always|interval|never)
 #   FERRY_BIN=/path/to/other/ferry scripts/bench-instructions.sh batch always
 #   RATE=20 SECONDS_OF_LOAD=10 scripts/bench-instructions.sh   # requests/s (default 20 batch, 400 single)
+#   KEEP=/tmp/ferry.callgrind scripts/bench-instructions.sh   # keep the profile (callgrind_annotate it)
 #
 # Needs valgrind (Debian: `apt-get install valgrind`).
 set -euo pipefail
@@ -22,7 +23,7 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p ferry -p ferry-bench >&2
 ferry="${FERRY_BIN:-$target_dir/release/ferry}"
 work="$(mktemp -d "${BENCH_DIR:-/var/tmp}/ferry-instructions.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+trap 'if [ -n "${KEEP:-}" ]; then cp "$work/callgrind.out" "$KEEP" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 echo 'destinations = []' >"$work/ferry.toml"
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$ferry" --config "$work/ferry.toml" \
     --data-dir "$work/data" serve --sync "$sync" --listen "127.0.0.1:$port" --threads 1 \

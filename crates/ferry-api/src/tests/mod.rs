@@ -225,6 +225,31 @@ async fn open_mode_gives_each_key_its_own_source() {
     assert_ne!(a["sourceId"], b["sourceId"]);
 }
 
+#[test]
+fn basic_auth_write_keys_of_any_length_and_broken_ones() {
+    let key = |value: &str| {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        crate::collect::header_write_key(&headers)
+    };
+    let long = "k".repeat(1000);
+    for (credentials, expected) in [
+        ("wk_1:", Some("wk_1")),
+        ("wk_1", Some("wk_1")),
+        ("wk_1:secret:more", Some("wk_1")),
+        (long.as_str(), Some(long.as_str())),
+        (&format!("{long}:"), Some(long.as_str())),
+        (":", None),
+        ("", None),
+    ] {
+        assert_eq!(key(&basic(credentials)).as_deref(), expected, "{credentials:?}");
+    }
+    assert_eq!(key("basic d2tfMTo=").as_deref(), Some("wk_1"), "the scheme is case-insensitive");
+    assert_eq!(key("Basic not*base64"), None);
+    assert_eq!(key("Basic /w=="), None, "not utf-8");
+    assert_eq!(key("Bearer d2tfMTo="), None);
+}
+
 /// The open-mode source id is `wk_` and the 16 hex digits of the key's FNV-1a 64 hash:
 /// stored in events, so it must never change.
 #[test]

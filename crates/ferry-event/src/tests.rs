@@ -346,6 +346,18 @@ fn the_last_context_and_properties_decide_enrichment() {
         assert_eq!(event["channel"], channel, "{body}");
         assert_eq!(event.get("context").and_then(|c| c.get("ip")).is_some(), ip, "{body}");
     }
+    // Inside `context`, too: the last `library` or `direct` counts, and `null` is absent.
+    for (context, channel, ip) in [
+        (r#"{"library":{"name":"analytics-python"},"library":{"name":"analytics.js"}}"#, "browser", true),
+        (r#"{"library":{"name":"analytics.js"},"library":null}"#, "server", false),
+        (r#"{"direct":true,"direct":false}"#, "server", false),
+        (r#"{"direct":false,"direct":true}"#, "server", true),
+    ] {
+        let body = format!(r#"{{"event":"E","userId":"u","context":{context}}}"#);
+        let event = run(&body, TRACK, Some("203.0.113.9")).unwrap().accepted.remove(0);
+        assert_eq!(event["channel"], channel, "{body}");
+        assert_eq!(event["context"].get("ip").is_some(), ip, "{body}");
+    }
     let body = r#"{"event":"E","userId":"u","properties":{"revenue":"$5"},"properties":{"revenue":5}}"#;
     let outcome = run(body, TRACK, None).unwrap();
     assert!(outcome.warnings[0].is_empty());

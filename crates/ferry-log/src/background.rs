@@ -10,12 +10,14 @@ use std::thread::JoinHandle;
 /// How much of a contended core a background job gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Priority {
-    /// Nice 10, about a tenth of the core against one busy thread: for dedupe spills,
-    /// which the writer waits for once the index's memory is full. Measured with the
-    /// HTTP benchmark's batches on one core, nice 19 there made the writer wait at every
+    /// Nice 10, about a tenth of the core against one busy thread: for the dedupe
+    /// index's jobs, which must keep up under load. The writer waits for a spill once the
+    /// index's memory is full, lookups check every filter a lagging rebuild leaves frozen,
+    /// and freed filters stay resident until their thread runs. Measured with the HTTP
+    /// benchmark's batches on one core, nice 19 for spills made the writer wait at every
     /// spill and added 20 MB to the peak RSS; nice 0 doubled the p99 at half load.
     Low,
-    /// Nice 19, the lowest: for work nothing waits for.
+    /// Nice 19, the lowest: for work nothing waits for (the spare chunk).
     Lowest,
 }
 
@@ -43,12 +45,20 @@ where
     })
 }
 
-/// Lower the calling thread's priority. On Linux the nice value belongs to the thread, not
-/// the process; elsewhere setting it would slow the whole process, so it is left alone.
+/// Lower the calling thread's priority to `nice`, never raise it (a process started at
+/// a higher nice keeps it). On Linux the nice value belongs to the thread, not the
+/// process; elsewhere setting it would slow the whole process, so it is left alone.
 fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
-    if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
-        tracing::debug!(%error, nice, "cannot lower a background thread's priority");
+    {
+        let thread = Some(rustix::thread::gettid());
+        let current = rustix::process::getpriority_process(thread).unwrap_or(0);
+        if current >= nice {
+            return;
+        }
+        if let Err(error) = rustix::process::setpriority_process(thread, nice) {
+            tracing::debug!(%error, nice, "cannot lower a background thread's priority");
+        }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = nice;

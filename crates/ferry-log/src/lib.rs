@@ -658,6 +658,9 @@ struct Writer {
     file: File,
     file_len: u64,
     dirty_since: Option<Instant>,
+    /// Frames written so far: a sync outside the lock clears `dirty_since` only if no
+    /// frame was written meanwhile.
+    frames_written: u64,
     last_retention: Instant,
     /// The append time of the newest frame (ms).
     last_append_ms: u64,
@@ -757,13 +760,17 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
 /// the fdatasync (appends go on meanwhile; what they write is synced next time). Then, as
 /// the keys inserted before the sync are durable, start moving dedupe keys to disk if the
 /// index wants room: here, not in the appends, so that no request waits for this sync.
+///
+/// `dirty_since` stays set until the sync has succeeded, so that an append meanwhile
+/// that needs its frames durable (a roll-over, or a nearly full dedupe index) syncs them
+/// itself rather than count on this sync.
 fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
-    let (file, through) = {
-        let mut w = lock(writer);
-        if w.closed {
+    let (file, through, frames) = {
+        let w = lock(writer);
+        if w.closed || w.poisoned() {
             return;
         }
-        (w.dirty_since.take().map(|_| w.file.try_clone()), w.dedupe.inserted())
+        (w.dirty_since.map(|_| w.file.try_clone()), w.dedupe.inserted(), w.frames_written)
     };
     if let Some(file) = file {
         let started = Instant::now();
@@ -774,7 +781,10 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
         shared.metrics.fsync_seconds.observe_duration(started.elapsed());
     }
     let mut w = lock(writer);
-    if !w.closed && w.dedupe.over_cap() {
+    if w.frames_written == frames {
+        w.dirty_since = None;
+    }
+    if !w.closed && !w.poisoned() && w.dedupe.over_cap() {
         w.dedupe.make_room_through(through);
         w.publish_dedupe_state();
     }
@@ -836,6 +846,7 @@ impl Writer {
             file,
             file_len,
             dirty_since: None,
+            frames_written: 0,
             last_retention: Instant::now(),
             last_append_ms,
             spare: None,
@@ -888,6 +899,10 @@ impl Writer {
         poison(&self.shared, reason);
     }
 
+    fn poisoned(&self) -> bool {
+        self.shared.poisoned.lock().map(|p| p.is_some()).unwrap_or(true)
+    }
+
     /// Store a group of requests and answer each; run retention when it is due.
     fn commit(&mut self, group: Vec<Pending>) {
         self.reply(group);
@@ -923,9 +938,12 @@ impl Writer {
             SyncPolicy::Interval(_) => self.dedupe.over_cap_urgently(),
             _ => self.dedupe.over_cap(),
         };
-        if now {
+        // A poisoned log's last frames may not be durable: no key moves to a run.
+        if now && !self.closed && !self.poisoned() {
             self.sync_if_due(true);
-            self.dedupe.make_room();
+            if !self.poisoned() {
+                self.dedupe.make_room();
+            }
         }
         self.publish_dedupe_state();
     }
@@ -1082,6 +1100,7 @@ impl Writer {
             SyncPolicy::Interval(_) => {
                 // The writer thread syncs it (`sync_written`).
                 self.dirty_since.get_or_insert_with(Instant::now);
+                self.frames_written += 1;
             }
             SyncPolicy::Never => {}
         }

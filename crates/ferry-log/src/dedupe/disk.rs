@@ -283,7 +283,7 @@ impl DiskLayer {
         let fresh_keys = self.min_filter_keys.max(self.len() as usize / 2);
         let cancel = self.cancel.clone();
         let hook = self.hook.clone();
-        let spawned = crate::background::spawn("ferry-dedupe-filter", crate::background::Priority::Lowest, move || {
+        let spawned = crate::background::spawn("ferry-dedupe-filter", crate::background::Priority::Low, move || {
             if fresh_tx.send(Cuckoo::resident_for_keys(fresh_keys)).is_err() {
                 return Ok(None);
             }
@@ -383,7 +383,7 @@ impl Drop for DiskLayer {
 /// Drop big allocations on another thread (unmapping tens of MB takes milliseconds).
 fn drop_in_background<T: Send + 'static>(value: T) {
     // If no thread can be started the closure, and with it `value`, is dropped here.
-    let _ = crate::background::spawn("ferry-dedupe-free", crate::background::Priority::Lowest, move || drop(value));
+    let _ = crate::background::spawn("ferry-dedupe-free", crate::background::Priority::Low, move || drop(value));
 }
 
 /// The next `main` filter: every key of `runs` (read from their files). Runs deleted

@@ -308,10 +308,10 @@ impl Dedupe {
     }
 
     /// [`Dedupe::over_cap`], and so near full that room cannot wait for a periodic sync:
-    /// the keys not yet spilled fill all but half a spill of the recent layer (or it has
-    /// no disk layer, so room costs no sync).
+    /// the keys not yet spilled fill all but one spill of the recent layer (or it has no
+    /// disk layer, so room costs no sync).
     pub fn over_cap_urgently(&self) -> bool {
-        self.over_cap() && (self.disk.is_none() || self.pending() > self.max_ids.saturating_sub(self.spill_keys / 2))
+        self.over_cap() && (self.disk.is_none() || self.pending() > self.max_ids.saturating_sub(self.spill_keys))
     }
 
     /// Keys in memory not yet in a run or a spill.

@@ -1,5 +1,6 @@
-//! The layer around the whole router: CORS for every request (preflights are answered
-//! here), the latency metric of the ingest routes, and the dispatch of their `POST`s.
+//! The router's layer (axum applies it to every route and to the fallback, after the
+//! router has matched the path): CORS for every request (preflights are answered here),
+//! the latency metric of the ingest routes, and the dispatch of their `POST`s.
 //!
 //! The ingest routes are timed here, by their path, rather than by a route layer: a route
 //! layer wraps each route in one more boxed service, cloned with its future boxed on every
@@ -8,9 +9,10 @@
 //! this layer has its own future. The other routes keep the route layer
 //! (`metrics::TrackLayer`), which knows their matched path.
 //!
-//! A `POST` to a single-call or batch route goes straight to its handler, not through
-//! the router, whose matching, boxed route services and their futures cost about as much
-//! again. The router still has these routes, for the other methods (405).
+//! A `POST` to a single-call or batch route goes straight to its handler function rather
+//! than through the route's boxed handler service and its futures (1.7 K instructions of
+//! about 65 K per single-event request). The routes stay in the router, which matches
+//! them and answers their other methods (405).
 
 use std::future::Future;
 use std::pin::Pin;

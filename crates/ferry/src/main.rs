@@ -22,8 +22,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// How long mimalloc keeps freed memory before it returns it to the OS, in ms. Under the
 /// HTTP benchmark's batches (sync=always, 15 s closed loop) its default, 1,000, peaked at
 /// 93-103 MB RSS; 100 set here peaked at 86-91 MB (80-83 MB set through the environment)
-/// with the same throughput; 0 cost a quarter of it. `MIMALLOC_PURGE_DELAY` in the
-/// environment still wins.
+/// with the same throughput; 0 cost a quarter of it. `MIMALLOC_PURGE_DELAY` (or its old
+/// name `MIMALLOC_RESET_DELAY`) in the environment still wins.
 const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 100;
 
 /// `mi_option_purge_delay` of the mimalloc (v3) that `libmimalloc-sys` builds; the crate
@@ -33,7 +33,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Set the allocator's options (before the runtime starts its threads).
 #[allow(unsafe_code)]
 fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+    // mimalloc also reads the option's old name.
+    if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"].iter().any(|name| std::env::var_os(name).is_some()) {
         return;
     }
     // SAFETY: `mi_option_set` stores an integer in mimalloc's option table and may be
@@ -52,7 +53,7 @@ mod allocator_tests {
         // it: any other value means the id names another option.
         let before = get();
         assert!(before == 1000 || before == super::ALLOCATOR_PURGE_DELAY_MS, "option 15 reads {before}");
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"].iter().all(|name| std::env::var_os(name).is_none()) {
             super::tune_allocator();
             assert_eq!(get(), super::ALLOCATOR_PURGE_DELAY_MS);
         }

@@ -35,9 +35,6 @@ pub(crate) const SINGLE_ROUTES: &[(&str, CallType)] = &[
 /// Paths that carry a batch envelope.
 pub(crate) const BATCH_ROUTES: &[&str] = &["/v1/batch", "/v1/import", "/v1/b"];
 
-/// Where browser libraries post their own metrics.
-pub(crate) const BROWSER_METRICS_ROUTE: &str = "/v1/m";
-
 /// How long a client should wait when ferry is over its in-flight budget.
 const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);
 

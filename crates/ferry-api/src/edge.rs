@@ -1,13 +1,11 @@
 //! The router's layer (axum applies it to every route and to the fallback, after the
 //! router has matched the path): CORS for every request (preflights are answered here),
-//! the latency metric of the ingest routes, and the dispatch of their `POST`s.
+//! the latency metric of every matched route, and the dispatch of the ingest `POST`s.
 //!
-//! The ingest routes are timed here, by their path, rather than by a route layer: a route
-//! layer wraps each route in one more boxed service, cloned with its future boxed on every
-//! request. With `axum::middleware::from_fn` for CORS and a route layer for the metric,
-//! the two cost 9% of the single-event throughput on one core (`scripts/bench-http.sh`);
-//! this layer has its own future. The other routes keep the route layer
-//! (`metrics::TrackLayer`), which knows their matched path.
+//! A tower layer with its own future: `axum::middleware::from_fn` for CORS and a route
+//! layer for the metric, as before, boxed a future and cloned a boxed service on every
+//! request, and cost 9% of the single-event throughput on one core
+//! (`scripts/bench-http.sh`).
 //!
 //! A `POST` to a single-call or batch route goes straight to its handler function rather
 //! than through the route's boxed handler service and its futures (1.7 K instructions of
@@ -19,7 +17,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
@@ -30,18 +28,16 @@ use ferry_event::Route;
 
 use crate::{AppState, collect, cors};
 
-/// The route label of a path this layer times (the ingest routes, whose paths have no
-/// parameters, so the path is the matched route), and what its `POST` is, when this
-/// layer calls the handler itself.
-pub(crate) fn ingest_route(path: &str) -> Option<(&'static str, Option<Route>)> {
-    if let Some((route, call)) = collect::SINGLE_ROUTES.iter().find(|(route, _)| *route == path) {
-        return Some((route, Some(Route::Single(*call))));
+/// What a `POST` to `path` is, when this layer calls its handler itself.
+fn direct_route(path: &str) -> Option<Route> {
+    if let Some((_, call)) = collect::SINGLE_ROUTES.iter().find(|(route, _)| *route == path) {
+        return Some(Route::Single(*call));
     }
-    if let Some(route) = collect::BATCH_ROUTES.iter().find(|route| **route == path) {
-        return Some((route, Some(Route::Batch)));
-    }
-    (path == collect::BROWSER_METRICS_ROUTE).then_some((collect::BROWSER_METRICS_ROUTE, None))
+    collect::BATCH_ROUTES.contains(&path).then_some(Route::Batch)
 }
+
+/// A request being timed: its matched route, when it started, and where to count it.
+type Timed = (MatchedPath, Instant, AppState);
 
 #[derive(Clone)]
 pub(crate) struct EdgeLayer {
@@ -81,16 +77,17 @@ where
             cors::allow_origin(response.headers_mut(), origin);
             return EdgeFuture::Preflight { response: Some(response) };
         }
-        let Some((label, direct)) = ingest_route(request.uri().path()) else {
-            return EdgeFuture::Inner { future: self.inner.call(request), origin, timed: None };
-        };
-        let timed = Some((label, Instant::now(), self.state.clone()));
+        // The fallback (no route matched) is not timed. A clone of the matched path
+        // shares its text.
+        let timed =
+            request.extensions().get::<MatchedPath>().cloned().map(|route| (route, Instant::now(), self.state.clone()));
+        let direct = (request.method() == Method::POST).then(|| direct_route(request.uri().path())).flatten();
         match direct {
-            Some(route) if request.method() == Method::POST => {
+            Some(route) => {
                 let future = Box::pin(collect::collect(self.state.clone(), route, request));
                 EdgeFuture::Direct { future, origin, timed }
             }
-            _ => EdgeFuture::Inner { future: self.inner.call(request), origin, timed },
+            None => EdgeFuture::Inner { future: self.inner.call(request), origin, timed },
         }
     }
 }
@@ -107,13 +104,13 @@ pin_project! {
             #[pin]
             future: F,
             origin: Option<HeaderValue>,
-            timed: Option<(&'static str, Instant, AppState)>,
+            timed: Option<Timed>,
         },
         /// A `POST` to an ingest route: its handler, called here.
         Direct {
             future: Pin<Box<dyn Future<Output = Response> + Send>>,
             origin: Option<HeaderValue>,
-            timed: Option<(&'static str, Instant, AppState)>,
+            timed: Option<Timed>,
         },
     }
 }
@@ -143,13 +140,9 @@ where
 }
 
 /// Count the request, if timed, and add the CORS headers.
-fn finish(
-    mut response: Response,
-    origin: &mut Option<HeaderValue>,
-    timed: &mut Option<(&'static str, Instant, AppState)>,
-) -> Response {
+fn finish(mut response: Response, origin: &mut Option<HeaderValue>, timed: &mut Option<Timed>) -> Response {
     if let Some((route, started, state)) = timed.take() {
-        state.inner.metrics.observe(route, response.status().as_u16(), started.elapsed().as_secs_f64());
+        state.inner.metrics.observe(route.as_str(), response.status().as_u16(), started.elapsed().as_secs_f64());
     }
     cors::allow_origin(response.headers_mut(), origin.take());
     response

@@ -259,16 +259,14 @@ impl AppState {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    // The ingest routes, timed by the edge layer (see `edge`).
-    let mut ingest = Router::new();
+    let mut app = Router::new();
     for (path, call) in collect::SINGLE_ROUTES {
-        ingest = ingest.route(path, post(collect::single(*call)));
+        app = app.route(path, post(collect::single(*call)));
     }
     for path in collect::BATCH_ROUTES {
-        ingest = ingest.route(path, post(collect::batch));
+        app = app.route(path, post(collect::batch));
     }
-    ingest = ingest.route(collect::BROWSER_METRICS_ROUTE, post(collect::browser_metrics));
-    let rest = Router::new()
+    app.route("/v1/m", post(collect::browser_metrics))
         .route("/v1/pixel/{call}", get(collect::pixel))
         .route("/v1/projects/{write_key}/settings", get(settings::settings))
         .route("/health", get(health))
@@ -280,8 +278,9 @@ pub fn router(state: AppState) -> Router {
                 .merge(debugger::routes())
                 .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_token)),
         )
-        .route_layer(metrics::TrackLayer { state: state.clone() });
-    ingest.merge(rest).fallback(not_found).layer(edge::EdgeLayer { state: state.clone() }).with_state(state)
+        .fallback(not_found)
+        .layer(edge::EdgeLayer { state: state.clone() })
+        .with_state(state)
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

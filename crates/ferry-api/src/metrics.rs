@@ -3,19 +3,12 @@
 //! [`MetricsSource`] (the log, the delivery workers), in the Prometheus text format.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use ferry_metrics::{Capped, Counter, Histogram, Writer};
-use pin_project_lite::pin_project;
-use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::AppState;
 
@@ -124,73 +117,6 @@ impl ApiMetrics {
             &[],
             self.browser_series.get(),
         );
-    }
-}
-
-/// Time every request and count it under its matched route and status (a route layer,
-/// so that the matched route is known). Its own future, for the reason in `cors`.
-#[derive(Clone)]
-pub(crate) struct TrackLayer {
-    pub(crate) state: AppState,
-}
-
-impl<S> Layer<S> for TrackLayer {
-    type Service = Track<S>;
-
-    fn layer(&self, inner: S) -> Track<S> {
-        Track { inner, state: self.state.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Track<S> {
-    inner: S,
-    state: AppState,
-}
-
-impl<S> Service<Request> for Track<S>
-where
-    S: Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = TrackFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> TrackFuture<S::Future> {
-        // A clone of the matched path shares its text.
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        let started = Instant::now();
-        TrackFuture { future: self.inner.call(request), route, started, state: self.state.clone() }
-    }
-}
-
-pin_project! {
-    /// The response of a [`Track`] service.
-    pub(crate) struct TrackFuture<F> {
-        #[pin]
-        future: F,
-        route: Option<MatchedPath>,
-        started: Instant,
-        state: AppState,
-    }
-}
-
-impl<F, E> Future for TrackFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = ready!(this.future.poll(cx))?;
-        let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
-        this.state.inner.metrics.observe(route, response.status().as_u16(), this.started.elapsed().as_secs_f64());
-        Poll::Ready(Ok(response))
     }
 }
 

@@ -481,7 +481,7 @@ async fn cors_preflight_on_any_path_and_allow_origin_everywhere() {
 }
 
 /// Every route's requests are timed under their matched route and status: the ingest
-/// routes by the edge layer, the others by the route layer. Preflights are not counted.
+/// routes and the others alike, by the edge layer. Preflights and unmatched paths are not counted.
 #[tokio::test]
 async fn request_latency_is_counted_by_matched_route_and_status() {
     let h = open();

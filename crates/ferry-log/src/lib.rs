@@ -1087,6 +1087,7 @@ impl Writer {
         self.file.write_all_at(frame, self.file_len)?;
         let records = payloads.len() as u64;
         self.shared.metrics.frames.inc();
+        self.frames_written += 1;
         self.shared.metrics.records.add(records);
         self.shared.metrics.payload_bytes.add(payloads.iter().map(|p| p.len() as u64).sum());
         self.shared.metrics.frame_bytes.add(frame.len() as u64);
@@ -1100,7 +1101,6 @@ impl Writer {
             SyncPolicy::Interval(_) => {
                 // The writer thread syncs it (`sync_written`).
                 self.dirty_since.get_or_insert_with(Instant::now);
-                self.frames_written += 1;
             }
             SyncPolicy::Never => {}
         }

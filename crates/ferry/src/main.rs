@@ -1,6 +1,7 @@
 //! The `ferry` binary: command line, configuration, wiring. No business logic lives here.
 
 mod admin;
+mod allocator;
 mod cluster;
 mod cmd;
 mod config;
@@ -13,52 +14,6 @@ mod telemetry;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-
-/// mimalloc: the ingest path allocates many short-lived buffers per event; glibc malloc
-/// showed up at about a tenth of the server's CPU in profiles.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// How long mimalloc keeps freed memory before it returns it to the OS, in ms. Under the
-/// HTTP benchmark's batches (sync=always, 15 s closed loop) its default, 1,000, peaked at
-/// 93-103 MB RSS; 100 set here peaked at 86-91 MB (80-83 MB set through the environment)
-/// with the same throughput; 0 cost a quarter of it. `MIMALLOC_PURGE_DELAY` (or its old
-/// name `MIMALLOC_RESET_DELAY`) in the environment still wins.
-const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 100;
-
-/// `mi_option_purge_delay` of the mimalloc (v3) that `libmimalloc-sys` builds; the crate
-/// names no constant for it. The test below checks that it reads as a purge delay.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Set the allocator's options (before the runtime starts its threads).
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    // mimalloc also reads the option's old name.
-    if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"].iter().any(|name| std::env::var_os(name).is_some()) {
-        return;
-    }
-    // SAFETY: `mi_option_set` stores an integer in mimalloc's option table and may be
-    // called at any time; the option id is one the linked mimalloc defines.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) }
-}
-
-#[cfg(test)]
-mod allocator_tests {
-    #[test]
-    #[allow(unsafe_code)]
-    fn the_purge_delay_option_is_mimallocs_purge_delay_and_is_set() {
-        // SAFETY: `mi_option_get` reads an integer from mimalloc's option table.
-        let get = || unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-        // Its documented default (1,000 ms in v3), unless the environment or this test set
-        // it: any other value means the id names another option.
-        let before = get();
-        assert!(before == 1000 || before == super::ALLOCATOR_PURGE_DELAY_MS, "option 15 reads {before}");
-        if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"].iter().all(|name| std::env::var_os(name).is_none()) {
-            super::tune_allocator();
-            assert_eq!(get(), super::ALLOCATOR_PURGE_DELAY_MS);
-        }
-    }
-}
 
 /// ferry: a self-hosted, Segment-compatible customer event pipeline.
 #[derive(Debug, Parser)]
@@ -144,7 +99,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tune_allocator();
+    allocator::tune();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

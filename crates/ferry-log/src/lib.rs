@@ -4,15 +4,17 @@
 //! # Guarantees
 //!
 //! - [`Log::append`] returns only when its records are durable under the [`SyncPolicy`]:
-//!   with `Always` (the default) they are written and `fdatasync`'d. One writer thread
-//!   takes every request queued while the previous sync ran, writes them as one frame and
-//!   syncs once (group commit), so concurrent appends share an fsync. With `Interval` and
-//!   `Never` appends are written in the caller's thread, under the writer's lock (no
-//!   thread hop: a write to the page cache takes microseconds): the first task to append
-//!   yields once to the runtime, so that the appends of the tasks ready meanwhile go into
-//!   the same frame and write, then writes them all. The writer thread syncs what was
-//!   written once per interval, outside that lock, and then starts moving dedupe keys to
-//!   disk if the index wants room (so that no append waits for a sync).
+//!   with `Always` (the default) they are written and `fdatasync`'d. Appends are written
+//!   in the caller's thread, under the writer's lock (no thread hop: a write to the page
+//!   cache takes microseconds): the first task to append yields once to the runtime, so
+//!   that the appends of the tasks ready meanwhile go into the same frame and write, then
+//!   writes them all. With `Always` the writer thread then syncs and answers: one sync
+//!   answers every group written before it started (group commit), and the next groups
+//!   are written while it runs (pipelined: the CPU work of a frame overlaps the previous
+//!   frame's sync). With `Interval` the answers go out at once, and the writer thread
+//!   syncs what was written once per interval, outside that lock. After a sync it starts
+//!   moving dedupe keys to disk if the index wants room (so that no append waits for a
+//!   sync).
 //! - The writer answers a group before the dedupe index's upkeep, and the log's
 //!   background threads run at a low priority (`background`).
 //! - Offsets increase by one per stored record and are never reused.
@@ -20,7 +22,9 @@
 //!   [`Appended::Duplicate`] and not stored. The check-and-insert happens under the
 //!   writer's lock, so it is race-free; a key is remembered only once its record is written.
 //! - A failed write or sync poisons the log: every later append fails.
-//! - Readers see only records the writer has finished (and, with `Always`, synced).
+//! - Readers see only records the writer has finished (and, with `Always`, synced). An
+//!   answer under `Always` waits for a sync even when its records are duplicates: the
+//!   records they repeat may be in a frame not yet synced.
 //!
 //! # On-disk format, version 1
 //!
@@ -30,14 +34,14 @@
 //!
 //! Chunk file: a 32-byte header — magic `FERRYLOG`, format version (u32 LE, 1), 4 reserved
 //! bytes, base offset (u64 LE), creation time in ms since the Unix epoch (u64 LE) — then
-//! frames, one per group commit. A frame is a 36-byte header — magic `FRM1`, body length
-//! (u32), CRC-32 (IEEE) of everything after the CRC field up to the end of the body (u32),
-//! flags (u16; bit 0: payload zstd-compressed), 2 reserved bytes, first offset (u64),
-//! record count (u32), append time in ms (u64) — then the body: for each record a 17-byte
-//! key slot (flag byte 1 and the 128-bit xxh3 hash of the key, or 17 zero bytes), then the
-//! payload section (zstd level 1 when it is at least `compress_min_bytes` and that is smaller;
-//! the flag says which): for each record its length (u32 LE)
-//! and bytes. All integers are little-endian.
+//! frames, one per write of the appends gathered together. A frame is a 36-byte header —
+//! magic `FRM1`, body length (u32), CRC-32 (IEEE) of everything after the CRC field up to
+//! the end of the body (u32), flags (u16; bit 0: payload zstd-compressed), 2 reserved
+//! bytes, first offset (u64), record count (u32), append time in ms (u64) — then the body:
+//! for each record a 17-byte key slot (flag byte 1 and the 128-bit xxh3 hash of the key,
+//! or 17 zero bytes), then the payload section (zstd level 1 when it is at least
+//! `compress_min_bytes` and that is smaller; the flag says which): for each record its
+//! length (u32 LE) and bytes. All integers are little-endian.
 //!
 //! `cursors.json` is `{"version": 1, "cursors": {"<name>": <next offset to read>}}`,
 //! replaced atomically (write, fsync, rename, fsync the directory).
@@ -135,6 +139,22 @@ pub struct LogConfig {
     /// Called by the dedupe index's background jobs as they start (tests block it).
     #[cfg(test)]
     pub(crate) dedupe_hook: Option<dedupe::Hook>,
+    /// Called by the writer thread before each fdatasync it runs outside the writer's
+    /// lock (tests block it).
+    #[cfg(test)]
+    pub(crate) sync_hook: Option<SyncHook>,
+}
+
+/// See [`LogConfig::sync_hook`].
+#[cfg(test)]
+#[derive(Clone)]
+pub(crate) struct SyncHook(pub(crate) Arc<dyn Fn() + Send + Sync>);
+
+#[cfg(test)]
+impl std::fmt::Debug for SyncHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncHook")
+    }
 }
 
 impl Default for LogConfig {
@@ -152,6 +172,8 @@ impl Default for LogConfig {
             clock: system_clock_ms,
             #[cfg(test)]
             dedupe_hook: None,
+            #[cfg(test)]
+            sync_hook: None,
         }
     }
 }
@@ -187,6 +209,18 @@ pub enum AppendError {
     Io(#[from] io::Error),
     #[error("log is poisoned by an earlier write failure: {0}")]
     Poisoned(String),
+}
+
+impl AppendError {
+    /// The same error, for another caller.
+    fn copy(&self) -> AppendError {
+        match self {
+            AppendError::DiskFull { retry_after } => AppendError::DiskFull { retry_after: *retry_after },
+            AppendError::Closed => AppendError::Closed,
+            AppendError::Io(error) => AppendError::Io(io::Error::new(error.kind(), error.to_string())),
+            AppendError::Poisoned(reason) => AppendError::Poisoned(reason.clone()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +279,7 @@ impl Leader<'_> {
             gather.leader = false;
             std::mem::take(&mut gather.pending)
         };
-        lock(&self.log.writer).reply(group);
+        self.log.store(group);
     }
 }
 
@@ -299,15 +333,20 @@ impl Default for LogMetrics {
 }
 
 enum Message {
-    Append { records: Vec<Record>, reply: oneshot::Sender<Result<Vec<Appended>, AppendError>> },
-    Retention { done: mpsc::Sender<io::Result<usize>> },
-    Close { done: oneshot::Sender<()> },
+    /// Groups written under `Always`, waiting for a sync.
+    Unsynced(Unsynced),
+    Retention {
+        done: mpsc::Sender<io::Result<usize>>,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
 }
 
 const CURSORS_FILE: &str = "cursors.json";
 const CURSORS_VERSION: u64 = 1;
-/// A group commit takes queued requests up to this many payload bytes (and the writer
-/// keeps buffers for frames of this size between commits).
+/// A frame takes gathered requests up to this many payload bytes (more go into the next
+/// frames; the writer keeps buffers for frames of this size between commits).
 const MAX_GROUP_BYTES: usize = 4 * 1024 * 1024;
 /// How often the writer runs retention when busy.
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
@@ -425,12 +464,12 @@ impl Log {
     }
 
     /// Append records; resolves when they are durable under the sync policy.
+    ///
+    /// Appends arriving together are gathered: the first caller yields once, then writes
+    /// them all as one frame, in its own thread. Under `Always` the writer thread then
+    /// syncs and answers them, while the next frame is written (pipelined group commit).
     pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        if self.shared.config.sync == SyncPolicy::Always {
-            self.tx.send(Message::Append { records, reply }).map_err(|_| AppendError::Closed)?;
-            return answer.await.map_err(|_| AppendError::Closed)?;
-        }
         let lead = {
             let mut gather = lock(&self.gather);
             gather.pending.push((records, reply));
@@ -446,21 +485,19 @@ impl Log {
 
     /// [`Log::append`] for callers outside an async runtime.
     pub fn append_blocking(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
-        if self.shared.config.sync != SyncPolicy::Always {
-            return self.append_here(records);
-        }
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Message::Append { records, reply }).map_err(|_| AppendError::Closed)?;
+        self.store(vec![(records, reply)]);
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
-    /// Write one frame in this thread (no fsync: the policy is not `Always`).
-    fn append_here(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
-        let mut writer = lock(&self.writer);
-        let answers = writer.commit_records(std::slice::from_ref(&records));
-        writer.upkeep();
-        let mut answers = answers.map_err(|e| e.to_append_error())?;
-        Ok(answers.pop().unwrap_or_default())
+    /// Write `group` in this thread; under `Always`, hand its answers to the writer thread,
+    /// which sends them once a sync covers the frames.
+    fn store(&self, group: Vec<Pending>) {
+        let Some(unsynced) = lock(&self.writer).store(group) else { return };
+        if let Err(mpsc::SendError(Message::Unsynced(unsynced))) = self.tx.send(Message::Unsynced(unsynced)) {
+            // The writer thread is gone: nothing says these frames are durable.
+            unsynced.fail(&AppendError::Closed);
+        }
     }
 
     /// Stop the writer after what is queued, sync, and release the directory lock.
@@ -661,6 +698,8 @@ struct Writer {
     /// Frames written so far: a sync outside the lock clears `dirty_since` only if no
     /// frame was written meanwhile.
     frames_written: u64,
+    /// How many of them a successful sync covers (under `Never`, none).
+    frames_synced: u64,
     last_retention: Instant,
     /// The append time of the newest frame (ms).
     last_append_ms: u64,
@@ -676,7 +715,38 @@ struct Writer {
     closed: bool,
 }
 
-type Pending = (Vec<Record>, oneshot::Sender<Result<Vec<Appended>, AppendError>>);
+type Reply = oneshot::Sender<Result<Vec<Appended>, AppendError>>;
+type Pending = (Vec<Record>, Reply);
+
+/// The answers to groups written under `Always`, to send once a sync covers the first
+/// `through` frames the writer wrote.
+struct Unsynced {
+    through: u64,
+    replies: Vec<(Reply, Vec<Appended>)>,
+}
+
+impl Unsynced {
+    fn send(self) {
+        for (reply, answer) in self.replies {
+            let _ = reply.send(Ok(answer));
+        }
+    }
+
+    fn fail(self, error: &AppendError) {
+        for (reply, _) in self.replies {
+            let _ = reply.send(Err(error.copy()));
+        }
+    }
+}
+
+impl Message {
+    fn into_unsynced(self) -> Option<Unsynced> {
+        match self {
+            Message::Unsynced(unsynced) => Some(unsynced),
+            _ => None,
+        }
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves nothing half-done that matters more than
@@ -684,76 +754,80 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The writer thread: group commits for `Always`; for the other policies, the periodic
-/// sync and retention (appends are written by their callers).
+/// The writer thread: the syncs that answer `Always` appends (each covers every group
+/// written before it started, so one sync answers all groups waiting), the periodic sync
+/// of `Interval`, and retention. Appends are written by their callers.
 fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
     let (sync, shared) = {
         let w = lock(writer);
         (w.shared.config.sync, w.shared.clone())
     };
-    // Without per-append syncs, wake at least this often to sync and run retention.
+    // Wake at least this often to sync (`Interval`) and run retention.
     let tick = match sync {
-        SyncPolicy::Interval(every) => Some(every.max(Duration::from_millis(1))),
-        SyncPolicy::Never => Some(RETENTION_EVERY),
-        SyncPolicy::Always => None,
+        SyncPolicy::Interval(every) => every.max(Duration::from_millis(1)),
+        SyncPolicy::Always | SyncPolicy::Never => RETENTION_EVERY,
     };
     let mut last_tick = Instant::now();
     loop {
-        let first = match tick {
-            Some(tick) => match rx.recv_timeout(tick.saturating_sub(last_tick.elapsed())) {
-                Ok(message) => Some(message),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(message) => Some(message),
-                Err(_) => break,
-            },
+        let first = match rx.recv_timeout(tick.saturating_sub(last_tick.elapsed())) {
+            Ok(message) => Some(message),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        if tick.is_some_and(|tick| last_tick.elapsed() >= tick) {
+        if last_tick.elapsed() >= tick {
             last_tick = Instant::now();
-            sync_written(writer, &shared);
+            if matches!(sync, SyncPolicy::Interval(_)) {
+                sync_written(writer, &shared);
+            }
             lock(writer).retention_if_due();
         }
         let Some(first) = first else { continue };
-        let mut group: Vec<Pending> = Vec::new();
-        let mut bytes = 0;
+        let mut waiting = Vec::new();
         let mut close = None;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Append { records, reply } => {
-                    bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
-                    group.push((records, reply));
-                }
+                Message::Unsynced(unsynced) => waiting.push(unsynced),
                 Message::Retention { done } => {
-                    // After the group so far, so that its keys are durable first.
-                    let mut w = lock(writer);
-                    if !group.is_empty() {
-                        w.commit(std::mem::take(&mut group));
-                        bytes = 0;
-                    }
-                    let _ = done.send(w.retention(None, u64::MAX));
+                    // After the groups so far are answered, as their keys may move to runs.
+                    answer_when_synced(writer, &shared, std::mem::take(&mut waiting));
+                    let _ = done.send(lock(writer).retention(None, u64::MAX));
                 }
                 Message::Close { done } => {
                     close = Some(done);
                     break;
                 }
             }
-            if bytes < MAX_GROUP_BYTES {
-                next = rx.try_recv().ok();
-            }
+            next = rx.try_recv().ok();
         }
-        if !group.is_empty() {
-            lock(writer).commit(group);
-        }
+        answer_when_synced(writer, &shared, waiting);
         if let Some(done) = close {
             lock(writer).stop();
+            // Groups written before the stop are synced by it.
+            answer_when_synced(writer, &shared, rx.try_iter().filter_map(Message::into_unsynced).collect());
             let _ = done.send(());
             return;
         }
     }
     lock(writer).stop();
+}
+
+/// Sync (unless a sync since already covers them) and answer groups written under
+/// `Always`; if the log is poisoned or closed instead, tell them so.
+fn answer_when_synced(writer: &Mutex<Writer>, shared: &Shared, waiting: Vec<Unsynced>) {
+    let Some(through) = waiting.iter().map(|u| u.through).max() else { return };
+    if lock(writer).frames_synced < through {
+        sync_written(writer, shared);
+    }
+    let synced = lock(writer).frames_synced;
+    // Not synced: a sync failed, or the writer stopped without syncing them.
+    let failure = match shared.poisoned.lock().ok().and_then(|p| p.clone()) {
+        Some(reason) => AppendError::Poisoned(reason),
+        None => AppendError::Closed,
+    };
+    for unsynced in waiting {
+        if unsynced.through <= synced { unsynced.send() } else { unsynced.fail(&failure) }
+    }
 }
 
 /// Sync what appends wrote since the last sync, without holding the writer's lock during
@@ -765,14 +839,18 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
 /// that needs its frames durable (a roll-over, or a nearly full dedupe index) syncs them
 /// itself rather than count on this sync.
 fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
-    let (file, through, frames) = {
+    let (file, through, frames, offset) = {
         let w = lock(writer);
         if w.closed || w.poisoned() {
             return;
         }
-        (w.dirty_since.map(|_| w.file.try_clone()), w.dedupe.inserted(), w.frames_written)
+        (w.dirty_since.map(|_| w.file.try_clone()), w.dedupe.inserted(), w.frames_written, w.next_offset)
     };
     if let Some(file) = file {
+        #[cfg(test)]
+        if let Some(hook) = &shared.config.sync_hook {
+            (hook.0)();
+        }
         let started = Instant::now();
         if let Err(error) = file.and_then(|file| file.sync_data()) {
             poison(shared, format!("fdatasync failed: {error}"));
@@ -781,9 +859,7 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
         shared.metrics.fsync_seconds.observe_duration(started.elapsed());
     }
     let mut w = lock(writer);
-    if w.frames_written == frames {
-        w.dirty_since = None;
-    }
+    w.synced(frames, offset);
     if !w.closed && !w.poisoned() && w.dedupe.over_cap() {
         w.dedupe.make_room_through(through);
         w.publish_dedupe_state();
@@ -847,6 +923,7 @@ impl Writer {
             file_len,
             dirty_since: None,
             frames_written: 0,
+            frames_synced: 0,
             last_retention: Instant::now(),
             last_append_ms,
             spare: None,
@@ -890,9 +967,22 @@ impl Writer {
         let started = Instant::now();
         if let Err(error) = self.file.sync_data() {
             self.poison(format!("fdatasync failed: {error}"));
+            return;
         }
         self.shared.metrics.fsync_seconds.observe_duration(started.elapsed());
-        self.dirty_since = None;
+        self.synced(self.frames_written, self.next_offset);
+    }
+
+    /// A sync that started when `frames` frames were written, ending at `offset`, has
+    /// succeeded. Under `Always`, readers see records only now.
+    fn synced(&mut self, frames: u64, offset: u64) {
+        if self.frames_written == frames {
+            self.dirty_since = None;
+        }
+        self.frames_synced = self.frames_synced.max(frames);
+        if offset > *self.shared.visible.borrow() {
+            self.shared.visible.send_replace(offset);
+        }
     }
 
     fn poison(&self, reason: String) {
@@ -903,40 +993,59 @@ impl Writer {
         self.shared.poisoned.lock().map(|p| p.is_some()).unwrap_or(true)
     }
 
-    /// Store a group of requests and answer each; run retention when it is due.
-    fn commit(&mut self, group: Vec<Pending>) {
-        self.reply(group);
-        self.retention_if_due();
-    }
-
-    /// Store a group of requests, answer each, then do the dedupe index's upkeep.
-    fn reply(&mut self, group: Vec<Pending>) {
-        let (requests, replies): (Vec<Vec<Record>>, Vec<_>) = group.into_iter().unzip();
-        match self.commit_records(&requests) {
-            Ok(answers) => {
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
+    /// Store a group of requests (as one frame, or several past [`MAX_GROUP_BYTES`]) and
+    /// answer each, then do the dedupe index's upkeep. Under `Always` the answers that
+    /// need a sync are returned instead, for the writer thread.
+    fn store(&mut self, mut group: Vec<Pending>) -> Option<Unsynced> {
+        let mut unsynced = Unsynced { through: 0, replies: Vec::new() };
+        while !group.is_empty() {
+            let mut bytes = 0;
+            let take = group
+                .iter()
+                .take_while(|(records, _)| {
+                    bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
+                    bytes <= MAX_GROUP_BYTES
+                })
+                .count()
+                .max(1);
+            let rest = group.split_off(take);
+            let (requests, replies): (Vec<Vec<Record>>, Vec<_>) =
+                std::mem::replace(&mut group, rest).into_iter().unzip();
+            match self.commit_records(&requests) {
+                // Every answer waits for the sync, duplicates too: the record they repeat
+                // may be in a frame not yet synced.
+                Ok(answers)
+                    if self.shared.config.sync == SyncPolicy::Always && self.frames_synced < self.frames_written =>
+                {
+                    unsynced.through = self.frames_written;
+                    unsynced.replies.extend(replies.into_iter().zip(answers));
                 }
-            }
-            Err(error) => {
-                for reply in replies {
-                    let _ = reply.send(Err(error.to_append_error()));
+                Ok(answers) => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok(answer));
+                    }
+                }
+                Err(error) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(error.to_append_error()));
+                    }
                 }
             }
         }
         self.upkeep();
+        (!unsynced.replies.is_empty()).then_some(unsynced)
     }
 
     /// Bounded upkeep of the dedupe index after a commit (spills and filter rebuilds run in
     /// background threads). A new spill starts only once the keys' records are durable:
-    /// with `Interval` the writer thread starts it after its periodic sync
-    /// (`sync_written`), unless the index cannot wait that long; otherwise here, after a
-    /// sync if one is due.
+    /// with `Always` and `Interval` the writer thread starts it after its next sync
+    /// (`sync_written`), unless the index cannot wait that long; with `Never` here, after
+    /// a sync.
     fn upkeep(&mut self) {
         self.dedupe.maintain();
         let now = match self.shared.config.sync {
-            SyncPolicy::Interval(_) => self.dedupe.over_cap_urgently(),
-            _ => self.dedupe.over_cap(),
+            SyncPolicy::Always | SyncPolicy::Interval(_) => self.dedupe.over_cap_urgently(),
+            SyncPolicy::Never => self.dedupe.over_cap(),
         };
         // A poisoned log's last frames may not be durable: no key moves to a run.
         if now && !self.closed && !self.poisoned() {
@@ -999,7 +1108,10 @@ impl Writer {
             Ok(()) => {
                 self.next_offset = offset;
                 self.publish_dedupe_state();
-                self.shared.visible.send_replace(offset);
+                // Under `Always` readers see the records once they are synced (`synced`).
+                if self.shared.config.sync != SyncPolicy::Always {
+                    self.shared.visible.send_replace(offset);
+                }
                 Ok(answers)
             }
             Err(error) => {
@@ -1065,7 +1177,7 @@ impl Writer {
     }
 
     /// Write an encoded frame at the end of the current chunk (rolling over first when it
-    /// does not fit), sync it under `Always`, and record it.
+    /// does not fit) and record it; the writer thread syncs it.
     fn store_frame(&mut self, now: u64, payloads: &[&[u8]], frame: &[u8]) -> Result<(), WriteError> {
         // The disk budget: make room, or refuse.
         let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);
@@ -1092,17 +1204,9 @@ impl Writer {
         self.shared.metrics.payload_bytes.add(payloads.iter().map(|p| p.len() as u64).sum());
         self.shared.metrics.frame_bytes.add(frame.len() as u64);
         self.shared.metrics.group_records.observe(records as f64);
-        match self.shared.config.sync {
-            SyncPolicy::Always => {
-                let started = Instant::now();
-                self.file.sync_data()?;
-                self.shared.metrics.fsync_seconds.observe_duration(started.elapsed());
-            }
-            SyncPolicy::Interval(_) => {
-                // The writer thread syncs it (`sync_written`).
-                self.dirty_since.get_or_insert_with(Instant::now);
-            }
-            SyncPolicy::Never => {}
+        if self.shared.config.sync != SyncPolicy::Never {
+            // The writer thread syncs it (`sync_written`).
+            self.dirty_since.get_or_insert_with(Instant::now);
         }
         let header = format::FrameHeader::decode(frame[..format::FRAME_HEADER_LEN].try_into().unwrap_or(&[0; 36]))
             .ok_or_else(|| io::Error::other("encoded frame does not decode"))?;

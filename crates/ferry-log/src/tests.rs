@@ -132,10 +132,70 @@ fn dedupe_window_expires() {
     assert!(matches!(log.append_blocking(vec![rec(Some("k"), b"1")]).unwrap()[0], Appended::At(_)));
 }
 
+/// Under `Always` the caller writes the frame and the writer thread syncs it: the append
+/// is answered, and its record shown to readers, only once that sync has succeeded. A
+/// repeat of the record meanwhile waits for the sync too, rather than be answered as a
+/// duplicate of a record that may not survive a crash.
+#[test]
+fn always_answers_and_shows_records_only_once_their_sync_succeeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started_tx, released) = (Mutex::new(started_tx), Mutex::new(released));
+    let hook = SyncHook(Arc::new(move || {
+        let _ = started_tx.lock().unwrap().send(());
+        // Held until `release` is dropped (a minute at most, so a failure cannot hang).
+        let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(60));
+    }));
+    let cfg = LogConfig { sync: SyncPolicy::Always, sync_hook: Some(hook), ..config(dir.path()) };
+    let (log, _) = Log::open(cfg).unwrap();
+    let append = |key: &'static str, payload: &'static [u8]| {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_blocking(vec![rec(Some(key), payload)]))
+    };
+    let first = append("m1", b"one");
+    started.recv_timeout(Duration::from_secs(60)).expect("the writer thread started a sync");
+    assert_eq!(log.metrics().frames.get(), 1, "the frame is written before the sync");
+    let repeat = append("m1", b"one again");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!first.is_finished(), "answered before its sync");
+    assert!(!repeat.is_finished(), "a repeat of an unsynced record was answered before the sync");
+    assert_eq!(log.next_offset(), 0);
+    assert!(log.read(0, 10).unwrap().is_empty(), "a reader saw an unsynced record");
+    drop(release);
+    assert_eq!(first.join().unwrap().unwrap(), [Appended::At(0)]);
+    assert_eq!(repeat.join().unwrap().unwrap(), [Appended::Duplicate]);
+    assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"one".to_vec())]);
+    assert!(log.metrics().fsync_seconds.count() >= 1);
+}
+
+/// A gathered group is written as several frames when its payloads pass
+/// `MAX_GROUP_BYTES`; a single request larger than that is one frame of its own.
+#[test]
+fn a_large_gathered_group_is_split_into_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(LogConfig { chunk_bytes: 64 << 20, ..config(dir.path()) }).unwrap();
+    let three_mib = |fill: u8| vec![rec(None, &vec![fill; 3 << 20])];
+    let requests = [three_mib(b'a'), three_mib(b'b'), vec![rec(None, b"small")], vec![rec(None, &vec![b'c'; 5 << 20])]];
+    let (group, answers): (Vec<Pending>, Vec<_>) = requests
+        .into_iter()
+        .map(|records| {
+            let (reply, answer) = oneshot::channel();
+            ((records, reply), answer)
+        })
+        .unzip();
+    log.store(group);
+    let offsets: Vec<_> = answers.into_iter().map(|a| a.blocking_recv().unwrap().unwrap()).collect();
+    assert_eq!(offsets, [[Appended::At(0)], [Appended::At(1)], [Appended::At(2)], [Appended::At(3)]]);
+    // 3 MiB; 3 MiB and the small one; 5 MiB.
+    assert_eq!(log.metrics().frames.get(), 3);
+    let read: Vec<_> = log.read(0, 10).unwrap().into_iter().map(|(o, p)| (o, p.len(), p[0])).collect();
+    assert_eq!(read, [(0, 3 << 20, b'a'), (1, 3 << 20, b'b'), (2, 5, b's'), (3, 5 << 20, b'c')]);
+}
+
 #[test]
 fn concurrent_appends_share_groups_and_never_duplicate_a_key() {
-    // With `Always` appends go through the writer thread; with the other policies each
-    // caller writes under the writer's lock.
+    // Callers write under the writer's lock; with `Always` the writer thread syncs.
     for sync in [SyncPolicy::Always, SyncPolicy::Interval(Duration::from_millis(5)), SyncPolicy::Never] {
         concurrent_appends_never_duplicate_a_key(sync);
     }

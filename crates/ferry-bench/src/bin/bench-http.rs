@@ -1,11 +1,12 @@
 //! The orchestrator of ferry's HTTP benchmark (`scripts/bench-http.sh` builds the release
 //! binaries and runs it).
 //!
-//! For each server (the no-op ceiling, the durable no-op ceiling, `ferry serve --sync
-//! always`, `ferry serve --sync interval`) it starts the server pinned to core 0 with one
-//! runtime worker, then runs `loadgen` pinned to core 1: a short warm-up, `--rounds` closed-loop
-//! runs with single events and as many with 100-event batches, then one open-loop run of each
-//! at half the measured maximum rate. The server's CPU seconds and peak RSS come from
+//! It starts each server (the no-op ceiling, the durable no-op ceiling, `ferry serve --sync
+//! always`, `ferry serve --sync interval`) pinned to core 0 with one runtime worker, and
+//! runs `loadgen` pinned to core 1: a short warm-up of each, then `--rounds` closed-loop
+//! runs with single events and as many with 100-event batches, the servers taking turns
+//! round by round (so that a slow spell of a shared machine falls on all of them alike),
+//! then for each server one open-loop run of each shape at half its measured maximum rate. The server's CPU seconds and peak RSS come from
 //! `/proc/PID`. Medians over the rounds go into a markdown report on stdout, with the ratios
 //! the goals of issue 3 are written in. The disk's fdatasync latency is probed first, since
 //! the latency goal is expressed in it. Progress goes to stderr.
@@ -376,45 +377,62 @@ struct Measured {
     nats_cpu_s: f64,
 }
 
-fn measure(kind: Kind, launcher: &Launcher, args: &Args, work: &Path) -> anyhow::Result<Measured> {
-    eprintln!("== {} (load average {})", kind.label(), procfs::load_average());
-    let mut server = Server::start(kind, launcher, work)?;
-    let start_rss_mb = procfs::peak_rss_bytes(server.pid())? as f64 / (1024.0 * 1024.0);
-    let nats_before = server.nats_cpu_s();
+/// Measures every server, its rounds interleaved with the others' (round 1 of each server,
+/// then round 2 of each, ...), so that a slow spell of this machine falls on all of them
+/// alike rather than on whichever ran then: the ratios compare servers measured side by
+/// side. The servers all run meanwhile, idle but for their own turns.
+fn measure(kinds: &[Kind], launcher: &Launcher, args: &Args, work: &Path) -> anyhow::Result<Vec<Measured>> {
     let single = |duration, rate| Load { mode: "single", connections: args.single_connections, duration, rate };
     let batch = |duration, rate| Load { mode: "batch", connections: args.batch_connections, duration, rate };
-    let warm_up = run_load(launcher, args, &mut server, &single(1.0, 0.0))?;
-    let mut singles = Vec::new();
-    for _ in 0..args.rounds {
-        singles.push(run_load(launcher, args, &mut server, &single(args.duration, 0.0))?);
+    let mut servers = Vec::new();
+    for &kind in kinds {
+        eprintln!("== starting {} (load average {})", kind.label(), procfs::load_average());
+        let mut server = Server::start(kind, launcher, work)?;
+        let start_rss_mb = procfs::peak_rss_bytes(server.pid())? as f64 / (1024.0 * 1024.0);
+        let nats_before = server.nats_cpu_s();
+        let warm_up = run_load(launcher, args, &mut server, &single(1.0, 0.0))?;
+        servers.push((kind, server, start_rss_mb, nats_before, vec![warm_up], Vec::new(), Vec::new()));
     }
-    let mut batches = Vec::new();
-    for _ in 0..args.rounds {
-        batches.push(run_load(launcher, args, &mut server, &batch(args.duration, 0.0))?);
+    for round in 1..=args.rounds {
+        eprintln!("== closed-loop round {round} of {}, single events", args.rounds);
+        for (_, server, _, _, runs, singles, _) in &mut servers {
+            let run = run_load(launcher, args, server, &single(args.duration, 0.0))?;
+            runs.push(run.clone());
+            singles.push(run);
+        }
     }
-    let half_single =
-        run_load(launcher, args, &mut server, &single(args.half_duration, median_of(&singles, "rps") / 2.0))?;
-    let half_batch =
-        run_load(launcher, args, &mut server, &batch(args.half_duration, median_of(&batches, "rps") / 2.0))?;
-    let peak_rss_mb = procfs::peak_rss_bytes(server.pid())? as f64 / (1024.0 * 1024.0);
-    let nats_cpu_s = server.nats_cpu_s() - nats_before;
-    let events_stored = [&warm_up, &half_single, &half_batch]
-        .into_iter()
-        .chain(&singles)
-        .chain(&batches)
-        .map(|r| r["events"].as_u64().unwrap_or(0))
-        .sum();
-    Ok(Measured {
-        kind,
-        single: singles,
-        batch: batches,
-        half_single,
-        half_batch,
-        start_rss_mb,
-        peak_rss_mb,
-        events_stored,
-        nats_cpu_s,
-    })
+    for round in 1..=args.rounds {
+        eprintln!("== closed-loop round {round} of {}, batches", args.rounds);
+        for (_, server, _, _, runs, _, batches) in &mut servers {
+            let run = run_load(launcher, args, server, &batch(args.duration, 0.0))?;
+            runs.push(run.clone());
+            batches.push(run);
+        }
+    }
+    eprintln!("== open loop at half the maximum rate");
+    let mut measured = Vec::new();
+    for (kind, mut server, start_rss_mb, nats_before, runs, singles, batches) in servers {
+        let half_single =
+            run_load(launcher, args, &mut server, &single(args.half_duration, median_of(&singles, "rps") / 2.0))?;
+        let half_batch =
+            run_load(launcher, args, &mut server, &batch(args.half_duration, median_of(&batches, "rps") / 2.0))?;
+        let peak_rss_mb = procfs::peak_rss_bytes(server.pid())? as f64 / (1024.0 * 1024.0);
+        let nats_cpu_s = server.nats_cpu_s() - nats_before;
+        let events_stored =
+            runs.iter().chain([&half_single, &half_batch]).map(|r| r["events"].as_u64().unwrap_or(0)).sum();
+        measured.push(Measured {
+            kind,
+            single: singles,
+            batch: batches,
+            half_single,
+            half_batch,
+            start_rss_mb,
+            peak_rss_mb,
+            events_stored,
+            nats_cpu_s,
+        });
+    }
+    Ok(measured)
 }
 
 fn fsync_probe(launcher: &Launcher, args: &Args, work: &Path) -> anyhow::Result<Value> {
@@ -461,10 +479,7 @@ fn bench(args: &Args, launcher: &Launcher, work: &Path) -> anyhow::Result<()> {
     }
     eprintln!("== fdatasync probe in {}", work.display());
     let fsync = fsync_probe(launcher, args, work)?;
-    let mut results = Vec::new();
-    for &kind in &args.servers {
-        results.push(measure(kind, launcher, args, work)?);
-    }
+    let results = measure(&args.servers, launcher, args, work)?;
     let load_after = procfs::load_average();
 
     let mut out = String::new();
@@ -554,7 +569,7 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "- closed loop, medians of {} rounds of {} s; then open loop at half the median max rate for {} s\n",
+        "- closed loop, medians of {} rounds of {} s, the servers taking turns round by round; then open loop at half the median max rate for {} s\n",
         args.rounds, args.duration, args.half_duration
     );
 

@@ -1293,7 +1293,7 @@ pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Re
     while left > 0 {
         let started = Instant::now();
         let n = left.min(block.len() as u64) as usize;
-        file.write_all(&block[..n])?;
+        background::write_all(&mut file, &block[..n])?;
         file.sync_data()?;
         left -= n as u64;
         if let Some(rest) = step_time.checked_sub(started.elapsed()) {

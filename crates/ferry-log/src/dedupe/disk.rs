@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -439,7 +439,7 @@ pub(crate) fn write_run(dir: &Path, seq: u64, sorted: &[(u128, u64)], max_ms: u6
     bytes.extend_from_slice(&crc.to_le_bytes());
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp)?;
-    file.write_all(&bytes)?;
+    crate::background::write_all(&mut file, &bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     File::open(dir)?.sync_all()?;
@@ -478,8 +478,9 @@ fn seq_hint(path: &Path) -> u64 {
 /// A run's header and its entries (key, append time in ms); version 1 entries get the
 /// time the run covers up to.
 fn read_run(path: &Path) -> io::Result<(RunHeader, Vec<(u128, u64)>)> {
-    let mut bytes = Vec::new();
-    File::open(path)?.read_to_end(&mut bytes)?;
+    let mut file = File::open(path)?;
+    let mut bytes = Vec::with_capacity(file.metadata()?.len() as usize);
+    crate::background::read_to_end(&mut file, &mut bytes)?;
     let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("dedupe run {}: {why}", path.display()));
     if bytes.len() < RUN_HEADER_LEN as usize + 4 || &bytes[0..8] != RUN_MAGIC {
         return Err(bad("not a dedupe run"));

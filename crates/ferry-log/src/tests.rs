@@ -753,7 +753,16 @@ proptest! {
                         let last_now = chunk::list_chunks(dir.path()).unwrap().pop().unwrap();
                         let from = if last_now == last { valid_before } else { format::CHUNK_HEADER_LEN as u64 };
                         let valid_after = chunk::scan(&last_now).unwrap().chunk.len;
-                        let keep = from + u64::from(cut) % (valid_after - from);
+                        // Over preallocated zeros, a write torn after the frame's last
+                        // non-zero byte leaves the frame whole: cut before it.
+                        let written = std::fs::read(&last_now).unwrap();
+                        let end = if preallocate {
+                            let frame = &written[from as usize..valid_after as usize];
+                            from + frame.iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1)
+                        } else {
+                            valid_after
+                        };
+                        let keep = from + u64::from(cut) % (end - from);
                         let file = std::fs::OpenOptions::new().write(true).open(&last_now).unwrap();
                         if preallocate {
                             // The rest of the frame never reached the preallocated zeros.

@@ -324,6 +324,22 @@ struct Load<'a> {
     rate: f64,
 }
 
+/// Wait until `server` is idle (under 2 % of a core over 250 ms, for at most 20 s): the
+/// background work a run left it (dedupe spills, filter rebuilds) must not run into the
+/// next server's turn on the same core.
+fn settle(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut before = procfs::cpu_seconds(Some(server.pid())).unwrap_or(0.0);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = procfs::cpu_seconds(Some(server.pid())).unwrap_or(0.0);
+        if now - before < 0.005 {
+            return;
+        }
+        before = now;
+    }
+}
+
 fn run_load(launcher: &Launcher, args: &Args, server: &mut Server, load: &Load<'_>) -> anyhow::Result<Value> {
     let mut command = launcher.command(1, "loadgen");
     command
@@ -347,6 +363,7 @@ fn run_load(launcher: &Launcher, args: &Args, server: &mut Server, load: &Load<'
     if !output.status.success() || !server.alive() {
         bail!("loadgen failed ({}){}", output.status, server.stderr_tail());
     }
+    settle(server);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().context("loadgen printed nothing")?;
     serde_json::from_str(line).context("loadgen's report is not JSON")
@@ -380,7 +397,8 @@ struct Measured {
 /// Measures every server, its rounds interleaved with the others' (round 1 of each server,
 /// then round 2 of each, ...), so that a slow spell of this machine falls on all of them
 /// alike rather than on whichever ran then: the ratios compare servers measured side by
-/// side. The servers all run meanwhile, idle but for their own turns.
+/// side. The servers all run meanwhile, idle but for their own turns: after each run the
+/// benchmark waits for the server to go quiet ([`settle`]).
 fn measure(kinds: &[Kind], launcher: &Launcher, args: &Args, work: &Path) -> anyhow::Result<Vec<Measured>> {
     let single = |duration, rate| Load { mode: "single", connections: args.single_connections, duration, rate };
     let batch = |duration, rate| Load { mode: "batch", connections: args.batch_connections, duration, rate };

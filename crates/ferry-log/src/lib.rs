@@ -271,15 +271,9 @@ struct Leader<'a> {
 
 impl Leader<'_> {
     fn write(&mut self) {
-        if std::mem::replace(&mut self.written, true) {
-            return;
+        if !std::mem::replace(&mut self.written, true) {
+            self.log.write_gathered();
         }
-        let group = {
-            let mut gather = lock(&self.log.gather);
-            gather.leader = false;
-            std::mem::take(&mut gather.pending)
-        };
-        self.log.store(group);
     }
 }
 
@@ -484,16 +478,35 @@ impl Log {
     }
 
     /// [`Log::append`] for callers outside an async runtime.
+    ///
+    /// Threads appending together are gathered too: the first one writes, once it holds
+    /// the writer's lock, what every thread queued meanwhile.
     pub fn append_blocking(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        self.store(vec![(records, reply)]);
+        let lead = {
+            let mut gather = lock(&self.gather);
+            gather.pending.push((records, reply));
+            !std::mem::replace(&mut gather.leader, true)
+        };
+        if lead {
+            self.write_gathered();
+        }
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
-    /// Write `group` in this thread; under `Always`, hand its answers to the writer thread,
-    /// which sends them once a sync covers the frames.
-    fn store(&self, group: Vec<Pending>) {
-        let Some(unsynced) = lock(&self.writer).store(group) else { return };
+    /// Write the gathered appends in this thread, taking them once it holds the writer's
+    /// lock (appends arriving meanwhile join them); under `Always`, hand their answers to
+    /// the writer thread, which sends them once a sync covers the frames.
+    fn write_gathered(&self) {
+        let mut writer = lock(&self.writer);
+        let group = {
+            let mut gather = lock(&self.gather);
+            gather.leader = false;
+            std::mem::take(&mut gather.pending)
+        };
+        let unsynced = writer.store(group);
+        drop(writer);
+        let Some(unsynced) = unsynced else { return };
         if let Err(mpsc::SendError(Message::Unsynced(unsynced))) = self.tx.send(Message::Unsynced(unsynced)) {
             // The writer thread is gone: nothing says these frames are durable.
             unsynced.fail(&AppendError::Closed);

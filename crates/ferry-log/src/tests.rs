@@ -184,7 +184,8 @@ fn a_large_gathered_group_is_split_into_frames() {
             ((records, reply), answer)
         })
         .unzip();
-    log.store(group);
+    lock(&log.gather).pending.extend(group);
+    log.write_gathered();
     let offsets: Vec<_> = answers.into_iter().map(|a| a.blocking_recv().unwrap().unwrap()).collect();
     assert_eq!(offsets, [[Appended::At(0)], [Appended::At(1)], [Appended::At(2)], [Appended::At(3)]]);
     // 3 MiB; 3 MiB and the small one; 5 MiB.

@@ -409,27 +409,22 @@ fn measure(kinds: &[Kind], launcher: &Launcher, args: &Args, work: &Path) -> any
         let start_rss_mb = procfs::peak_rss_bytes(server.pid())? as f64 / (1024.0 * 1024.0);
         let nats_before = server.nats_cpu_s();
         let warm_up = run_load(launcher, args, &mut server, &single(1.0, 0.0))?;
-        servers.push((kind, server, start_rss_mb, nats_before, vec![warm_up], Vec::new(), Vec::new()));
+        servers.push((kind, server, start_rss_mb, nats_before, vec![warm_up], [Vec::new(), Vec::new()]));
     }
-    for round in 1..=args.rounds {
-        eprintln!("== closed-loop round {round} of {}, single events", args.rounds);
-        for (_, server, _, _, runs, singles, _) in &mut servers {
-            let run = run_load(launcher, args, server, &single(args.duration, 0.0))?;
-            runs.push(run.clone());
-            singles.push(run);
-        }
-    }
-    for round in 1..=args.rounds {
-        eprintln!("== closed-loop round {round} of {}, batches", args.rounds);
-        for (_, server, _, _, runs, _, batches) in &mut servers {
-            let run = run_load(launcher, args, server, &batch(args.duration, 0.0))?;
-            runs.push(run.clone());
-            batches.push(run);
+    let closed = [("single events", single(args.duration, 0.0)), ("batches", batch(args.duration, 0.0))];
+    for (shape, (what, load)) in closed.iter().enumerate() {
+        for round in 1..=args.rounds {
+            eprintln!("== closed-loop round {round} of {}, {what}", args.rounds);
+            for (_, server, _, _, runs, rounds) in &mut servers {
+                let run = run_load(launcher, args, server, load)?;
+                runs.push(run.clone());
+                rounds[shape].push(run);
+            }
         }
     }
     eprintln!("== open loop at half the maximum rate");
     let mut measured = Vec::new();
-    for (kind, mut server, start_rss_mb, nats_before, runs, singles, batches) in servers {
+    for (kind, mut server, start_rss_mb, nats_before, runs, [singles, batches]) in servers {
         let half_single =
             run_load(launcher, args, &mut server, &single(args.half_duration, median_of(&singles, "rps") / 2.0))?;
         let half_batch =

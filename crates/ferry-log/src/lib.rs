@@ -464,12 +464,7 @@ impl Log {
     /// syncs and answers them, while the next frame is written (pipelined group commit).
     pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        let lead = {
-            let mut gather = lock(&self.gather);
-            gather.pending.push((records, reply));
-            !std::mem::replace(&mut gather.leader, true)
-        };
-        if lead {
+        if self.gather((records, reply)) {
             let mut leader = Leader { log: self, written: false };
             tokio::task::yield_now().await;
             leader.write();
@@ -483,15 +478,18 @@ impl Log {
     /// the writer's lock, what every thread queued meanwhile.
     pub fn append_blocking(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        let lead = {
-            let mut gather = lock(&self.gather);
-            gather.pending.push((records, reply));
-            !std::mem::replace(&mut gather.leader, true)
-        };
-        if lead {
+        if self.gather((records, reply)) {
             self.write_gathered();
         }
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Queue an append for the next frame; true when the caller is to write it (no one
+    /// else has taken that on).
+    fn gather(&self, append: Pending) -> bool {
+        let mut gather = lock(&self.gather);
+        gather.pending.push(append);
+        !std::mem::replace(&mut gather.leader, true)
     }
 
     /// Write the gathered appends in this thread, taking them once it holds the writer's
@@ -705,7 +703,8 @@ struct Writer {
     shared: Arc<Shared>,
     dedupe: dedupe::Dedupe,
     next_offset: u64,
-    file: File,
+    /// The current chunk; shared with a sync running outside the writer's lock.
+    file: Arc<File>,
     file_len: u64,
     dirty_since: Option<Instant>,
     /// Frames written so far: a sync outside the lock clears `dirty_since` only if no
@@ -834,7 +833,7 @@ fn answer_when_synced(writer: &Mutex<Writer>, shared: &Shared, waiting: Vec<Unsy
     }
     let synced = lock(writer).frames_synced;
     // Not synced: a sync failed, or the writer stopped without syncing them.
-    let failure = match shared.poisoned.lock().ok().and_then(|p| p.clone()) {
+    let failure = match shared.poison_reason() {
         Some(reason) => AppendError::Poisoned(reason),
         None => AppendError::Closed,
     };
@@ -857,7 +856,7 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
         if w.closed || w.poisoned() {
             return;
         }
-        (w.dirty_since.map(|_| w.file.try_clone()), w.dedupe.inserted(), w.frames_written, w.next_offset)
+        (w.dirty_since.map(|_| w.file.clone()), w.dedupe.inserted(), w.frames_written, w.next_offset)
     };
     if let Some(file) = file {
         #[cfg(test)]
@@ -865,7 +864,7 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
             (hook.0)();
         }
         let started = Instant::now();
-        if let Err(error) = file.and_then(|file| file.sync_data()) {
+        if let Err(error) = file.sync_data() {
             poison(shared, format!("fdatasync failed: {error}"));
             return;
         }
@@ -876,6 +875,13 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
     if !w.closed && !w.poisoned() && w.dedupe.over_cap() {
         w.dedupe.make_room_through(through);
         w.publish_dedupe_state();
+    }
+}
+
+impl Shared {
+    /// Why the log is poisoned, if it is.
+    fn poison_reason(&self) -> Option<String> {
+        self.poisoned.lock().ok().and_then(|p| p.clone())
     }
 }
 
@@ -932,7 +938,7 @@ impl Writer {
             shared,
             dedupe,
             next_offset,
-            file,
+            file: Arc::new(file),
             file_len,
             dirty_since: None,
             frames_written: 0,
@@ -1076,7 +1082,7 @@ impl Writer {
         if self.closed {
             return Err(CommitError::Closed);
         }
-        if let Some(reason) = self.shared.poisoned.lock().ok().and_then(|p| p.clone()) {
+        if let Some(reason) = self.shared.poison_reason() {
             return Err(CommitError::Poisoned(reason));
         }
         // Never earlier than the last frame: frame times and dedupe times stay monotonic
@@ -1134,9 +1140,7 @@ impl Writer {
                 }
                 match error {
                     WriteError::DiskFull => Err(CommitError::DiskFull),
-                    WriteError::Io(_) => Err(CommitError::Poisoned(
-                        self.shared.poisoned.lock().ok().and_then(|p| p.clone()).unwrap_or_default(),
-                    )),
+                    WriteError::Io(_) => Err(CommitError::Poisoned(self.shared.poison_reason().unwrap_or_default())),
                 }
             }
         }
@@ -1174,7 +1178,7 @@ impl Writer {
                 return Ok(deleted);
             }
             self.sync_if_due(true);
-            if self.shared.poisoned.lock().map(|p| p.is_some()).unwrap_or(true) || !self.dedupe.spill_through(ms) {
+            if self.poisoned() || !self.dedupe.spill_through(ms) {
                 return Ok(deleted);
             }
             self.publish_dedupe_state();
@@ -1261,7 +1265,7 @@ impl Writer {
         };
         let used_spare = spare.is_some();
         let (file, len) = new_chunk(&self.shared, self.next_offset, spare)?;
-        self.file = file;
+        self.file = Arc::new(file);
         self.file_len = len;
         self.file_preallocated = used_spare;
         Ok(())

@@ -46,6 +46,8 @@ pub struct NatsNode {
     routes: Vec<u16>,
     store: PathBuf,
     child: Option<Child>,
+    /// Whether it ever listened: a restart keeps its ports, a first start may move.
+    listened: bool,
 }
 
 impl NatsNode {
@@ -59,6 +61,7 @@ impl NatsNode {
             routes: Vec::new(),
             store: dir.join("n1"),
             child: None,
+            listened: false,
         };
         node.start();
         node
@@ -68,9 +71,27 @@ impl NatsNode {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Start (or start again, on the same ports and store) and wait until it listens.
+    /// Start (or start again, on the same ports and store) and wait until it listens. The
+    /// ports were free when picked, but another test's `free_port` may hold one for a
+    /// moment, and then nats-server exits at once: it is started again a little later,
+    /// and on a first start (nothing refers to its client port yet) on another client port.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} is running", self.name);
+        for _ in 0..5 {
+            if self.try_start() {
+                self.listened = true;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            if !self.listened {
+                self.port = free_port();
+            }
+        }
+        panic!("nats-server {} exited at start five times (port {} in use?)", self.name, self.port);
+    }
+
+    /// One attempt: true once it listens, false if it exited first.
+    fn try_start(&mut self) -> bool {
         let mut command = Command::new(&self.binary);
         command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-n", &self.name, "-sd"])
@@ -88,9 +109,18 @@ impl NatsNode {
                 &routes.join(","),
             ]);
         }
-        self.child = Some(command.spawn().expect("start nats-server"));
+        let child = self.child.insert(command.spawn().expect("start nats-server"));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            let listening = says_info(self.port);
+            // It exits at once when a port is taken.
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                self.child = None;
+                return false;
+            }
+            if listening {
+                return true;
+            }
             assert!(Instant::now() < deadline, "nats-server {} did not listen within 10 s", self.name);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -120,6 +150,15 @@ impl Drop for NatsNode {
     }
 }
 
+/// Whether a NATS server answers on `port`: it greets every client with `INFO` (a port
+/// held by something else may accept the connection and say nothing).
+fn says_info(port: u16) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut greeting = [0u8; 4];
+    std::io::Read::read_exact(&mut stream, &mut greeting).is_ok() && &greeting == b"INFO"
+}
+
 /// Three clustered nodes.
 pub struct NatsCluster {
     pub nodes: Vec<NatsNode>,
@@ -127,16 +166,25 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub fn start(binary: &Path, dir: &Path) -> NatsCluster {
-        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        // Six distinct ports: the OS may hand a released port out again.
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 6 {
+            let port = free_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let (cluster_ports, client_ports) = ports.split_at(3);
         let mut nodes: Vec<NatsNode> = (0..3)
             .map(|i| NatsNode {
                 binary: binary.to_owned(),
                 name: format!("n{}", i + 1),
-                port: free_port(),
+                port: client_ports[i],
                 cluster_port: Some(cluster_ports[i]),
                 routes: cluster_ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect(),
                 store: dir.join(format!("n{}", i + 1)),
                 child: None,
+                listened: false,
             })
             .collect();
         for node in &mut nodes {
@@ -171,4 +219,33 @@ pub fn stream_leader(url: &str, stream: &str) -> Option<String> {
         .ok()??;
         info.cluster.and_then(|c| c.leader)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client port that another process holds when the node first starts: the node
+    /// starts on another port instead of failing or passing the holder off as itself.
+    #[test]
+    fn a_first_start_moves_off_a_taken_client_port() {
+        let Some(binary) = server_binary("a_first_start_moves_off_a_taken_client_port") else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap().port();
+        let mut node = NatsNode {
+            binary,
+            name: "n1".to_owned(),
+            port: taken,
+            cluster_port: None,
+            routes: Vec::new(),
+            store: dir.path().join("n1"),
+            child: None,
+            listened: false,
+        };
+        node.start();
+        assert_ne!(node.port, taken);
+        assert!(node.running());
+        assert!(std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok());
+    }
 }

@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{ApiError, AppState, BoxFuture, IngestBatch, IngestEvent};
+use crate::{ApiError, AppState, BoxFuture, IngestBatch, Record};
 
 /// What the admin API asks of the process. Answers are JSON documents in the shapes the
 /// OpenAPI document describes; `Ok(None)` is "no such thing" (404).
@@ -282,7 +282,7 @@ async fn resubmit(
         events: processed
             .accepted
             .into_iter()
-            .map(|a| IngestEvent { message_id: a.message_id, json: a.json })
+            .map(|a| Record { key: Some(a.message_id.into_bytes()), payload: a.json })
             .collect(),
         quarantine: Vec::new(),
     };

@@ -14,7 +14,7 @@ use base64::Engine;
 use ferry_event::{CallType, Ctx, Route};
 use serde::Deserialize;
 
-use crate::{ApiError, ApiStats, AppState, IngestBatch, IngestError, IngestEvent, body};
+use crate::{ApiError, ApiStats, AppState, IngestBatch, IngestError, Record, body};
 
 /// Paths that carry one call, and the call type the path implies.
 pub(crate) const SINGLE_ROUTES: &[(&str, CallType)] = &[
@@ -158,9 +158,9 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
         events: processed
             .accepted
             .into_iter()
-            .map(|a| IngestEvent { message_id: a.message_id, json: a.json })
+            .map(|a| Record { key: Some(a.message_id.into_bytes()), payload: a.json })
             .collect(),
-        quarantine: processed.rejected.into_iter().map(|r| r.quarantine_json).collect(),
+        quarantine: processed.rejected.into_iter().map(|r| Record { key: None, payload: r.quarantine_json }).collect(),
     };
     let receipt = inner.ingest.ingest(batch).await.map_err(ingest_error)?;
 

@@ -27,6 +27,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use ferry_event::Limits;
+pub use ferry_log_contract::Record;
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
@@ -45,19 +46,12 @@ pub trait Ingest: Send + Sync + 'static {
 /// A boxed, sendable future, so `Ingest` stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Everything one request hands to the log.
+/// Everything one request hands to the logs: the events (each keyed by its message id,
+/// for dedupe) and the quarantine records, one per rejected item.
 #[derive(Debug, Default)]
 pub struct IngestBatch {
-    pub events: Vec<IngestEvent>,
-    /// Quarantine records (JSON), one per rejected item.
-    pub quarantine: Vec<Vec<u8>>,
-}
-
-/// One validated event: its dedupe key and its stored form.
-#[derive(Debug)]
-pub struct IngestEvent {
-    pub message_id: String,
-    pub json: Vec<u8>,
+    pub events: Vec<Record>,
+    pub quarantine: Vec<Record>,
 }
 
 /// What the log did with a batch.

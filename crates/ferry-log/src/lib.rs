@@ -183,21 +183,7 @@ pub fn system_clock_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// One record to append; `key` (for example a message id) enables dedupe.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-}
-
-/// What happened to one appended record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Appended {
-    /// Stored at this offset.
-    At(u64),
-    /// Its key was seen within the dedupe window; not stored again.
-    Duplicate,
-}
+pub use ferry_log_contract::{Appended, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {

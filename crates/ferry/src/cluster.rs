@@ -70,9 +70,14 @@ impl ClusterIngest {
     }
 
     async fn ingest_inner(&self, batch: IngestBatch) -> Result<IngestReceipt, IngestError> {
-        let sizes: Vec<usize> = batch.events.iter().map(|e| e.json.len()).collect();
-        let events = batch.events.into_iter().map(|e| (e.message_id, e.json)).collect();
-        let duplicate = self.cluster.publish(events, batch.quarantine).await.map_err(|failure| {
+        let sizes: Vec<usize> = batch.events.iter().map(|e| e.payload.len()).collect();
+        let events = batch
+            .events
+            .into_iter()
+            .map(|e| (String::from_utf8_lossy(&e.key.unwrap_or_default()).into_owned(), e.payload))
+            .collect();
+        let quarantine = batch.quarantine.into_iter().map(|r| r.payload).collect();
+        let duplicate = self.cluster.publish(events, quarantine).await.map_err(|failure| {
             let retry_after = self.cluster.retry_after();
             match failure {
                 PublishFailure::Full(_) => IngestError::Overloaded { retry_after },

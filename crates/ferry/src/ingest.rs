@@ -21,14 +21,8 @@ impl EmbeddedIngest {
     }
 
     async fn ingest_inner(&self, batch: IngestBatch) -> Result<IngestReceipt, IngestError> {
-        let sizes: Vec<usize> = batch.events.iter().map(|e| e.json.len()).collect();
-        let events: Vec<Record> = batch
-            .events
-            .into_iter()
-            .map(|event| Record { key: Some(event.message_id.into_bytes()), payload: event.json })
-            .collect();
-        let quarantine: Vec<Record> =
-            batch.quarantine.into_iter().map(|item| Record { key: None, payload: item }).collect();
+        let sizes: Vec<usize> = batch.events.iter().map(|e| e.payload.len()).collect();
+        let (events, quarantine) = (batch.events, batch.quarantine);
         // Both appends run at once; each shares its fsync with concurrent requests.
         let (events, quarantine) = tokio::join!(append(&self.events, events), append(&self.quarantine, quarantine));
         quarantine?;

@@ -33,16 +33,17 @@ impl Ingest for MemoryIngest {
             let mut events = self.events.lock().unwrap();
             let (mut duplicates, mut duplicate_bytes, mut duplicate) = (0, 0, Vec::new());
             for event in batch.events {
-                let seen = events.iter().any(|(id, _)| *id == event.message_id);
+                let id = String::from_utf8(event.key.unwrap()).unwrap();
+                let seen = events.iter().any(|(known, _)| *known == id);
                 duplicate.push(seen);
                 if seen {
                     duplicates += 1;
-                    duplicate_bytes += event.json.len();
+                    duplicate_bytes += event.payload.len();
                 } else {
-                    events.push((event.message_id, event.json));
+                    events.push((id, event.payload));
                 }
             }
-            self.quarantine.lock().unwrap().extend(batch.quarantine);
+            self.quarantine.lock().unwrap().extend(batch.quarantine.into_iter().map(|r| r.payload));
             Ok(IngestReceipt { duplicates, duplicate_bytes, duplicate })
         })
     }

@@ -112,7 +112,7 @@ async fn pipeline_rate(destination: Arc<dyn Destination>, source: &str, n: u64) 
         log.append(records).await.unwrap();
     }
     let dead_letters = Arc::new(DeadLetters::open(&dir.path().join("dl.db")).unwrap());
-    let worker = Worker::new(worker_config(), Arc::new(log.clone()), destination, dead_letters);
+    let worker = Worker::open(worker_config(), &log, destination, dead_letters).await.unwrap();
     let status = worker.status();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let began = Instant::now();
@@ -157,7 +157,7 @@ async fn latency(destination: Arc<dyn Destination>, source: &str, rate: u64, sec
     let log = temp_log(dir.path());
     let timed = Arc::new(Timed { inner: destination, latencies: Mutex::new(Vec::new()) });
     let dead_letters = Arc::new(DeadLetters::open(&dir.path().join("dl.db")).unwrap());
-    let worker = Worker::new(worker_config(), Arc::new(log.clone()), timed.clone(), dead_letters);
+    let worker = Worker::open(worker_config(), &log, timed.clone(), dead_letters).await.unwrap();
     let status = worker.status();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(worker.run(stopped));

@@ -1,5 +1,6 @@
 //! Replay (send a time range of the log to one destination again) and redrive (send dead
-//! letters again). Both run beside a live `ferry serve`: they read the log read-only and
+//! letters again). Both run beside a live `ferry serve`: they read the log (any
+//! [`Reader`]: the live log, a log directory read beside the server, or the stream) and
 //! talk to the destination directly, and idempotent destinations (the warehouses, keyed
 //! by message id) absorb what was delivered before.
 
@@ -7,33 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_destinations::{Destination, Event, Outcome};
+use ferry_log_contract::Reader;
 
 use crate::dead_letter::{DeadLetterError, DeadLetters, Filter};
 use crate::retry::{Backoff, unit_draw};
-
-/// Where a replay reads: positions and records, as [`crate::LogView`] or a live log.
-pub trait Records: Send + Sync {
-    fn read(&self, from: u64, max: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>>;
-    fn end(&self) -> u64;
-}
-
-impl Records for crate::LogView {
-    fn read(&self, from: u64, max: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
-        crate::LogView::read(self, from, max)
-    }
-    fn end(&self) -> u64 {
-        crate::LogView::end(self)
-    }
-}
-
-impl Records for ferry_log::Log {
-    fn read(&self, from: u64, max: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
-        ferry_log::Log::read(self, from, max)
-    }
-    fn end(&self) -> u64 {
-        self.next_offset()
-    }
-}
 
 /// What to replay.
 #[derive(Debug, Clone)]
@@ -74,22 +52,21 @@ pub struct Progress {
 const CLOCK_SLACK_MS: i64 = 60_000;
 
 /// Re-send the events of a time range to `destination`, reporting progress after every
-/// batch; `progress` returning `false` stops it (`cancelled`). Blocking reads happen on
-/// this task: call it where blocking is fine.
+/// batch; `progress` returning `false` stops it (`cancelled`).
 pub async fn replay(
-    records: &dyn Records,
+    records: &dyn Reader,
     destination: &dyn Destination,
     request: &ReplayRequest,
     progress: &mut (dyn FnMut(&Progress) -> bool + Send),
 ) -> std::io::Result<Progress> {
     let since_ms = request.since.as_millisecond();
     let until_ms = request.until.map(|u| u.as_millisecond());
-    let start = first_position_at(records, since_ms - CLOCK_SLACK_MS)?;
-    let end = records.end();
+    let start = first_position_at(records, since_ms - CLOCK_SLACK_MS).await?;
+    let end = records.end().await?;
     let mut report = Progress { total: end.saturating_sub(start), ..Progress::default() };
     let mut next = start;
     'scan: while next < end {
-        let batch = records.read(next, request.batch_events.max(1))?;
+        let batch = records.read(next, request.batch_events.max(1)).await?;
         let Some(&(last, _)) = batch.last() else { break };
         let mut events = Vec::with_capacity(batch.len());
         for (position, record) in batch {
@@ -168,21 +145,21 @@ async fn send_with_retries(
 
 /// The first position whose record was received at or after `ms` (binary search over
 /// the records' `receivedAt`).
-fn first_position_at(records: &dyn Records, ms: i64) -> std::io::Result<u64> {
-    let received = |position: u64| -> std::io::Result<Option<(u64, i64)>> {
-        let found = records.read(position, 1)?;
+async fn first_position_at(records: &dyn Reader, ms: i64) -> std::io::Result<u64> {
+    let received = async |position: u64| -> std::io::Result<Option<(u64, i64)>> {
+        let found = records.read(position, 1).await?;
         Ok(found.first().map(|(p, r)| (*p, Event::decode(r).map_or(i64::MIN, |e| e.received_at.as_millisecond()))))
     };
-    let Some((mut low, first_ms)) = received(0)? else { return Ok(0) };
+    let Some((mut low, first_ms)) = received(0).await? else { return Ok(0) };
     if first_ms >= ms {
         return Ok(low);
     }
-    let mut high = records.end();
+    let mut high = records.end().await?;
     // Invariant: the record at `low` was received before `ms`; none at or after `high` is
     // known to be.
     while low + 1 < high {
         let middle = low + (high - low) / 2;
-        match received(middle)? {
+        match received(middle).await? {
             Some((p, at)) if at < ms => low = p.max(middle),
             _ => high = middle,
         }

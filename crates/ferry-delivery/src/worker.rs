@@ -1,6 +1,8 @@
-//! One worker per destination: read a batch from the log at the destination's own cursor,
+//! One worker per destination: lease a batch from the destination's consumer of the log,
 //! send it, retry what the destination asks to retry, dead-letter what it refuses (or
-//! what runs out of time), and only then move the cursor.
+//! what runs out of time), and only then settle the batch (the embedded log moves the
+//! destination's cursor; JetStream acknowledges the batch's messages). One loop serves
+//! both logs: the log contract's consumer is all it sees.
 //!
 //! Because each destination has its own cursor and its own task, a slow or failing
 //! destination holds back only itself: ingestion and the other destinations go on. (It
@@ -17,21 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_destinations::{Destination, Event, Outcome};
+use ferry_log_contract::{BatchLimits, Consumer, ConsumerOptions, Lease, Leased, Log, Positioned, Start};
 use ferry_tap::{DeliverySeen, Observation, Tap};
 use tokio::sync::watch;
 
 use crate::dead_letter::{Attempt, DeadLetters, NewDeadLetter, now_iso};
-use crate::feed::{Feed, Lease, Leased, SharedFeed};
 use crate::retry::{Backoff, unit_draw};
-
-/// Where a destination without a cursor starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// The oldest event the log still holds (warehouses: the retained history).
-    Beginning,
-    /// Only events stored from now on.
-    End,
-}
 
 /// How one destination is fed.
 #[derive(Debug, Clone)]
@@ -67,17 +60,6 @@ impl WorkerConfig {
             start: Start::End,
         }
     }
-}
-
-/// The cursor name of a destination in the log.
-pub fn cursor_name(destination: &str) -> String {
-    format!("delivery.{destination}")
-}
-
-/// For destinations that need stable batches: where the batch being sent ends (a cursor,
-/// so it is durable, and never behind the destination's own).
-pub fn batch_cursor_name(destination: &str) -> String {
-    format!("delivery-batch.{destination}")
 }
 
 /// What a worker has done; shared with metrics, the admin API and tests. The event
@@ -144,19 +126,10 @@ impl WorkerStatus {
     }
 }
 
-/// What a worker reads from.
-#[derive(Clone)]
-enum Input {
-    /// A log of its own, with a durable cursor (embedded mode).
-    Log(Arc<dyn Feed>),
-    /// A consumer shared with other worker processes (cluster mode).
-    Shared(Arc<dyn SharedFeed>),
-}
-
 /// A delivery worker.
 pub struct Worker {
     config: WorkerConfig,
-    input: Input,
+    consumer: Arc<dyn Consumer>,
     destination: Arc<dyn Destination>,
     dead_letters: Arc<DeadLetters>,
     status: Arc<WorkerStatus>,
@@ -173,9 +146,6 @@ struct Pending {
 
 /// A batch read from the log, decoded and routed.
 struct Batch {
-    /// The first and last positions read (`None`: nothing was there).
-    first: Option<u64>,
-    last: u64,
     pending: Vec<Pending>,
     /// Events `integrations` switched off for this destination.
     filtered: u64,
@@ -187,13 +157,9 @@ struct Batch {
 }
 
 /// Decode records and route them by `integrations` (when the destination follows it).
-fn decode(records: Vec<(u64, Vec<u8>)>, name: &str, routed: bool, watched: bool) -> Batch {
+fn decode(records: Vec<Positioned>, name: &str, routed: bool, watched: bool) -> Batch {
     let first_attempt_at = now_iso();
-    let first = records.first().map(|r| r.0);
-    let last = records.last().map_or(0, |r| r.0);
     let mut batch = Batch {
-        first,
-        last,
         pending: Vec::with_capacity(records.len()),
         filtered: 0,
         filtered_ids: Vec::new(),
@@ -255,36 +221,38 @@ enum Finished {
 }
 
 impl Worker {
+    /// A worker for destination `config.name` on `log`: its consumer is opened (created at
+    /// `config.start` when it is new) now, so call this before ingestion begins and
+    /// `Start::End` means "events stored after this point", not "after the worker task
+    /// happened to be scheduled".
+    pub async fn open(
+        config: WorkerConfig,
+        log: &dyn Log,
+        destination: Arc<dyn Destination>,
+        dead_letters: Arc<DeadLetters>,
+    ) -> std::io::Result<Worker> {
+        let options = ConsumerOptions { start: config.start, stable_batches: destination.needs_stable_batches() };
+        let consumer = log.consumer(&config.name, options).await?;
+        Ok(Worker::new(config, consumer, destination, dead_letters))
+    }
+
+    /// A worker reading through `consumer`.
     pub fn new(
         config: WorkerConfig,
-        feed: Arc<dyn Feed>,
+        consumer: Arc<dyn Consumer>,
         destination: Arc<dyn Destination>,
         dead_letters: Arc<DeadLetters>,
     ) -> Worker {
-        Worker { config, input: Input::Log(feed), destination, dead_letters, status: Arc::default(), tap: None }
+        let status = WorkerStatus::default();
+        let position = consumer.backlog().position;
+        status.start.store(position, Ordering::Relaxed);
+        status.position.store(position, Ordering::Relaxed);
+        Worker { config, consumer, destination, dead_letters, status: Arc::new(status), tap: None }
     }
 
-    /// A worker that shares its destination's work with other processes through `feed`
-    /// (where reading starts is the shared consumer's business, not the worker's).
-    pub fn shared(
-        config: WorkerConfig,
-        feed: Arc<dyn SharedFeed>,
-        destination: Arc<dyn Destination>,
-        dead_letters: Arc<DeadLetters>,
-    ) -> Worker {
-        Worker { config, input: Input::Shared(feed), destination, dead_letters, status: Arc::default(), tap: None }
-    }
-
-    /// Fix where a destination without a cursor starts, now: call it before ingestion
-    /// begins, so `start = end` means "events stored after this point", not "after the
-    /// worker task happened to be scheduled" (which could skip the first events).
-    pub fn begin(&self) -> std::io::Result<()> {
-        let Input::Log(feed) = &self.input else { return Ok(()) };
-        let cursor = cursor_name(&self.config.name);
-        if feed.cursor(&cursor).is_none() {
-            feed.commit(&cursor, self.start_position(feed))?;
-        }
-        Ok(())
+    /// The consumer the worker reads through (its backlog, for the admin API and metrics).
+    pub fn consumer(&self) -> Arc<dyn Consumer> {
+        self.consumer.clone()
     }
 
     /// Tell `tap` what became of every batch (message ids by outcome).
@@ -319,101 +287,73 @@ impl Worker {
         self.status.clone()
     }
 
-    /// Deliver until `shutdown` turns true. A batch being sent when it does is finished
-    /// (its cursor committed); a batch waiting for a retry is abandoned (sent again later).
-    pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        match self.input.clone() {
-            Input::Log(feed) => self.run_log(feed, shutdown).await,
-            Input::Shared(feed) => self.run_shared(feed, shutdown).await,
-        }
-        self.destination.close().await;
-    }
-
-    async fn run_log(&self, feed: Arc<dyn Feed>, mut shutdown: watch::Receiver<bool>) {
-        let cursor = cursor_name(&self.config.name);
-        let mut next = match feed.cursor(&cursor) {
-            Some(position) => position,
-            None => {
-                let start = self.start_position(&feed);
-                self.commit(&feed, &cursor, start, &mut shutdown).await;
-                start
-            }
+    /// Deliver until `shutdown` turns true: lease a batch, keep the lease while it is sent
+    /// and retried, and settle it once every event is delivered, filtered or dead-lettered.
+    /// A batch being sent when shutdown comes is finished (and settled); a batch waiting for
+    /// a retry is given back (delivered again later, or by another worker).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let name = self.config.name.clone();
+        let position = self.status.position.load(Ordering::Relaxed);
+        tracing::info!(destination = %name, position, "delivery worker started");
+        let limits = BatchLimits {
+            records: self.config.batch_events.max(1),
+            bytes: self.config.batch_bytes,
+            linger: self.config.linger,
         };
-        // A destination that names its output after the batch (files) must get the very
-        // batch it was sent before a crash again: its end was written down first.
-        let stable = self.destination.needs_stable_batches();
-        let batch_cursor = batch_cursor_name(&self.config.name);
-        let mut exactly_until = if stable { feed.cursor(&batch_cursor).filter(|&end| end > next) } else { None };
-        self.status.position.store(next, Ordering::Relaxed);
-        self.status.start.store(next, Ordering::Relaxed);
-        tracing::info!(destination = %self.config.name, position = next, "delivery worker started");
-        let mut prefetched: Option<
-            std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Batch>> + Send + '_>>,
-        > = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            if feed.end() <= next {
-                tokio::select! {
-                    () = feed.wait(next) => {}
-                    _ = shutdown.changed() => continue,
-                }
-            }
-            let batch = match (prefetched.take(), exactly_until.take()) {
-                (_, Some(end)) => self.read(&feed, next, Some(end)).await,
-                (Some(read), None) => read.await,
-                (None, None) => {
-                    self.linger(&feed, next, &mut shutdown).await;
-                    self.read(&feed, next, None).await
-                }
+            let next = tokio::select! {
+                next = self.consumer.lease(limits) => next,
+                _ = shutdown.changed() => continue,
             };
-            let batch = match batch {
-                Ok(batch) => batch,
+            let Leased { records, missed, lease } = match next {
+                Ok(Some(leased)) => leased,
+                Ok(None) => continue,
                 Err(error) => {
-                    tracing::error!(destination = %self.config.name, %error, "cannot read the log; trying again in 1 s");
+                    tracing::error!(destination = %name, %error, "cannot read the log; trying again in 1 s");
                     self.status.error(&format!("cannot read the log: {error}"));
                     sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
                     continue;
                 }
             };
-            let Some(first) = batch.first else { continue };
-            if first > next {
-                self.status.deleted.fetch_add(first - next, Ordering::Relaxed);
+            let (Some(&(first, _)), Some(&(last, _))) = (records.first(), records.last()) else { continue };
+            if missed > 0 {
+                self.status.deleted.fetch_add(missed, Ordering::Relaxed);
                 tracing::warn!(
-                    destination = %self.config.name,
-                    from = next,
+                    destination = %name,
+                    from = first - missed,
                     to = first,
                     "log records were deleted before this destination read them"
                 );
             }
-            let after = batch.last + 1;
-            // Catching up (a full batch already waits behind this one): read and decode it
-            // while this one is sent.
-            if feed.end().saturating_sub(after) >= self.config.batch_events as u64 {
-                prefetched = Some(Box::pin(self.read(&feed, after, None)));
+            let keep = lease.extend_every().map(|every| tokio::spawn(keep_alive(lease.clone(), every, name.clone())));
+            let finished = match self.decode(records).await {
+                Some(batch) => self.deliver(batch, &mut shutdown).await,
+                None => Finished::Abandoned,
+            };
+            if let Some(keep) = keep {
+                keep.abort();
             }
-            if stable && feed.cursor(&batch_cursor) != Some(after) {
-                self.commit(&feed, &batch_cursor, after, &mut shutdown).await;
-            }
-            match self.deliver(batch, &mut shutdown).await {
+            match finished {
                 Finished::Done(tally) => {
-                    next = after;
-                    self.commit(&feed, &cursor, next, &mut shutdown).await;
-                    self.count(&tally, next);
+                    self.settle(lease.as_ref(), &mut shutdown).await;
+                    self.count(&tally, last + 1);
                 }
-                Finished::Abandoned => break,
+                Finished::Abandoned => {
+                    if let Err(error) = lease.release().await {
+                        tracing::warn!(destination = %name, %error, "cannot give a batch back; it comes again after a restart or once its lease runs out");
+                    }
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                    sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
+                }
             }
         }
-        tracing::info!(destination = %self.config.name, position = next, "delivery worker stopped");
-    }
-
-    /// Where a destination without a cursor starts on `feed`.
-    fn start_position(&self, feed: &Arc<dyn Feed>) -> u64 {
-        match self.config.start {
-            Start::Beginning => 0,
-            Start::End => feed.end(),
-        }
+        tracing::info!(destination = %name, "delivery worker stopped");
+        self.destination.close().await;
     }
 
     /// A settled batch's events in the counters, and the position after it.
@@ -428,119 +368,32 @@ impl Worker {
         s.batches.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Cluster mode: take batches leased from the shared consumer, keep each lease alive
-    /// while its batch is sent and retried, and acknowledge the batch once every event is
-    /// delivered, filtered or dead-lettered (a batch whose worker dies goes to another
-    /// worker when its lease runs out). Positions are stream sequences.
-    async fn run_shared(&self, feed: Arc<dyn SharedFeed>, mut shutdown: watch::Receiver<bool>) {
-        let name = self.config.name.clone();
-        tracing::info!(destination = %name, "delivery worker started on a shared consumer");
-        let routed = self.destination.follows_integrations();
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            let next = tokio::select! {
-                next = feed.next_batch(self.config.batch_events.max(1), self.config.batch_bytes, self.config.linger) => next,
-                _ = shutdown.changed() => continue,
-            };
-            let Leased { records, lease } = match next {
-                Ok(Some(leased)) => leased,
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::error!(destination = %name, %error, "cannot read the stream; trying again in 1 s");
-                    self.status.error(&format!("cannot read the stream: {error}"));
-                    sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
-                    continue;
-                }
-            };
-            let Some(&(last, _)) = records.last() else { continue };
-            let keep = tokio::spawn(keep_alive(lease.clone(), name.clone()));
-            let watched = self.tap.as_ref().is_some_and(|t| t.watched());
-            let decoding = name.clone();
-            let batch = match tokio::task::spawn_blocking(move || decode(records, &decoding, routed, watched)).await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::error!(destination = %name, %error, "decoding a batch failed; giving it back");
-                    keep.abort();
-                    let _ = lease.release().await;
-                    continue;
-                }
-            };
-            let finished = self.deliver(batch, &mut shutdown).await;
-            keep.abort();
-            match finished {
-                Finished::Done(tally) => {
-                    if let Err(error) = lease.ack().await {
-                        // Not lost: the batch is delivered again once the lease runs out,
-                        // and idempotent destinations absorb it.
-                        tracing::warn!(destination = %name, %error, "cannot acknowledge a settled batch; it will be delivered again");
-                    }
-                    self.count(&tally, last + 1);
-                }
-                Finished::Abandoned => {
-                    if let Err(error) = lease.release().await {
-                        tracing::warn!(destination = %name, %error, "cannot give a batch back; another worker gets it when its lease runs out");
-                    }
-                    break;
-                }
-            }
-        }
-        tracing::info!(destination = %name, "delivery worker stopped");
-    }
-
-    /// Wait until a full batch is there, the linger time passed, or shutdown.
-    async fn linger(&self, feed: &Arc<dyn Feed>, next: u64, shutdown: &mut watch::Receiver<bool>) {
-        let deadline = tokio::time::Instant::now() + self.config.linger;
-        loop {
-            let end = feed.end();
-            if end.saturating_sub(next) >= self.config.batch_events as u64 || *shutdown.borrow() {
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return,
-                () = feed.wait(end) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-
-    /// The next batch from `next`: up to `batch_events` records and `batch_bytes` bytes
-    /// (or, with `exactly_until`, every record before that position), decoded and routed,
-    /// on a blocking thread. The read starts at once (it is spawned), so a prefetch runs
-    /// beside the send of the batch before it.
-    fn read(
-        &self,
-        feed: &Arc<dyn Feed>,
-        next: u64,
-        exactly_until: Option<u64>,
-    ) -> impl std::future::Future<Output = std::io::Result<Batch>> + Send + 'static {
-        let feed = feed.clone();
-        let (max, max_bytes) = match exactly_until {
-            Some(end) => (end.saturating_sub(next).max(1) as usize, usize::MAX),
-            None => (self.config.batch_events.max(1), self.config.batch_bytes),
-        };
+    /// Decode and route a batch on a blocking thread; `None` if that task failed.
+    async fn decode(&self, records: Vec<Positioned>) -> Option<Batch> {
         let name = self.config.name.clone();
         let routed = self.destination.follows_integrations();
         let watched = self.tap.as_ref().is_some_and(|t| t.watched());
-        let task = tokio::task::spawn_blocking(move || -> std::io::Result<Batch> {
-            let mut records = feed.read(next, max)?;
-            if let Some(end) = exactly_until {
-                records.retain(|(position, _)| *position < end);
+        match tokio::task::spawn_blocking(move || decode(records, &name, routed, watched)).await {
+            Ok(batch) => Some(batch),
+            Err(error) => {
+                tracing::error!(destination = %self.config.name, %error, "decoding a batch failed; giving it back");
+                None
             }
-            let mut bytes = 0;
-            let keep = records
-                .iter()
-                .position(|(_, r)| {
-                    bytes += r.len();
-                    bytes > max_bytes
-                })
-                .unwrap_or(records.len())
-                .max(1);
-            records.truncate(keep);
-            Ok(decode(records, &name, routed, watched))
-        });
-        async move { task.await.map_err(|e| std::io::Error::other(format!("log reader stopped: {e}")))? }
+        }
+    }
+
+    /// Settle a batch, trying again until the log takes it or shutdown comes (a batch left
+    /// unsettled is delivered again, and idempotent destinations absorb it).
+    async fn settle(&self, lease: &dyn Lease, shutdown: &mut watch::Receiver<bool>) {
+        loop {
+            let Err(error) = lease.settle().await else { return };
+            tracing::error!(destination = %self.config.name, %error, "cannot settle a batch; trying again in 1 s");
+            self.status.error(&format!("cannot settle a batch: {error}"));
+            if sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
+                tracing::warn!(destination = %self.config.name, "a settled batch stays unsettled; it will be delivered again");
+                return;
+            }
+        }
     }
 
     /// Send a batch until every event is delivered or dead-lettered.
@@ -693,32 +546,10 @@ impl Worker {
             }
         }
     }
-
-    /// Commit the cursor, trying again until the log takes it.
-    async fn commit(&self, feed: &Arc<dyn Feed>, cursor: &str, next: u64, shutdown: &mut watch::Receiver<bool>) {
-        loop {
-            let feed = feed.clone();
-            let name = cursor.to_owned();
-            let result = tokio::task::spawn_blocking(move || feed.commit(&name, next))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-            match result {
-                Ok(()) => return,
-                Err(error) => {
-                    tracing::error!(destination = %self.config.name, %error, "cannot commit the cursor; trying again in 1 s");
-                    if sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
-                        // A cursor left behind only means redelivery after the restart.
-                        return;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Extend a lease for as long as this task runs (it is aborted when the batch is settled).
-async fn keep_alive(lease: Arc<dyn Lease>, destination: String) {
-    let every = lease.extend_every();
+async fn keep_alive(lease: Arc<dyn Lease>, every: Duration, destination: String) {
     loop {
         tokio::time::sleep(every).await;
         if let Err(error) = lease.extend().await {

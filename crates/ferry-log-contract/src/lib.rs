@@ -59,8 +59,8 @@ pub enum Appended {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     /// The log is at its byte budget.
-    #[error("the log is full")]
-    Full { retry_after: Duration },
+    #[error("the log is full: {reason}")]
+    Full { retry_after: Duration, reason: String },
     /// The log cannot write now: poisoned by a failed write, closed, disconnected, too slow.
     #[error("the log is unavailable: {reason}")]
     Unavailable { retry_after: Duration, reason: String },
@@ -70,7 +70,7 @@ impl AppendError {
     /// How long the caller should wait before trying again.
     pub fn retry_after(&self) -> Duration {
         match self {
-            AppendError::Full { retry_after } | AppendError::Unavailable { retry_after, .. } => *retry_after,
+            AppendError::Full { retry_after, .. } | AppendError::Unavailable { retry_after, .. } => *retry_after,
         }
     }
 }
@@ -137,8 +137,11 @@ pub trait Consumer: Send + Sync {
     /// settles or releases a batch before it leases the next.
     fn lease(&self, limits: BatchLimits) -> BoxFuture<'_, io::Result<Option<Leased>>>;
 
-    /// The consumer's backlog, as last known.
+    /// The consumer's backlog as last known (never waits: for `/metrics`).
     fn backlog(&self) -> Backlog;
+
+    /// The consumer's backlog, asked of the log now.
+    fn refresh(&self) -> BoxFuture<'_, io::Result<Backlog>>;
 }
 
 /// Records leased to this consumer.

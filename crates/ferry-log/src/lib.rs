@@ -68,10 +68,12 @@
 
 mod background;
 mod chunk;
+mod contract;
 #[doc(hidden)]
 pub mod dedupe;
 mod format;
 pub mod inspect;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -183,6 +185,7 @@ pub fn system_clock_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+pub use contract::{Consumer, ReadOnly, batch_cursor_name, cursor_name};
 pub use ferry_log_contract::{Appended, Record};
 
 #[derive(Debug, thiserror::Error)]

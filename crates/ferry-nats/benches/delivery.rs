@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use ferry_delivery::{DeadLetters, Start, Worker, WorkerConfig, WorkerStatus};
 use ferry_destinations::Destination;
 use ferry_destinations::warehouse::{PostgresConfig, PostgresWarehouse, SqliteConfig, SqliteWarehouse};
-use ferry_log::{Log, LogConfig, Record, SyncPolicy};
+use ferry_log::{LogConfig, SyncPolicy};
+use ferry_log_contract::{ConsumerOptions, Log, Record};
 use ferry_nats::testing::{NatsNode, server_binary};
 use ferry_nats::{Cluster, NatsConfig};
 
@@ -30,7 +31,7 @@ fn worker_config(name: &str) -> WorkerConfig {
         batch_events: 10_000,
         batch_bytes: 32 << 20,
         linger: Duration::from_secs(1),
-        start: Start::Beginning,
+        start: Start::End,
         timeout: Duration::from_secs(120),
         ..WorkerConfig::new(name)
     }
@@ -53,40 +54,32 @@ async fn drain(workers: Vec<Worker>, n: u64) -> f64 {
     rate
 }
 
-async fn from_log(destination: Arc<dyn Destination>, source: &str, n: u64) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(LogConfig { dir: dir.path().join("log"), sync: SyncPolicy::Never, ..LogConfig::default() })
-        .unwrap()
-        .0;
-    let now = jiff::Timestamp::now();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        let records =
-            chunk.iter().map(|i| Record { key: None, payload: stored::stored(source, *i, now).into_bytes() }).collect();
-        log.append(records).await.unwrap();
-    }
-    let dead_letters = Arc::new(DeadLetters::open(&dir.path().join("dl.db")).unwrap());
-    let worker = Worker::new(worker_config("warehouse"), Arc::new(log), destination, dead_letters);
-    drain(vec![worker], n).await
-}
-
-async fn from_stream(cluster: &Cluster, destinations: Vec<Arc<dyn Destination>>, source: &str, n: u64) -> f64 {
+/// Store `n` events in `log` (keyed as collectors key them), then drain them with one
+/// worker per destination, all sharing one consumer; events/s.
+async fn through(log: &dyn Log, destinations: Vec<Arc<dyn Destination>>, source: &str, n: u64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     // The consumer exists before the events: it reads only these, not earlier cases'.
     let name = format!("warehouse_{source}");
-    let mut feeds = Vec::new();
+    let options = ConsumerOptions { start: Start::End, stable_batches: false };
+    let mut consumers = Vec::new();
     for _ in &destinations {
-        feeds.push(Arc::new(cluster.consumer(&name, false).await.unwrap()));
+        consumers.push(log.consumer(&name, options).await.unwrap());
     }
     let now = jiff::Timestamp::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let events =
-            chunk.iter().map(|i| (format!("{source}-{i}"), stored::stored(source, *i, now).into_bytes())).collect();
-        cluster.publish(events, Vec::new()).await.unwrap();
+        let records = chunk
+            .iter()
+            .map(|i| Record {
+                key: Some(format!("{source}-{i}").into_bytes()),
+                payload: stored::stored(source, *i, now).into_bytes(),
+            })
+            .collect();
+        log.append(records).await.unwrap();
     }
     let mut workers = Vec::new();
-    for (i, (destination, feed)) in destinations.into_iter().zip(feeds).enumerate() {
+    for (i, (destination, consumer)) in destinations.into_iter().zip(consumers).enumerate() {
         let dead_letters = Arc::new(DeadLetters::open(&dir.path().join(format!("dl{i}.db"))).unwrap());
-        workers.push(Worker::shared(worker_config(&name), feed, destination, dead_letters));
+        workers.push(Worker::new(worker_config(&name), consumer, destination, dead_letters));
     }
     drain(workers, n).await
 }
@@ -112,15 +105,19 @@ fn main() {
         config.max_bytes = 8 << 30;
         let cluster = Cluster::connect(config).await.unwrap();
         cluster.ensure_stream().await.unwrap();
+        let stream = cluster.events().await.unwrap();
+        let log_dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { dir: log_dir.path().join("log"), sync: SyncPolicy::Never, ..LogConfig::default() };
+        let embedded = ferry_log::Log::open(config).unwrap().0;
 
         let dir = tempfile::tempdir_in(".").unwrap();
         let sqlite = |name: &str| -> Arc<dyn Destination> {
             Arc::new(SqliteWarehouse::open(&SqliteConfig { path: dir.path().join(format!("{name}.db")) }).unwrap())
         };
-        let log = from_log(sqlite("log"), "b_log", n).await;
-        let one = from_stream(&cluster, vec![sqlite("one")], "b_one", n).await;
+        let log = through(&embedded, vec![sqlite("log")], "b_log", n).await;
+        let one = through(&stream, vec![sqlite("one")], "b_one", n).await;
         let shared = sqlite("two");
-        let two = from_stream(&cluster, vec![shared.clone(), shared], "b_two", n).await;
+        let two = through(&stream, vec![shared.clone(), shared], "b_two", n).await;
         println!(
             "| SQLite (one file; two workers share it) | {log:.0} | {one:.0} | {:.2}× | {two:.0} | {:.2}× |",
             one / log,
@@ -142,9 +139,9 @@ fn main() {
                 connect_timeout: Duration::from_secs(10),
             }))
         };
-        let log = from_log(pg(), "p_log", n).await;
-        let one = from_stream(&cluster, vec![pg()], "p_one", n).await;
-        let two = from_stream(&cluster, vec![pg(), pg()], "p_two", n).await;
+        let log = through(&embedded, vec![pg()], "p_log", n).await;
+        let one = through(&stream, vec![pg()], "p_one", n).await;
+        let two = through(&stream, vec![pg(), pg()], "p_two", n).await;
         println!(
             "| PostgreSQL 15 (local, binary COPY) | {log:.0} | {one:.0} | {:.2}× | {two:.0} | {:.2}× |",
             one / log,

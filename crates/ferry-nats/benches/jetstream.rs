@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_log_contract::{Log, Record};
 use ferry_nats::testing::{NatsNode, rss_kib, server_binary};
 use ferry_nats::{Cluster, NatsConfig};
 
@@ -46,23 +47,20 @@ async fn throughput(c: &Cluster, size: usize, requests: usize, concurrency: usiz
     let started = Instant::now();
     let per_task = requests / concurrency;
     let mut tasks = Vec::new();
+    // Without ids: published as quarantine items (no `Nats-Msg-Id`).
+    let log = Arc::new(if ids { c.events().await } else { c.quarantine().await }.expect("subject"));
     for t in 0..concurrency {
-        let c = c.clone();
+        let log = log.clone();
         tasks.push(tokio::spawn(async move {
             for r in 0..per_task {
                 let base = from + ((t * per_task + r) * size) as u64;
-                let events: Vec<(String, Vec<u8>)> = (0..size as u64)
+                let records: Vec<Record> = (0..size as u64)
                     .map(|i| {
                         let id = base + i;
-                        (if ids { format!("bench-{id}") } else { String::new() }, event(id))
+                        Record { key: ids.then(|| format!("bench-{id}").into_bytes()), payload: event(id) }
                     })
                     .collect();
-                if ids {
-                    c.publish(events, Vec::new()).await.expect("publish");
-                } else {
-                    // Without ids: publish as quarantine items (no Nats-Msg-Id).
-                    c.publish(Vec::new(), events.into_iter().map(|e| e.1).collect()).await.expect("publish");
-                }
+                log.append(records).await.expect("publish");
             }
         }));
     }

@@ -4,21 +4,23 @@
 //! batch back (NAK) when it stops mid-retry. Redeliveries are unlimited: ferry's own
 //! retries and dead letters decide when an event is given up.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::message::Acker;
-use ferry_delivery::feed::BoxFuture;
-use ferry_delivery::{Lease, Leased, SharedFeed};
+use ferry_log_contract::{Backlog, BatchLimits, BoxFuture, ConsumerOptions, Lease, Leased, Positioned, Start};
 use futures_util::StreamExt;
 
-use crate::{Cluster, ClusterError, NatsMetrics};
+use crate::{ClusterError, NatsMetrics, SubjectLog};
 
 /// How long one wait for a first message lasts before the worker looks around.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// How often a consumer's backlog is looked at.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 /// The durable consumer name of a destination: `ferry-` and the name, with every byte
 /// outside `[A-Za-z0-9_]` written as `-xx` (hex), so any configured name gives a valid,
@@ -35,92 +37,144 @@ pub fn consumer_name(destination: &str) -> String {
     name
 }
 
-/// A consumer's backlog: messages not yet leased, and leased but not acknowledged.
+/// A consumer's backlog as last seen: messages not yet leased, and leased but not
+/// acknowledged.
 #[derive(Debug, Default)]
-pub struct Lag {
-    pub pending: AtomicU64,
-    pub leased: AtomicU64,
+struct Lag {
+    pending: AtomicU64,
+    leased: AtomicU64,
     /// Milliseconds since the oldest event not yet acknowledged was stored (0: none).
-    pub oldest_ms: AtomicU64,
+    oldest_ms: AtomicU64,
+    /// One past the acknowledged floor.
+    position: AtomicU64,
     /// Set once the consumer answered at least once.
-    pub known: std::sync::atomic::AtomicBool,
+    known: AtomicBool,
 }
 
 /// A destination's shared consumer, as one worker reads it.
 pub struct ConsumerFeed {
+    name: String,
     consumer: consumer::Consumer<pull::Config>,
     stream: async_nats::jetstream::stream::Stream<()>,
     subject: String,
     client: async_nats::Client,
     ack_wait: Duration,
     metrics: Arc<NatsMetrics>,
-    lag: Arc<Lag>,
+    lag: Lag,
 }
 
-impl Cluster {
+impl SubjectLog {
     /// The shared consumer of `destination`, created when missing: from the stream's first
-    /// event (`from_beginning`) or only events published from now on. An existing consumer
-    /// keeps its position; one that reads the wrong subject or acknowledges otherwise is
-    /// refused.
-    pub async fn consumer(&self, destination: &str, from_beginning: bool) -> Result<ConsumerFeed, ClusterError> {
+    /// message or only messages published from now on. An existing consumer keeps its
+    /// position; one that reads the wrong subject or acknowledges otherwise is refused. Its
+    /// backlog is looked at every few seconds while it is held.
+    pub(crate) async fn consume(
+        &self,
+        destination: &str,
+        options: ConsumerOptions,
+    ) -> Result<Arc<ConsumerFeed>, ClusterError> {
         let name = consumer_name(destination);
-        let stream_name = self.config.stream.clone();
+        let config = &self.cluster.config;
         let failed =
-            |reason: String| ClusterError::Consumer { stream: stream_name.clone(), consumer: name.clone(), reason };
-        let stream = self.js.get_stream_no_info(&self.config.stream).await.map_err(|e| failed(e.to_string()))?;
-        let events = self.config.events_subject();
+            |reason: String| ClusterError::Consumer { stream: config.stream.clone(), consumer: name.clone(), reason };
+        if options.stable_batches {
+            return Err(failed(
+                "a consumer shared by many workers cannot hand out the same batches after a crash".to_owned(),
+            ));
+        }
+        let subject = self.subject.to_string();
         let wanted = pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("ferry destination {destination}")),
-            deliver_policy: if from_beginning { DeliverPolicy::All } else { DeliverPolicy::New },
+            deliver_policy: match options.start {
+                Start::Beginning => DeliverPolicy::All,
+                Start::End => DeliverPolicy::New,
+            },
             ack_policy: AckPolicy::Explicit,
-            ack_wait: self.config.ack_wait,
+            ack_wait: config.ack_wait,
             max_deliver: -1,
-            filter_subject: events.clone(),
+            filter_subject: subject.clone(),
             max_ack_pending: -1,
             ..pull::Config::default()
         };
         let consumer: consumer::Consumer<pull::Config> =
-            stream.get_or_create_consumer(&name, wanted).await.map_err(|e| failed(e.to_string()))?;
-        let config = &consumer.cached_info().config;
-        let events = self.config.events_subject();
-        if config.filter_subject != events {
-            return Err(failed(format!("it reads {:?}, not {events}", config.filter_subject)));
+            self.stream.get_or_create_consumer(&name, wanted).await.map_err(|e| failed(e.to_string()))?;
+        let existing = &consumer.cached_info().config;
+        if existing.filter_subject != subject {
+            return Err(failed(format!("it reads {:?}, not {subject}", existing.filter_subject)));
         }
-        if config.ack_policy != AckPolicy::Explicit {
-            return Err(failed(format!("its ack policy is {:?}; ferry needs explicit", config.ack_policy)));
+        if existing.ack_policy != AckPolicy::Explicit {
+            return Err(failed(format!("its ack policy is {:?}; ferry needs explicit", existing.ack_policy)));
         }
-        if config.max_deliver > 0 {
+        if existing.max_deliver > 0 {
             return Err(failed(format!(
                 "it stops redelivering after {} attempts, which would lose events; ferry needs -1",
-                config.max_deliver
+                existing.max_deliver
             )));
         }
-        let ack_wait = config.ack_wait;
-        Ok(ConsumerFeed {
+        let ack_wait = existing.ack_wait;
+        let feed = Arc::new(ConsumerFeed {
+            name: destination.to_owned(),
             consumer,
-            stream,
-            subject: events,
-            client: self.client.clone(),
+            stream: self.stream.clone(),
+            subject,
+            client: self.cluster.client.clone(),
             ack_wait,
-            metrics: self.metrics.clone(),
-            lag: Arc::default(),
-        })
+            metrics: self.cluster.metrics.clone(),
+            lag: Lag::default(),
+        });
+        tokio::spawn(watch(Arc::downgrade(&feed), self.cluster.clone()));
+        Ok(feed)
+    }
+}
+
+/// Look at a consumer's backlog every few seconds for as long as it is held. The stream
+/// keeps messages by age, not by what destinations have read, so a destination whose
+/// oldest unsettled event is past half of `max_age` is warned about (once a minute): past
+/// `max_age` it would lose events.
+async fn watch(feed: Weak<ConsumerFeed>, cluster: crate::Cluster) {
+    let max_age_ms = cluster.config.max_age.as_millis() as u64;
+    let mut warned: Option<Instant> = None;
+    loop {
+        let Some(feed) = feed.upgrade() else { return };
+        if cluster.connected() {
+            match feed.refresh_lag().await {
+                Ok(()) => {
+                    let oldest_ms = feed.lag.oldest_ms.load(Ordering::Relaxed);
+                    let due = warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+                    if max_age_ms > 0 && oldest_ms > max_age_ms / 2 && due {
+                        warned = Some(Instant::now());
+                        tracing::warn!(
+                            destination = %feed.name,
+                            lag_hours = oldest_ms as f64 / 3_600_000.0,
+                            max_age_hours = max_age_ms as f64 / 3_600_000.0,
+                            "a destination is far behind: events older than nats.max_age_hours are removed from the stream whether it delivered them or not"
+                        );
+                    }
+                }
+                Err(error) => tracing::debug!(%error, destination = %feed.name, "cannot look at a consumer"),
+            }
+        }
+        drop(feed);
+        tokio::time::sleep(WATCH_EVERY).await;
     }
 }
 
 impl ConsumerFeed {
-    /// The consumer's backlog as last seen by [`ConsumerFeed::refresh_lag`].
-    pub fn lag(&self) -> Arc<Lag> {
-        self.lag.clone()
-    }
-
     /// Ask the server for the consumer's backlog.
-    pub async fn refresh_lag(&self) -> Result<(), String> {
+    pub async fn refresh_lag(&self) -> Result<(), async_nats::Error> {
         let mut consumer = self.consumer.clone();
-        let info = consumer.info().await.map_err(|e| e.to_string())?;
+        let info = consumer.info().await?;
         self.lag.pending.store(info.num_pending, Ordering::Relaxed);
         self.lag.leased.store(info.num_ack_pending as u64, Ordering::Relaxed);
+        // One past the acknowledged floor; with nothing in hand, one past what was delivered
+        // (a new consumer's floor stays 0 until its first acknowledgement).
+        let settled = if info.num_ack_pending == 0 {
+            info.ack_floor.stream_sequence.max(info.delivered.stream_sequence)
+        } else {
+            info.ack_floor.stream_sequence
+        };
+        self.lag.position.store(settled + 1, Ordering::Relaxed);
         let mut oldest_ms = 0;
         if info.num_pending + info.num_ack_pending as u64 > 0 {
             // The first event after the acknowledged floor is the oldest one not settled.
@@ -144,7 +198,8 @@ impl ConsumerFeed {
         Ok(())
     }
 
-    async fn fetch(&self, max: usize, max_bytes: usize, linger: Duration) -> std::io::Result<Option<Leased>> {
+    async fn fetch(&self, limits: BatchLimits) -> std::io::Result<Option<Leased>> {
+        let (max, max_bytes, linger) = (limits.records.max(1), limits.bytes, limits.linger);
         // A first message: one long poll while idle, answered as soon as one is there.
         let mut records = Vec::new();
         let mut ackers = Vec::new();
@@ -178,14 +233,14 @@ impl ConsumerFeed {
             every: self.ack_wait / 3,
             metrics: self.metrics.clone(),
         });
-        Ok(Some(Leased { records, lease }))
+        Ok(Some(Leased { records, missed: 0, lease }))
     }
 }
 
 /// Move a pull request's messages into the batch.
 async fn take(
     mut batch: pull::Batch,
-    records: &mut Vec<(u64, Vec<u8>)>,
+    records: &mut Vec<Positioned>,
     ackers: &mut Vec<Acker>,
     bytes: &mut usize,
 ) -> std::io::Result<()> {
@@ -207,14 +262,29 @@ async fn take(
     Ok(())
 }
 
-impl SharedFeed for ConsumerFeed {
-    fn next_batch(
-        &self,
-        max: usize,
-        max_bytes: usize,
-        linger: Duration,
-    ) -> BoxFuture<'_, std::io::Result<Option<Leased>>> {
-        Box::pin(self.fetch(max, max_bytes, linger))
+impl ferry_log_contract::Consumer for ConsumerFeed {
+    fn lease(&self, limits: BatchLimits) -> BoxFuture<'_, std::io::Result<Option<Leased>>> {
+        Box::pin(self.fetch(limits))
+    }
+
+    fn backlog(&self) -> Backlog {
+        let lag = &self.lag;
+        if !lag.known.load(Ordering::Relaxed) {
+            return Backlog::default();
+        }
+        Backlog {
+            position: lag.position.load(Ordering::Relaxed),
+            records: lag.pending.load(Ordering::Relaxed) + lag.leased.load(Ordering::Relaxed),
+            oldest: Duration::from_millis(lag.oldest_ms.load(Ordering::Relaxed)),
+            end: None,
+        }
+    }
+
+    fn refresh(&self) -> BoxFuture<'_, std::io::Result<Backlog>> {
+        Box::pin(async move {
+            self.refresh_lag().await.map_err(std::io::Error::other)?;
+            Ok(ferry_log_contract::Consumer::backlog(self))
+        })
     }
 }
 
@@ -237,8 +307,8 @@ impl BatchLease {
 }
 
 impl Lease for BatchLease {
-    fn extend_every(&self) -> Duration {
-        self.every.max(Duration::from_millis(100))
+    fn extend_every(&self) -> Option<Duration> {
+        Some(self.every.max(Duration::from_millis(100)))
     }
 
     fn extend(&self) -> BoxFuture<'_, std::io::Result<()>> {
@@ -249,7 +319,7 @@ impl Lease for BatchLease {
         })
     }
 
-    fn ack(&self) -> BoxFuture<'_, std::io::Result<()>> {
+    fn settle(&self) -> BoxFuture<'_, std::io::Result<()>> {
         Box::pin(async move {
             self.all(AckKind::Ack).await?;
             self.metrics.acked.add(self.ackers.len() as u64);

@@ -4,16 +4,18 @@
 //! - One stream (default `FERRY`) holds two subjects: `<prefix>.events` (validated events)
 //!   and `<prefix>.quarantine` (rejected items with their reasons). [`Cluster::ensure_stream`]
 //!   creates it, or checks that an existing one cannot lose or double-store events.
-//! - Collectors publish each event with its messageId as `Nats-Msg-Id`
-//!   ([`Cluster::publish`]): the stream leader drops a second copy inside the stream's
+//! - Each subject is a log of the log contract ([`ferry_log_contract::Log`]):
+//!   [`SubjectLog`], from [`Cluster::events`] and [`Cluster::quarantine`].
+//! - Appends publish each record with its dedupe key (ferry's: the messageId) as
+//!   `Nats-Msg-Id` (`publish`): the stream leader drops a second copy inside the stream's
 //!   duplicate window, which is the dedupe window, so dedupe holds across every collector.
-//!   A request is answered 2xx only after JetStream acknowledged every one of its messages.
-//! - Workers read through one durable pull consumer per destination (`ferry-<name>`),
-//!   shared by every worker node ([`consume::ConsumerFeed`], a
-//!   [`ferry_delivery::SharedFeed`]): the server leases each batch to one worker, the
-//!   worker extends the lease while it retries, acknowledges when the batch is settled,
-//!   and a batch whose worker died goes to another one when its lease runs out.
-//! - [`records::StreamRecords`] reads the stream by sequence (replay, the quarantine).
+//!   An append returns only after JetStream acknowledged every one of its messages.
+//! - Consumers are one durable pull consumer per destination (`ferry-<name>`), shared by
+//!   every worker node ([`consume::ConsumerFeed`]): the server leases each batch to one
+//!   worker, the worker extends the lease while it retries, acknowledges when the batch is
+//!   settled, and a batch whose worker died goes to another one when its lease runs out.
+//! - Reads by sequence (replay, the quarantine) use a direct get or an ephemeral consumer
+//!   (`records`).
 //! - [`tap`] carries the debugger's feed between nodes over core NATS, only while somebody
 //!   watches.
 //!
@@ -30,12 +32,11 @@ pub mod consume;
 pub mod publish;
 pub mod records;
 pub mod tap;
+pub mod telemetry;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
-pub use consume::{ConsumerFeed, Lag, consumer_name};
-pub use publish::PublishFailure;
-pub use records::StreamRecords;
+pub use consume::{ConsumerFeed, consumer_name};
 
 /// How long start-up waits for JetStream to answer (a stream electing a leader answers
 /// nothing for a while).
@@ -150,8 +151,10 @@ pub enum ClusterError {
     Incompatible { stream: String, problems: Vec<String> },
     #[error("consumer {consumer} of stream {stream} cannot be used by ferry: {reason}")]
     Consumer { stream: String, consumer: String, reason: String },
-    #[error("nats: {0}")]
-    Other(String),
+    #[error("cannot create stream {stream} with {replicas} replicas: {reason}")]
+    Create { stream: String, replicas: usize, reason: String },
+    #[error("jetstream is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Counters of this node's traffic with JetStream.
@@ -282,6 +285,7 @@ impl Cluster {
         let quarantine_subject = async_nats::Subject::from(config.quarantine_subject());
         let cluster = Cluster { client, js, config: Arc::new(config), events_subject, quarantine_subject, metrics };
         cluster.wait_for_jetstream().await?;
+        tokio::spawn(watch_stream(Arc::downgrade(&cluster.metrics), cluster.js.clone(), cluster.config.clone()));
         Ok(cluster)
     }
 
@@ -354,10 +358,11 @@ impl Cluster {
                     Err(error) => {
                         let text = error.to_string();
                         if text.contains("insufficient") || text.contains("replicas") {
-                            return Err(ClusterError::Other(format!(
-                                "cannot create stream {} with {} replicas: {text}",
-                                wanted.name, wanted.num_replicas
-                            )));
+                            return Err(ClusterError::Create {
+                                stream: wanted.name.clone(),
+                                replicas: wanted.num_replicas,
+                                reason: text,
+                            });
                         }
                         text
                     }
@@ -372,18 +377,140 @@ impl Cluster {
         }
     }
 
-    /// Look at the stream's size (for `/metrics`); `Err` when it cannot answer.
-    pub async fn refresh(&self) -> Result<(), String> {
-        let stream = self.js.get_stream_no_info(&self.config.stream).await.map_err(|e| e.to_string())?;
-        let info = stream.get_info().await.map_err(|e| e.to_string())?;
-        self.metrics.stream_messages.store(info.state.messages, Ordering::Relaxed);
-        self.metrics.stream_bytes.store(info.state.bytes, Ordering::Relaxed);
-        self.note_limits(&info.config);
-        Ok(())
+    fn note_limits(&self, config: &stream::Config) {
+        note_limits(&self.metrics, config);
     }
 
-    fn note_limits(&self, config: &stream::Config) {
-        self.metrics.stream_max_bytes.store(config.max_bytes.max(0) as u64, Ordering::Relaxed);
+    /// How long a client should wait after a failed append.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_secs(if self.connected() { 1 } else { 2 })
+    }
+
+    /// Whether an append can succeed now (for `/ready`): connected, and the stream was not
+    /// full at the last look.
+    pub fn writable(&self) -> bool {
+        let max = self.metrics.stream_max_bytes.load(Ordering::Relaxed);
+        let full = max > 0 && self.metrics.stream_bytes.load(Ordering::Relaxed) >= max;
+        self.connected() && !full
+    }
+
+    /// The events subject as a log.
+    pub async fn events(&self) -> Result<SubjectLog, ClusterError> {
+        SubjectLog::open(self, self.events_subject.clone(), false).await
+    }
+
+    /// The quarantine subject as a log (no dedupe keys).
+    pub async fn quarantine(&self) -> Result<SubjectLog, ClusterError> {
+        SubjectLog::open(self, self.quarantine_subject.clone(), true).await
+    }
+}
+
+fn note_limits(metrics: &NatsMetrics, config: &stream::Config) {
+    metrics.stream_max_bytes.store(config.max_bytes.max(0) as u64, Ordering::Relaxed);
+}
+
+/// How often the stream's size is looked at.
+const WATCH_STREAM_EVERY: Duration = Duration::from_secs(2);
+
+/// Look at the stream's size every few seconds (for `/metrics` and for `writable`), for as
+/// long as a handle on the cluster is held.
+async fn watch_stream(metrics: std::sync::Weak<NatsMetrics>, js: jetstream::Context, config: Arc<NatsConfig>) {
+    loop {
+        tokio::time::sleep(WATCH_STREAM_EVERY).await;
+        let Some(metrics) = metrics.upgrade() else { return };
+        let info = match js.get_stream_no_info(&config.stream).await {
+            Ok(stream) => stream.get_info().await.map_err(async_nats::Error::from),
+            Err(error) => Err(error.into()),
+        };
+        match info {
+            Ok(info) => {
+                metrics.stream_messages.store(info.state.messages, Ordering::Relaxed);
+                metrics.stream_bytes.store(info.state.bytes, Ordering::Relaxed);
+                note_limits(&metrics, &info.config);
+            }
+            Err(error) => tracing::debug!(%error, "cannot look at the stream"),
+        }
+    }
+}
+
+/// One subject of the stream, as a log of the log contract: the events, or the quarantine.
+/// Positions are stream sequences (with gaps: the other subject shares them).
+pub struct SubjectLog {
+    cluster: Cluster,
+    subject: async_nats::Subject,
+    /// Whether this is the quarantine (counted apart in the metrics).
+    quarantine: bool,
+    stream: stream::Stream<()>,
+    /// The ephemeral consumer of the last run of reads.
+    run: tokio::sync::Mutex<records::Run>,
+    /// One past the last sequence, as last seen.
+    end: std::sync::Mutex<u64>,
+}
+
+impl SubjectLog {
+    async fn open(
+        cluster: &Cluster,
+        subject: async_nats::Subject,
+        quarantine: bool,
+    ) -> Result<SubjectLog, ClusterError> {
+        let stream = cluster
+            .js
+            .get_stream_no_info(&cluster.config.stream)
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        Ok(SubjectLog {
+            cluster: cluster.clone(),
+            subject,
+            quarantine,
+            stream,
+            run: tokio::sync::Mutex::new(None),
+            end: std::sync::Mutex::new(0),
+        })
+    }
+
+    /// The cluster this subject is on.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl ferry_log_contract::Reader for SubjectLog {
+    fn read(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> ferry_log_contract::BoxFuture<'_, std::io::Result<Vec<ferry_log_contract::Positioned>>> {
+        Box::pin(self.read_range(from, max))
+    }
+
+    fn end(&self) -> ferry_log_contract::BoxFuture<'_, std::io::Result<u64>> {
+        Box::pin(self.refresh_end())
+    }
+}
+
+impl ferry_log_contract::Log for SubjectLog {
+    fn append(
+        &self,
+        records: Vec<ferry_log_contract::Record>,
+    ) -> ferry_log_contract::BoxFuture<'_, Result<Vec<ferry_log_contract::Appended>, ferry_log_contract::AppendError>>
+    {
+        Box::pin(self.publish(records))
+    }
+
+    fn writable(&self) -> bool {
+        self.cluster.writable()
+    }
+
+    fn consumer(
+        &self,
+        name: &str,
+        options: ferry_log_contract::ConsumerOptions,
+    ) -> ferry_log_contract::BoxFuture<'_, std::io::Result<Arc<dyn ferry_log_contract::Consumer>>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let feed = self.consume(&name, options).await.map_err(std::io::Error::other)?;
+            Ok(feed as Arc<dyn ferry_log_contract::Consumer>)
+        })
     }
 }
 

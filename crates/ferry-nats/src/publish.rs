@@ -1,37 +1,29 @@
-//! Publishing a request's events and quarantined items, and waiting for JetStream to
-//! acknowledge every one of them (or failing the whole request within a bounded time).
+//! Appending to one subject of the stream: publish a request's records (each keyed one with
+//! its key as `Nats-Msg-Id`, so the stream drops a second copy inside its duplicate window)
+//! and wait until JetStream acknowledged every one of them, or fail the whole append within
+//! the publish timeout.
 
 use std::future::IntoFuture;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
+use ferry_log_contract::{AppendError, Appended, Record};
 
-use crate::Cluster;
+use crate::SubjectLog;
 
-/// Why a request's messages are not all stored.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum PublishFailure {
-    /// Disconnected, timed out, no stream leader: the client should retry soon (503).
-    #[error("jetstream unavailable: {0}")]
-    Unavailable(String),
-    /// The stream is at its byte or message budget (429).
-    #[error("stream full: {0}")]
-    Full(String),
-}
-
-/// The `Nats-Msg-Id` for a messageId: the id itself when it is printable ASCII, else
-/// with every other byte (and `%`) percent-escaped, so it stays one valid header value
-/// and distinct ids stay distinct.
-pub fn msg_id(message_id: &str) -> std::borrow::Cow<'_, str> {
+/// The `Nats-Msg-Id` for a dedupe key: the key itself when it is printable ASCII, else with
+/// every other byte (and `%`) percent-escaped, so it stays one valid header value and
+/// distinct keys stay distinct.
+pub fn msg_id(key: &[u8]) -> std::borrow::Cow<'_, str> {
     let plain = |b: u8| (0x21..=0x7e).contains(&b) && b != b'%';
-    if message_id.bytes().all(plain) {
-        return std::borrow::Cow::Borrowed(message_id);
+    if key.iter().all(|&b| plain(b)) {
+        // Printable ASCII is UTF-8.
+        return String::from_utf8_lossy(key);
     }
-    let mut out = String::with_capacity(message_id.len() * 3);
-    for b in message_id.bytes() {
+    let mut out = String::with_capacity(key.len() * 3);
+    for &b in key {
         if plain(b) {
             out.push(b as char);
         } else {
@@ -41,86 +33,79 @@ pub fn msg_id(message_id: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-impl Cluster {
-    /// Publish `events` (message id, stored JSON) and `quarantine` items; `Ok` once JetStream
-    /// acknowledged all of them, with, for each event in order, whether it was a duplicate
-    /// inside the stream's duplicate window (and so not stored again).
+impl SubjectLog {
+    /// Publish `records`; `Ok` once JetStream acknowledged all of them, saying for each
+    /// whether it was stored (at its stream sequence) or a duplicate inside the stream's
+    /// duplicate window.
     ///
-    /// Fails at once while disconnected, and after the publish timeout when acknowledgements
-    /// do not come. A failed request may have stored some of its events: the client's retry
-    /// sends the same messageIds, which the stream then drops as duplicates.
-    pub async fn publish(
-        &self,
-        events: Vec<(String, Vec<u8>)>,
-        quarantine: Vec<Vec<u8>>,
-    ) -> Result<Vec<bool>, PublishFailure> {
-        let m = &self.metrics;
-        if !self.connected() {
+    /// Fails at once while disconnected, and after the publish timeout when
+    /// acknowledgements do not come. A failed append may have stored some of its records:
+    /// the client's retry sends the same keys, which the stream then drops as duplicates.
+    pub(crate) async fn publish(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
+        let cluster = &self.cluster;
+        let m = &cluster.metrics;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !cluster.connected() {
             m.unavailable.inc();
-            return Err(PublishFailure::Unavailable("not connected to nats".to_owned()));
+            return Err(unavailable(cluster, "not connected to nats".to_owned()));
         }
         let started = Instant::now();
-        let (count, items) = (events.len(), quarantine.len());
-        let bytes: usize = events.iter().map(|(_, json)| json.len()).sum();
-        let deadline = self.config.publish_timeout;
+        let count = records.len();
+        let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+        let deadline = cluster.config.publish_timeout;
         let work = async {
-            let mut acks = Vec::with_capacity(count + items);
-            for (id, json) in events {
-                let publish = PublishMessage::build().payload(Bytes::from(json)).message_id(msg_id(&id));
-                acks.push(self.js.send_publish(self.events_subject.clone(), publish).await.map_err(failure)?);
-            }
-            for item in quarantine {
-                let publish = PublishMessage::build().payload(Bytes::from(item));
-                acks.push(self.js.send_publish(self.quarantine_subject.clone(), publish).await.map_err(failure)?);
+            let mut acks = Vec::with_capacity(count);
+            for record in records {
+                let mut publish = PublishMessage::build().payload(Bytes::from(record.payload));
+                if let Some(key) = &record.key {
+                    publish = publish.message_id(msg_id(key));
+                }
+                acks.push(
+                    cluster.js.send_publish(self.subject.clone(), publish).await.map_err(|e| failure(cluster, e))?,
+                );
             }
             let acked = futures_util::future::join_all(acks.into_iter().map(IntoFuture::into_future)).await;
-            let mut duplicate = Vec::with_capacity(count);
-            for (i, ack) in acked.into_iter().enumerate() {
-                let ack = ack.map_err(failure)?;
-                if i < count {
-                    duplicate.push(ack.duplicate);
-                }
+            let mut appended = Vec::with_capacity(count);
+            for ack in acked {
+                let ack = ack.map_err(|e| failure(cluster, e))?;
+                appended.push(if ack.duplicate { Appended::Duplicate } else { Appended::At(ack.sequence) });
             }
-            Ok(duplicate)
+            Ok(appended)
         };
         let result = match tokio::time::timeout(deadline, work).await {
             Ok(result) => result,
-            Err(_) => Err(PublishFailure::Unavailable(format!("no acknowledgement within {deadline:?}"))),
+            Err(_) => Err(unavailable(cluster, format!("no acknowledgement within {deadline:?}"))),
         };
         m.publish_seconds.observe_duration(started.elapsed());
         match &result {
-            Ok(duplicate) => {
-                let dups = duplicate.iter().filter(|d| **d).count();
+            Ok(appended) if self.quarantine => m.quarantined.add(appended.len() as u64),
+            Ok(appended) => {
+                let dups = appended.iter().filter(|a| **a == Appended::Duplicate).count();
                 m.published.add((count - dups) as u64);
                 m.duplicates.add(dups as u64);
                 m.published_bytes.add(bytes as u64);
-                m.quarantined.add(items as u64);
             }
-            Err(PublishFailure::Full(_)) => m.full.inc(),
-            Err(PublishFailure::Unavailable(_)) => m.unavailable.inc(),
+            Err(AppendError::Full { .. }) => m.full.inc(),
+            Err(AppendError::Unavailable { .. }) => m.unavailable.inc(),
         }
         result
     }
-
-    /// How long a collector should tell clients to wait.
-    pub fn retry_after(&self) -> Duration {
-        Duration::from_secs(if self.connected() { 1 } else { 2 })
-    }
-
-    /// Whether a request can be taken now (for `/ready`).
-    pub fn writable(&self) -> bool {
-        let max = self.metrics.stream_max_bytes.load(Ordering::Relaxed);
-        let full = max > 0 && self.metrics.stream_bytes.load(Ordering::Relaxed) >= max;
-        self.connected() && !full
-    }
 }
 
-fn failure(error: async_nats::jetstream::context::PublishError) -> PublishFailure {
+fn unavailable(cluster: &crate::Cluster, reason: String) -> AppendError {
+    AppendError::Unavailable { retry_after: cluster.retry_after(), reason }
+}
+
+fn failure(cluster: &crate::Cluster, error: async_nats::jetstream::context::PublishError) -> AppendError {
     let text = error.to_string();
     match error.kind() {
-        PublishErrorKind::Other if is_full(&text) => PublishFailure::Full(text),
-        PublishErrorKind::StreamNotFound => PublishFailure::Unavailable(format!("no stream answered: {text}")),
-        _ => PublishFailure::Unavailable(text),
+        PublishErrorKind::Other if is_full(&text) => {
+            AppendError::Full { retry_after: cluster.retry_after(), reason: text }
+        }
+        PublishErrorKind::StreamNotFound => unavailable(cluster, format!("no stream answered: {text}")),
+        _ => unavailable(cluster, text),
     }
 }
 
@@ -136,11 +121,11 @@ mod tests {
 
     #[test]
     fn message_ids_become_header_values_that_stay_distinct() {
-        assert!(matches!(msg_id("ajs-1d5a-42"), std::borrow::Cow::Borrowed("ajs-1d5a-42")));
-        assert_eq!(msg_id("a b"), "a%20b");
-        assert_eq!(msg_id("a%20b"), "a%2520b");
-        assert_eq!(msg_id("line\r\nbreak"), "line%0D%0Abreak");
-        assert_eq!(msg_id("é"), "%C3%A9");
+        assert!(matches!(msg_id(b"ajs-1d5a-42"), std::borrow::Cow::Borrowed("ajs-1d5a-42")));
+        assert_eq!(msg_id(b"a b"), "a%20b");
+        assert_eq!(msg_id(b"a%20b"), "a%2520b");
+        assert_eq!(msg_id(b"line\r\nbreak"), "line%0D%0Abreak");
+        assert_eq!(msg_id("é".as_bytes()), "%C3%A9");
     }
 
     #[test]

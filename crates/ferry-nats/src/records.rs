@@ -3,51 +3,25 @@
 //! request; runs of records come from an ephemeral consumer that is kept while the reads
 //! go on in order.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::RawMessageErrorKind;
+use ferry_log_contract::Positioned;
 use futures_util::StreamExt;
 
-use crate::Cluster;
+use crate::SubjectLog;
 
 /// An ephemeral consumer left unused this long is removed by the server.
 const INACTIVE: Duration = Duration::from_secs(60);
 
-/// One subject of the stream, read by sequence (positions are stream sequences).
-pub struct StreamRecords {
-    stream: Stream<()>,
-    subject: String,
-    /// The consumer of the last run of reads, and the sequence it delivers next.
-    run: tokio::sync::Mutex<Option<(pull::Stream, u64)>>,
-    /// One past the last sequence, as last seen.
-    end: Mutex<u64>,
-}
+/// The ephemeral consumer of the last run of reads, and the sequence it delivers next.
+pub(crate) type Run = Option<(pull::Stream, u64)>;
 
-impl Cluster {
-    /// The events subject, for replays.
-    pub async fn events(&self) -> Result<StreamRecords, String> {
-        self.records(self.config.events_subject()).await
-    }
-
-    /// The quarantine subject.
-    pub async fn quarantine(&self) -> Result<StreamRecords, String> {
-        self.records(self.config.quarantine_subject()).await
-    }
-
-    async fn records(&self, subject: String) -> Result<StreamRecords, String> {
-        let stream = self.js.get_stream_no_info(&self.config.stream).await.map_err(|e| e.to_string())?;
-        let records = StreamRecords { stream, subject, run: tokio::sync::Mutex::new(None), end: Mutex::new(0) };
-        records.refresh_end().await?;
-        Ok(records)
-    }
-}
-
-impl StreamRecords {
+impl SubjectLog {
     /// Look up where the stream ends now.
-    pub async fn refresh_end(&self) -> Result<u64, String> {
-        let info = self.stream.get_info().await.map_err(|e| e.to_string())?;
+    pub(crate) async fn refresh_end(&self) -> std::io::Result<u64> {
+        let info = self.stream.get_info().await.map_err(std::io::Error::other)?;
         let end = info.state.last_sequence + 1;
         if let Ok(mut last) = self.end.lock() {
             *last = end;
@@ -56,7 +30,7 @@ impl StreamRecords {
     }
 
     /// Up to `max` records of the subject at sequences `>= from`, in order.
-    pub async fn read_async(&self, from: u64, max: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+    pub(crate) async fn read_range(&self, from: u64, max: usize) -> std::io::Result<Vec<Positioned>> {
         let from = from.max(1);
         if max <= 1 {
             return self.one(from).await.map(|r| r.into_iter().collect());
@@ -68,7 +42,7 @@ impl StreamRecords {
             let config = pull::Config {
                 deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
                 ack_policy: AckPolicy::None,
-                filter_subject: self.subject.clone(),
+                filter_subject: self.subject.to_string(),
                 inactive_threshold: INACTIVE,
                 ..pull::Config::default()
             };
@@ -86,7 +60,7 @@ impl StreamRecords {
         // Ask the stream where it ends only once the end known so far is reached.
         let mut end = self.end.lock().map(|e| *e).unwrap_or(0);
         if *next >= end {
-            end = self.refresh_end().await.map_err(std::io::Error::other)?;
+            end = self.refresh_end().await?;
         }
         let mut out = Vec::new();
         while out.len() < max && *next < end {
@@ -105,23 +79,11 @@ impl StreamRecords {
         Ok(out)
     }
 
-    async fn one(&self, from: u64) -> std::io::Result<Option<(u64, Vec<u8>)>> {
-        match self.stream.raw_message_builder().sequence(from).next_by_subject(self.subject.clone()).send().await {
+    async fn one(&self, from: u64) -> std::io::Result<Option<Positioned>> {
+        match self.stream.raw_message_builder().sequence(from).next_by_subject(self.subject.to_string()).send().await {
             Ok(message) => Ok(Some((message.sequence, message.payload.to_vec()))),
             Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
             Err(error) => Err(std::io::Error::other(error)),
         }
-    }
-}
-
-impl ferry_delivery::replay::Records for StreamRecords {
-    /// Blocking, for the replay loop: call it on a multi-threaded runtime.
-    fn read(&self, from: u64, max: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::block_in_place(|| handle.block_on(self.read_async(from, max)))
-    }
-
-    fn end(&self) -> u64 {
-        self.end.lock().map(|e| *e).unwrap_or(0)
     }
 }

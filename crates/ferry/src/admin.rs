@@ -8,9 +8,10 @@ use ferry_api::BoxFuture;
 use ferry_api::admin::{Admin, DeadLetterFilter, ReplayStart};
 use ferry_delivery::{Backoff, DeadLetters, Filter, Progress, ReplayRequest, WorkerStatus};
 use ferry_destinations::Destination;
+use ferry_log_contract::Consumer;
 use serde_json::{Value, json};
 
-use crate::logs::Logs;
+use crate::backend::Logs;
 
 /// One running destination, as the admin API sees it.
 pub(crate) struct Handle {
@@ -18,6 +19,8 @@ pub(crate) struct Handle {
     pub(crate) kind: &'static str,
     pub(crate) target: String,
     pub(crate) status: Arc<WorkerStatus>,
+    /// Its consumer of the log (its backlog).
+    pub(crate) consumer: Arc<dyn Consumer>,
     pub(crate) destination: Arc<dyn Destination>,
     pub(crate) batch_events: usize,
     pub(crate) backoff: Backoff,
@@ -149,7 +152,9 @@ impl Admin for ProcessAdmin {
                 let s = &h.status;
                 let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
                 let position = get(&s.position);
-                let (lag_events, lag_seconds) = self.logs.lag(&h.name, position);
+                let backlog = h.consumer.backlog();
+                let lag_events = backlog.end.map_or(backlog.records, |end| end.saturating_sub(position));
+                let lag_seconds = backlog.oldest.as_secs_f64();
                 let last_error = s
                     .last_error
                     .lock()
@@ -220,7 +225,7 @@ impl Admin for ProcessAdmin {
 
     fn quarantine(&self, from: u64, limit: usize) -> BoxFuture<'_, Result<Value, String>> {
         Box::pin(async move {
-            let records = self.logs.quarantine(from, limit).await?;
+            let records = self.logs.quarantine.read(from, limit).await.map_err(|e| e.to_string())?;
             let next = records.last().map_or(from, |(offset, _)| offset + 1);
             let items: Vec<Value> = records.iter().map(|(offset, record)| quarantine_json(*offset, record)).collect();
             Ok(json!({ "items": items, "next": next }))
@@ -229,7 +234,7 @@ impl Admin for ProcessAdmin {
 
     fn quarantine_item(&self, offset: u64) -> BoxFuture<'_, Result<Option<Value>, String>> {
         Box::pin(async move {
-            let records = self.logs.quarantine(offset, 1).await?;
+            let records = self.logs.quarantine.read(offset, 1).await.map_err(|e| e.to_string())?;
             Ok(records.first().filter(|(o, _)| *o == offset).map(|(o, record)| quarantine_json(*o, record)))
         })
     }
@@ -253,7 +258,7 @@ impl Admin for ProcessAdmin {
             if until.is_some_and(|u| u <= since) {
                 return Err("`until` must be later than `since`".into());
             }
-            let records = self.logs.events().await?;
+            let records = self.logs.events.clone();
             let job = self.job("replay", Some(handle.name.clone()));
             let running = job.clone();
             tokio::spawn(async move {
@@ -265,14 +270,13 @@ impl Admin for ProcessAdmin {
                     retries: 5,
                     backoff: handle.backoff,
                 };
-                let report =
-                    ferry_delivery::replay(records.as_ref(), handle.destination.as_ref(), &request, &mut |p| {
-                        if let Ok(mut progress) = running.progress.lock() {
-                            *progress = p.clone();
-                        }
-                        !running.cancel.load(Ordering::Relaxed)
-                    })
-                    .await;
+                let report = ferry_delivery::replay(&*records, handle.destination.as_ref(), &request, &mut |p| {
+                    if let Ok(mut progress) = running.progress.lock() {
+                        *progress = p.clone();
+                    }
+                    !running.cancel.load(Ordering::Relaxed)
+                })
+                .await;
                 running.finish(report.map_err(|e| e.to_string()));
             });
             Ok(job.json())

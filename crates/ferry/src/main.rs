@@ -2,12 +2,10 @@
 
 mod admin;
 mod allocator;
-mod cluster;
+mod backend;
 mod cmd;
 mod config;
 mod destinations;
-mod ingest;
-mod logs;
 mod serve;
 mod telemetry;
 

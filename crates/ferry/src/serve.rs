@@ -6,14 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry_api::{ApiConfig, AppState, IdGenerator, Ingest, Sources, SystemClock};
-use ferry_delivery::{DeadLetters, Worker, batch_cursor_name, cursor_name};
-use ferry_log::{Log, LogConfig, SyncPolicy};
+use ferry_delivery::{DeadLetters, Worker};
 use tokio::sync::watch;
 
+use crate::backend::{self, LogIngest, Logs};
 use crate::config::{Backend, Config, Sync};
 use crate::destinations;
-use crate::ingest::EmbeddedIngest;
-use crate::logs::Logs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -80,23 +78,6 @@ pub(crate) fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         runtime.worker_threads(threads.max(1));
     }
     runtime.build().context("cannot start the async runtime")?.block_on(serve(config, args.role))
-}
-
-pub(crate) fn log_config(config: &Config, sub_dir: &str) -> LogConfig {
-    let sync = match config.log.sync {
-        Sync::Always => SyncPolicy::Always,
-        Sync::Interval => SyncPolicy::Interval(config.sync_interval()),
-        Sync::Never => SyncPolicy::Never,
-    };
-    LogConfig {
-        dir: config.data_dir.join(sub_dir),
-        sync,
-        retention: Duration::from_secs(config.log.retention_hours * 3600),
-        max_disk_bytes: config.log.max_disk_bytes,
-        dedupe_window: Duration::from_secs(config.log.dedupe_window_hours * 3600),
-        dedupe_max_ids: config.log.dedupe_memory_ids,
-        ..LogConfig::default()
-    }
 }
 
 /// What a node runs in cluster mode; the embedded log is always `all`.
@@ -167,11 +148,35 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
                 .push(Delivery { built: destinations::build(&config, &destination)?, kind: destination.kind.name() });
         }
     }
-    let (stop_workers, workers_stopped) = watch::channel(false);
-    let running = match config.log.backend {
-        Backend::Embedded => embedded(&config, deliveries, &dead_letters, &tap, workers_stopped)?,
-        Backend::Nats => cluster(&config, role, deliveries, &dead_letters, &tap, workers_stopped).await?,
+    let names: Vec<String> = deliveries.iter().map(|d| d.built.worker.name.clone()).collect();
+    let logs = backend::open(&config, &names, &tap).await?;
+    // Every consumer is opened before ingestion begins, so that a destination starting at
+    // the end gets every event stored from now on.
+    let mut workers = Vec::new();
+    let mut handles = Vec::new();
+    for Delivery { built, kind } in deliveries {
+        let name = built.worker.name.clone();
+        if kind == "sqlite" && config.log.backend == Backend::Nats {
+            tracing::warn!(destination = %name, "a sqlite warehouse in cluster mode is a file on each worker node: run one worker node, or deliver to postgres");
+        }
+        let worker =
+            Worker::open(built.worker.clone(), logs.events.as_ref(), built.destination.clone(), dead_letters.clone())
+                .await
+                .with_context(|| format!("cannot open the log's consumer for destination {name}"))?
+                .with_tap(tap.clone());
+        handles.push(handle(built, kind, &worker));
+        workers.push(worker);
+    }
+    let ingest: Arc<dyn Ingest> = if role.collects() {
+        LogIngest::new(logs.clone())
+    } else {
+        LogIngest::refusing(
+            logs.clone(),
+            "this node runs with --role worker and takes no events; send them to a collector",
+        )
     };
+    let (stop_workers, workers_stopped) = watch::channel(false);
+    let running = start(logs, ingest, handles, workers, &dead_letters, workers_stopped);
 
     let state = AppState::new(api_config, running.ingest, Arc::new(SystemClock), Arc::new(UuidV7));
     state.add_metrics(running.telemetry);
@@ -206,103 +211,13 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The embedded log: both logs in `data_dir`, a cursor per destination.
-fn embedded(
-    config: &Config,
-    deliveries: Vec<Delivery>,
-    dead_letters: &Arc<DeadLetters>,
-    tap: &Arc<ferry_tap::Tap>,
-    stopped: watch::Receiver<bool>,
-) -> anyhow::Result<Running> {
-    let (events, report) = Log::open(log_config(config, "log"))
-        .with_context(|| format!("cannot open the event log in {}", config.data_dir.display()))?;
-    if report.truncated_bytes > 0 {
-        tracing::warn!(bytes = report.truncated_bytes, "event log had a torn tail after a crash; truncated it");
-    }
-    // Quarantine records carry no dedupe key: its index needs no room (at the events
-    // log's size it would hold 10 MB of memory for nothing).
-    let quarantine_config = LogConfig { dedupe_max_ids: 1000, ..log_config(config, "quarantine") };
-    let (quarantine, report) = Log::open(quarantine_config)
-        .with_context(|| format!("cannot open the quarantine log in {}", config.data_dir.display()))?;
-    if report.truncated_bytes > 0 {
-        tracing::warn!(bytes = report.truncated_bytes, "quarantine log had a torn tail after a crash; truncated it");
-    }
-    // A cursor of a destination that is gone would hold back the log's retention forever.
-    let cursors: std::collections::HashSet<String> = deliveries
-        .iter()
-        .flat_map(|d| [cursor_name(&d.built.worker.name), batch_cursor_name(&d.built.worker.name)])
-        .collect();
-    for (cursor, position) in events.cursors() {
-        if (cursor.starts_with("delivery.") || cursor.starts_with("delivery-batch.")) && !cursors.contains(&cursor) {
-            tracing::warn!(cursor, position, "removing the cursor of a destination that is no longer configured");
-            events.remove_cursor(&cursor).with_context(|| format!("cannot remove cursor {cursor}"))?;
-        }
-    }
-    let mut workers = Vec::new();
-    let mut handles = Vec::new();
-    for Delivery { built, kind } in deliveries {
-        let name = built.worker.name.clone();
-        let worker = Worker::new(
-            built.worker.clone(),
-            Arc::new(events.clone()),
-            built.destination.clone(),
-            dead_letters.clone(),
-        )
-        .with_tap(tap.clone());
-        worker.begin().with_context(|| format!("cannot write the starting cursor of destination {name}"))?;
-        handles.push(handle(built, kind, &worker));
-        workers.push(worker);
-    }
-    let logs = Logs::Embedded { events: events.clone(), quarantine: quarantine.clone() };
-    Ok(start(logs, EmbeddedIngest::new(events, quarantine), handles, workers, dead_letters, stopped))
-}
-
-/// Cluster mode: the stream on NATS JetStream; collectors publish to it, workers share a
-/// consumer per destination.
-async fn cluster(
-    config: &Config,
-    role: Role,
-    deliveries: Vec<Delivery>,
-    dead_letters: &Arc<DeadLetters>,
-    tap: &Arc<ferry_tap::Tap>,
-    stopped: watch::Receiver<bool>,
-) -> anyhow::Result<Running> {
-    let cluster = ferry_nats::Cluster::connect(crate::cluster::nats_config(config)).await?;
-    cluster.ensure_stream().await?;
-    cluster.bridge_tap(tap.clone());
-    let mut workers = Vec::new();
-    let mut handles = Vec::new();
-    let mut lags = Vec::new();
-    let mut feeds = Vec::new();
-    for Delivery { built, kind } in deliveries {
-        let name = built.worker.name.clone();
-        if kind == "sqlite" {
-            tracing::warn!(destination = %name, "a sqlite warehouse in cluster mode is a file on each worker node: run one worker node, or deliver to postgres");
-        }
-        let feed = Arc::new(cluster.consumer(&name, built.worker.start == ferry_delivery::Start::Beginning).await?);
-        lags.push((name.clone(), feed.lag()));
-        feeds.push((name.clone(), feed.clone()));
-        let worker = Worker::shared(built.worker.clone(), feed, built.destination.clone(), dead_letters.clone())
-            .with_tap(tap.clone());
-        handles.push(handle(built, kind, &worker));
-        workers.push(worker);
-    }
-    crate::cluster::watch(cluster.clone(), feeds);
-    let ingest: Arc<dyn Ingest> = if role.collects() {
-        crate::cluster::ClusterIngest::new(cluster.clone())
-    } else {
-        crate::cluster::WorkerOnly::new(cluster.clone())
-    };
-    let logs = Logs::Cluster { cluster: Box::new(cluster), lags };
-    Ok(start(logs, ingest, handles, workers, dead_letters, stopped))
-}
-
 fn handle(built: destinations::Built, kind: &'static str, worker: &Worker) -> Arc<crate::admin::Handle> {
     Arc::new(crate::admin::Handle {
         name: built.worker.name.clone(),
         kind,
         target: built.target,
         status: worker.status(),
+        consumer: worker.consumer(),
         destination: built.destination,
         batch_events: built.worker.batch_events,
         backoff: built.worker.backoff,
@@ -318,14 +233,16 @@ fn start(
     dead_letters: &Arc<DeadLetters>,
     stopped: watch::Receiver<bool>,
 ) -> Running {
-    let statuses = handles.iter().map(|h| (h.name.clone(), h.status.clone())).collect();
     for h in &handles {
         tracing::info!(destination = %h.name, target = %h.target, "delivering");
     }
     let workers = workers.into_iter().map(|w| tokio::spawn(w.run(stopped.clone()))).collect();
-    let admin = Arc::new(crate::admin::ProcessAdmin::new(logs.clone(), handles, dead_letters.clone()));
-    let telemetry =
-        Arc::new(crate::telemetry::Telemetry { logs, workers: statuses, dead_letters: dead_letters.clone() });
+    let telemetry = Arc::new(crate::telemetry::Telemetry {
+        render_log: logs.render.clone(),
+        destinations: handles.clone(),
+        dead_letters: dead_letters.clone(),
+    });
+    let admin = Arc::new(crate::admin::ProcessAdmin::new(logs, handles, dead_letters.clone()));
     Running { ingest, admin, telemetry, workers }
 }
 

@@ -7,21 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ferry_api::MetricsSource;
-use ferry_delivery::{DeadLetters, WorkerStatus};
-use ferry_log::Log;
+use ferry_delivery::DeadLetters;
 use ferry_metrics::Writer;
 
-use crate::logs::Logs;
+use crate::admin::Handle;
 
-pub(crate) const LOG_RECORDS: &str = "ferry_log_records_total";
-pub(crate) const LOG_PAYLOAD_BYTES: &str = "ferry_log_payload_bytes_total";
-pub(crate) const LOG_WRITTEN_BYTES: &str = "ferry_log_written_bytes_total";
-pub(crate) const LOG_GROUP_RECORDS: &str = "ferry_log_group_commit_records";
-pub(crate) const LOG_FSYNC_SECONDS: &str = "ferry_log_fsync_duration_seconds";
-pub(crate) const LOG_DISK_BYTES: &str = "ferry_log_disk_bytes";
-pub(crate) const LOG_DISK_BUDGET_BYTES: &str = "ferry_log_disk_budget_bytes";
-pub(crate) const LOG_WRITABLE: &str = "ferry_log_writable";
-pub(crate) const DEDUPE_KEYS: &str = "ferry_dedupe_memory_keys";
 pub(crate) const DESTINATION_EVENTS: &str = "ferry_destination_events_total";
 pub(crate) const DESTINATION_RETRIES: &str = "ferry_destination_retried_sends_total";
 pub(crate) const DESTINATION_BATCHES: &str = "ferry_destination_batches_total";
@@ -32,125 +22,28 @@ pub(crate) const DESTINATION_SEND_SECONDS: &str = "ferry_destination_send_durati
 pub(crate) const DESTINATION_DEAD_LETTERS: &str = "ferry_destination_dead_letters";
 pub(crate) const RECONCILIATION: &str = "ferry_destination_reconciliation_events";
 pub(crate) const RECONCILED: &str = "ferry_destination_reconciled";
-pub(crate) const NATS_EVENTS: &str = "ferry_nats_published_events_total";
-pub(crate) const NATS_BYTES: &str = "ferry_nats_published_bytes_total";
-pub(crate) const NATS_REFUSED: &str = "ferry_nats_refused_requests_total";
-pub(crate) const NATS_PUBLISH_SECONDS: &str = "ferry_nats_publish_duration_seconds";
-pub(crate) const NATS_LEASES: &str = "ferry_nats_leased_events_total";
-pub(crate) const NATS_CONNECTED: &str = "ferry_nats_connected";
-pub(crate) const NATS_DISCONNECTS: &str = "ferry_nats_disconnects_total";
-pub(crate) const NATS_STREAM_MESSAGES: &str = "ferry_nats_stream_messages";
-pub(crate) const NATS_STREAM_BYTES: &str = "ferry_nats_stream_bytes";
 
 /// Everything `/metrics` shows beyond the API.
 pub(crate) struct Telemetry {
-    pub(crate) logs: Logs,
-    pub(crate) workers: Vec<(String, Arc<WorkerStatus>)>,
+    /// The log's own metrics (the embedded log's, or this node's JetStream traffic).
+    pub(crate) render_log: Arc<dyn Fn(&mut Writer) + Send + Sync>,
+    pub(crate) destinations: Vec<Arc<Handle>>,
     pub(crate) dead_letters: Arc<DeadLetters>,
 }
 
 impl MetricsSource for Telemetry {
     fn render(&self, out: &mut Writer) {
-        match &self.logs {
-            Logs::Embedded { events, quarantine } => render_logs(out, events, quarantine),
-            Logs::Cluster { cluster, .. } => render_nats(out, cluster),
-        }
+        (self.render_log)(out);
         self.render_workers(out);
     }
-}
-
-fn render_logs(out: &mut Writer, events: &Log, quarantine: &Log) {
-    for (name, log) in [("events", events), ("quarantine", quarantine)] {
-        let m = log.metrics();
-        let labels = [("log", name)];
-        out.counter(LOG_RECORDS, "Records stored in the log.", &labels, m.records.get());
-        out.counter(
-            LOG_PAYLOAD_BYTES,
-            "Bytes of the records stored, before compression.",
-            &labels,
-            m.payload_bytes.get(),
-        );
-        out.counter(
-            LOG_WRITTEN_BYTES,
-            "Bytes written to chunk files (compressed frames).",
-            &labels,
-            m.frame_bytes.get(),
-        );
-        out.histogram(LOG_GROUP_RECORDS, "Records per group commit (one frame, one fsync).", &labels, &m.group_records);
-        out.histogram(LOG_FSYNC_SECONDS, "How long each fdatasync of the log took.", &labels, &m.fsync_seconds);
-        out.gauge(LOG_DISK_BYTES, "Bytes of the log's chunk files.", &labels, log.disk_bytes() as f64);
-        out.gauge(LOG_DISK_BUDGET_BYTES, "The log's disk budget.", &labels, log.max_disk_bytes() as f64);
-        out.gauge(
-            LOG_WRITABLE,
-            "1 when appends can succeed (not poisoned, budget not exhausted).",
-            &labels,
-            f64::from(u8::from(log.writable())),
-        );
-        out.gauge(DEDUPE_KEYS, "Message ids in the dedupe index's memory layer.", &labels, log.dedupe_stats().0 as f64);
-    }
-}
-
-fn render_nats(out: &mut Writer, cluster: &ferry_nats::Cluster) {
-    let m = cluster.metrics();
-    for (outcome, value) in
-        [("stored", m.published.get()), ("duplicate", m.duplicates.get()), ("quarantined", m.quarantined.get())]
-    {
-        out.counter(
-            NATS_EVENTS,
-            "Messages this node published and JetStream acknowledged: stored events, duplicates (not stored again), quarantined items.",
-            &[("outcome", outcome)],
-            value,
-        );
-    }
-    out.counter(NATS_BYTES, "Bytes of the events stored.", &[], m.published_bytes.get());
-    for (reason, value) in [("unavailable", m.unavailable.get()), ("full", m.full.get())] {
-        out.counter(
-            NATS_REFUSED,
-            "Requests refused: jetstream unavailable or too slow (503), stream full (429).",
-            &[("reason", reason)],
-            value,
-        );
-    }
-    out.histogram(
-        NATS_PUBLISH_SECONDS,
-        "How long a request's publishes took until the last acknowledgement.",
-        &[],
-        &m.publish_seconds,
-    );
-    for (what, value) in [
-        ("leased", m.leased.get()),
-        ("acked", m.acked.get()),
-        ("released", m.released.get()),
-        ("extended", m.extended.get()),
-    ] {
-        out.counter(
-            NATS_LEASES,
-            "Events this node's workers leased, acknowledged, gave back, and extended leases of.",
-            &[("action", what)],
-            value,
-        );
-    }
-    out.gauge(NATS_CONNECTED, "1 while connected to nats.", &[], f64::from(u8::from(cluster.connected())));
-    out.counter(NATS_DISCONNECTS, "Times the connection to nats was lost.", &[], m.disconnects.get());
-    out.gauge(
-        NATS_STREAM_MESSAGES,
-        "Messages in the stream at the last look.",
-        &[],
-        m.stream_messages.load(Ordering::Relaxed) as f64,
-    );
-    out.gauge(
-        NATS_STREAM_BYTES,
-        "Bytes of the stream at the last look.",
-        &[],
-        m.stream_bytes.load(Ordering::Relaxed) as f64,
-    );
 }
 
 impl Telemetry {
     fn render_workers(&self, out: &mut Writer) {
         let dead: std::collections::HashMap<String, u64> =
             self.dead_letters.counts().unwrap_or_default().into_iter().collect();
-        for (name, s) in &self.workers {
+        for handle in &self.destinations {
+            let (name, s) = (&handle.name, &handle.status);
             let labels = [("destination", name.as_str())];
             let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             let position = get(&s.position);
@@ -172,7 +65,10 @@ impl Telemetry {
             }
             out.counter(DESTINATION_RETRIES, "Sends of an event answered with a retry.", &labels, get(&s.retried));
             out.counter(DESTINATION_BATCHES, "Batches completed (cursor committed).", &labels, get(&s.batches));
-            let (pending, lag_seconds) = self.logs.lag(name, position);
+            let backlog = handle.consumer.backlog();
+            // A log of its own counts from the worker's position, as the counters do.
+            let pending = backlog.end.map_or(backlog.records, |end| end.saturating_sub(position));
+            let lag_seconds = backlog.oldest.as_secs_f64();
             out.gauge(
                 DESTINATION_LAG_EVENTS,
                 "Events in the log the destination has not completed.",
@@ -201,8 +97,8 @@ impl Telemetry {
             // Since this process started: every event the log took is delivered, pending,
             // dead-lettered, filtered or skipped (or, never expected, deleted unread). In
             // cluster mode a destination's work is shared by nodes: no node can say this.
-            let Logs::Embedded { events, .. } = &self.logs else { continue };
-            let accepted = events.next_offset().saturating_sub(get(&s.start));
+            let Some(end) = backlog.end else { continue };
+            let accepted = end.saturating_sub(get(&s.start));
             let accounted = delivered + pending + dead_lettered + filtered + skipped + deleted;
             for (term, value) in [
                 ("accepted", accepted),

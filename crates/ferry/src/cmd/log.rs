@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ferry_log::inspect;
 
+use crate::backend::Which;
 use crate::cmd::Pages;
 use crate::config::{Backend, Config};
 
@@ -115,7 +116,7 @@ fn stat(dir: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn cat(config: &Config, from: u64, follow: bool, limit: Option<u64>) -> anyhow::Result<()> {
-    let Some(mut view) = Pages::open(config, false)? else {
+    let Some(view) = Pages::open(config, Which::Events)? else {
         let dir = log_dir(&config.data_dir);
         // The same message as the other commands give for a missing log.
         open(&dir)?;
@@ -144,7 +145,6 @@ fn cat(config: &Config, from: u64, follow: bool, limit: Option<u64>) -> anyhow::
         }
         // The server may be another process: look for new frames a few times a second.
         std::thread::sleep(Duration::from_millis(250));
-        view.refresh()?;
     }
 }
 

@@ -14,50 +14,29 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::{Backend, Config};
+use crate::backend::Which;
+use crate::config::Config;
 
 /// A log as a command reads it, page by page: the embedded log's files, or (cluster mode)
-/// one subject of the JetStream stream.
-pub(crate) enum Pages {
-    Embedded(ferry_log::inspect::LogView),
-    Stream { runtime: Box<tokio::runtime::Runtime>, records: Box<ferry_nats::StreamRecords> },
+/// one subject of the JetStream stream. Reads that reach the end look for what was
+/// appended since.
+pub(crate) struct Pages {
+    runtime: tokio::runtime::Runtime,
+    reader: Box<dyn ferry_log_contract::Reader>,
 }
 
 impl Pages {
-    /// The events (`quarantine = false`) or the quarantine, in `config`'s backend; `None`
-    /// when an embedded log was never written.
-    pub(crate) fn open(config: &Config, quarantine: bool) -> anyhow::Result<Option<Pages>> {
-        if config.log.backend == Backend::Nats {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-            let records = runtime.block_on(crate::cluster::stream_records(config, quarantine))?;
-            return Ok(Some(Pages::Stream { runtime: Box::new(runtime), records: Box::new(records) }));
-        }
-        let dir = config.data_dir.join(if quarantine { "quarantine" } else { "log" });
-        if !dir.exists() {
-            return Ok(None);
-        }
-        let view = ferry_log::inspect::open_view(&dir)
-            .with_context(|| format!("cannot read the log in {}; is --data-dir right?", dir.display()))?;
-        Ok(Some(Pages::Embedded(view)))
+    /// The events or the quarantine, in `config`'s backend; `None` when an embedded log
+    /// was never written.
+    pub(crate) fn open(config: &Config, which: Which) -> anyhow::Result<Option<Pages>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let reader = runtime.block_on(crate::backend::reader(config, which))?;
+        Ok(reader.map(|reader| Pages { runtime, reader }))
     }
 
     /// Up to `max` records at positions `>= from`.
-    pub(crate) fn read(&mut self, from: u64, max: usize) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
-        Ok(match self {
-            Pages::Embedded(view) => view.read(from, max)?,
-            Pages::Stream { runtime, records } => runtime.block_on(records.read_async(from, max))?,
-        })
-    }
-
-    /// Look for records written since.
-    pub(crate) fn refresh(&mut self) -> anyhow::Result<()> {
-        match self {
-            Pages::Embedded(view) => view.refresh()?,
-            Pages::Stream { runtime, records } => {
-                runtime.block_on(records.refresh_end()).map_err(anyhow::Error::msg)?;
-            }
-        }
-        Ok(())
+    pub(crate) fn read(&self, from: u64, max: usize) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+        Ok(self.runtime.block_on(self.reader.read(from, max))?)
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::Value;
 
+use crate::backend::Which;
 use crate::cmd::Pages;
 use crate::cmd::client::{self, ServerArgs};
 use crate::config::Config;
@@ -72,7 +73,7 @@ pub(crate) fn run(config: &Config, command: QuarantineCommand) -> anyhow::Result
 }
 
 fn show(config: &Config, offset: u64, json: bool) -> anyhow::Result<()> {
-    let Some(mut view) = Pages::open(config, true)? else {
+    let Some(view) = Pages::open(config, Which::Quarantine)? else {
         anyhow::bail!(
             "the quarantine is empty (no {} yet); is --data-dir right?",
             config.data_dir.join("quarantine").display()
@@ -166,7 +167,7 @@ fn resubmit(
 }
 
 fn list(config: &Config, from: u64, limit: Option<usize>) -> anyhow::Result<()> {
-    let Some(mut view) = Pages::open(config, true)? else {
+    let Some(view) = Pages::open(config, Which::Quarantine)? else {
         println!("quarantine is empty (no {} yet)", config.data_dir.join("quarantine").display());
         return Ok(());
     };

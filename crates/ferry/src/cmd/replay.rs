@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use ferry_delivery::replay::Records;
-use ferry_delivery::{LogView, ReplayRequest};
+use ferry_delivery::ReplayRequest;
 
+use crate::backend::Which;
 use crate::cmd::{ProgressLine, parse_time};
-use crate::config::{Backend, Config};
+use crate::config::Config;
 use crate::destinations;
 
 #[derive(Debug, clap::Args)]
@@ -40,16 +40,13 @@ pub(crate) fn run(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     };
     let built = destinations::build(config, destination)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let records: Arc<dyn Records> = match config.log.backend {
-        Backend::Embedded => {
-            let log_dir = config.data_dir.join("log");
-            Arc::new(
-                LogView::open(&log_dir)
-                    .with_context(|| format!("cannot read the log in {}; is --data-dir right?", log_dir.display()))?,
-            )
-        }
-        Backend::Nats => Arc::new(runtime.block_on(crate::cluster::stream_records(config, false))?),
+    let Some(records) = runtime.block_on(crate::backend::reader(config, Which::Events))? else {
+        anyhow::bail!(
+            "cannot read the log in {}: there is none; is --data-dir right?",
+            config.data_dir.join("log").display()
+        );
     };
+    let records: Arc<dyn ferry_log_contract::Reader> = Arc::from(records);
     let request = ReplayRequest {
         destination: destination.name.clone(),
         since,
@@ -64,7 +61,6 @@ pub(crate) fn run(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         destination.name,
         built.target
     );
-    // On a runtime thread: reading the stream blocks in place there.
     let sink = built.destination.clone();
     let report = runtime.block_on(async move {
         tokio::spawn(async move {

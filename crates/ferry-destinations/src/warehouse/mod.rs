@@ -12,8 +12,8 @@
 mod flatten;
 mod naming;
 mod plan;
-mod postgres;
-mod sqlite;
+pub mod postgres;
+pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,12 +24,14 @@ pub use sqlite::{SqliteConfig, SqliteWarehouse};
 
 use crate::{Event, Outcome};
 
-/// Why a load failed.
-#[derive(Debug, Clone)]
-pub(crate) enum LoadError {
+/// Why a load (or a connection check) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
     /// The database is unreachable, busy, or out of space: try again later.
+    #[error("{0}")]
     Transient(String),
     /// The database refused the data: split the batch to find the event.
+    #[error("{0}")]
     Data(String),
 }
 

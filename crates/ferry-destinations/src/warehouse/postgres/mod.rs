@@ -69,11 +69,9 @@ impl PostgresWarehouse {
     }
 
     /// Connect now, to report a bad URL or an unreachable server at start-up.
-    pub async fn check(&self) -> Result<(), String> {
+    pub async fn check(&self) -> Result<(), LoadError> {
         let mut conn = self.conns[0].lock().await;
-        self.connected(&mut conn).await.map(|_| ()).map_err(|e| match e {
-            LoadError::Transient(e) | LoadError::Data(e) => e,
-        })
+        self.connected(&mut conn).await.map(|_| ())
     }
 
     async fn connected<'c>(&self, slot: &'c mut Option<Conn>) -> Result<&'c mut Conn, LoadError> {

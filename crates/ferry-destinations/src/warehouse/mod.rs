@@ -45,6 +45,30 @@ pub(crate) fn snake_case_of(name: &str) -> String {
     naming::snake_case(name).into_owned()
 }
 
+/// The `on conflict` clause of the `users` upsert: the newer identify's traits win column
+/// by column, an older one only fills columns the row does not have yet, and `received_at`
+/// keeps the later time. `existing` names the row already there (the table, or its alias)
+/// and `greatest` the SQL function for the larger of two values (`max` in SQLite,
+/// `greatest` in PostgreSQL).
+pub(crate) fn users_upsert(columns: &[(String, plan::ColumnType)], existing: &str, greatest: &str) -> String {
+    let newer = format!("excluded.received_at >= {existing}.received_at");
+    let sets: Vec<String> = columns
+        .iter()
+        .filter(|(c, _)| c != "id")
+        .map(|(c, _)| {
+            let c = naming::quote(c);
+            if c == "\"received_at\"" {
+                format!("{c} = {greatest}(excluded.{c}, {existing}.{c})")
+            } else {
+                format!(
+                    "{c} = case when {newer} then coalesce(excluded.{c}, {existing}.{c}) else coalesce({existing}.{c}, excluded.{c}) end"
+                )
+            }
+        })
+        .collect();
+    format!("on conflict (\"id\") do update set {}", sets.join(", "))
+}
+
 /// Events grouped by their source's namespace, in first-seen order within each.
 pub(crate) fn by_namespace(events: &[Arc<Event>]) -> BTreeMap<String, Vec<Arc<Event>>> {
     let mut groups: BTreeMap<String, Vec<Arc<Event>>> = BTreeMap::new();

@@ -24,7 +24,7 @@ use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::naming::quote;
 use super::plan::{self, ColumnType, Plan, Schema, TableKind, TableLoad, Value};
-use super::{LoadError, by_namespace, load_bisecting};
+use super::{LoadError, by_namespace, load_bisecting, users_upsert};
 use crate::{BoxFuture, Destination, Event, Outcome};
 
 /// How to reach the database.
@@ -523,28 +523,10 @@ async fn copy_rows(
                 key.join(", ")
             )
         }
-        TableKind::Users => {
-            // The newer identify's traits win column by column; an older one only fills
-            // columns the row does not have yet.
-            let newer = "excluded.received_at >= t.received_at";
-            let sets: Vec<String> = table
-                .columns
-                .iter()
-                .filter(|(c, _)| c != "id")
-                .map(|(c, _)| {
-                    let c = quote(c);
-                    if c == "\"received_at\"" {
-                        format!("{c} = greatest(excluded.{c}, t.{c})")
-                    } else {
-                        format!("{c} = case when {newer} then coalesce(excluded.{c}, t.{c}) else coalesce(t.{c}, excluded.{c}) end")
-                    }
-                })
-                .collect();
-            format!(
-                "insert into {target} as t ({columns}) select {columns} from {stage} on conflict (\"id\") do update set {}",
-                sets.join(", ")
-            )
-        }
+        TableKind::Users => format!(
+            "insert into {target} as t ({columns}) select {columns} from {stage} {}",
+            users_upsert(&table.columns, "t", "greatest")
+        ),
     };
     tx.batch_execute(&sql).await?;
     Ok(())

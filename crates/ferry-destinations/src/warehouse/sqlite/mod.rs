@@ -22,7 +22,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 use super::naming::{self, quote};
 use super::plan::{self, ColumnType, Plan, Schema, TableKind, TableLoad, Value};
-use super::{LoadError, by_namespace, load_bisecting};
+use super::{LoadError, by_namespace, load_bisecting, users_upsert};
 use crate::{BoxFuture, Destination, Event, Outcome};
 
 /// Where the SQLite warehouse lives.
@@ -408,31 +408,11 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, name: &str, table: &TableLoad<'_>
         TableKind::Events | TableKind::Discards => {
             format!("insert or ignore into {target} ({}) values ({placeholders})", columns.join(", "))
         }
-        TableKind::Users => {
-            // The newer identify's traits win column by column; an older one only fills
-            // columns the row does not have yet.
-            let newer = format!("excluded.received_at >= {target}.received_at");
-            let sets: Vec<String> = table
-                .columns
-                .iter()
-                .filter(|(c, _)| c != "id")
-                .map(|(c, _)| {
-                    let c = quote(c);
-                    if c == "\"received_at\"" {
-                        format!("{c} = max(excluded.{c}, {target}.{c})")
-                    } else {
-                        format!(
-                            "{c} = case when {newer} then coalesce(excluded.{c}, {target}.{c}) else coalesce({target}.{c}, excluded.{c}) end"
-                        )
-                    }
-                })
-                .collect();
-            format!(
-                "insert into {target} ({}) values ({placeholders}) on conflict (\"id\") do update set {}",
-                columns.join(", "),
-                sets.join(", ")
-            )
-        }
+        TableKind::Users => format!(
+            "insert into {target} ({}) values ({placeholders}) {}",
+            columns.join(", "),
+            users_upsert(&table.columns, &target, "max")
+        ),
     };
     let mut statement = tx.prepare_cached(&sql)?;
     let width = table.columns.len();

@@ -9,7 +9,8 @@
 //! - [`mixpanel`], [`amplitude`], [`ga4`]: analytics tools, with Segment's conversions
 //!   (revenue as a Mixpanel transaction, Amplitude's revenue fields, GA4 e-commerce).
 //! - [`http`]: the shared HTTP client and the status → outcome rule.
-//! - `scripted` (feature `test-util`): a destination whose outcomes a test decides.
+//! - `scripted`, `standins` and `testing` (feature `test-util`): a destination whose
+//!   outcomes a test decides, the SaaS APIs' local stand-ins, and the real-client events.
 
 pub mod amplitude;
 pub mod files;
@@ -24,6 +25,8 @@ pub mod webhook;
 pub mod scripted;
 #[cfg(feature = "test-util")]
 pub mod standins;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -22,6 +22,10 @@ use serde_json::{Value, json};
 use crate::http::{HttpClient, HttpError, Reply, outcome};
 use crate::mapping::{self, Object};
 use crate::{BoxFuture, Destination, Event, Outcome};
+
+mod config;
+
+pub use config::Settings;
 use ferry_event::CallType;
 
 /// How to reach an Amplitude project.

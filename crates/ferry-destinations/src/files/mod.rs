@@ -22,6 +22,10 @@ use std::sync::Arc;
 
 use crate::{BoxFuture, Destination, Event, Outcome};
 
+mod config;
+
+pub use config::Settings;
+
 /// Where and how files are written.
 #[derive(Debug, Clone)]
 pub struct FilesConfig {

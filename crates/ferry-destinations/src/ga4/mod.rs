@@ -35,6 +35,10 @@ use serde_json::{Value, json};
 use crate::http::{HttpClient, HttpError, outcome};
 use crate::mapping::{self, Object};
 use crate::{BoxFuture, Destination, Event, Outcome};
+
+mod config;
+
+pub use config::Settings;
 use ferry_event::CallType;
 
 /// How to reach a GA4 property's data stream.

@@ -18,11 +18,23 @@ pub mod sqlite;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use postgres::{PostgresConfig, PostgresWarehouse};
 pub use sqlite::{SqliteConfig, SqliteWarehouse};
 
+use crate::settings::{Defaults, StartAt, TimeoutMs};
 use crate::{Event, Outcome};
+
+/// Both warehouses load micro-batches once a second, from the log's retained history on.
+pub(crate) const DEFAULTS: Defaults = Defaults {
+    batch_events: 10_000,
+    batch_bytes: 32 << 20,
+    linger: Duration::from_secs(1),
+    start: StartAt::Beginning,
+    send_timeout: Duration::from_secs(60),
+    timeout_ms: TimeoutMs::Send,
+};
 
 /// Why a load (or a connection check) failed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -18,9 +18,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hmac::{KeyInit, Mac};
 use hyper::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
 
 use crate::http::{HttpClient, HttpError, outcome};
 use crate::{BoxFuture, Destination, Event, Outcome};
+
+mod config;
+
+pub use config::Settings;
 
 /// What Segment sends as `User-Agent`; receivers that check for it keep working.
 pub const USER_AGENT: &str = "Segment.io/1.0 (compatible; ferry)";
@@ -43,9 +48,11 @@ pub struct WebhookConfig {
     pub concurrency: usize,
 }
 
-/// The HTTP method of a webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The HTTP method of a webhook (`method = "post"`, `"put"` or `"patch"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Method {
+    #[default]
     Post,
     Put,
     Patch,

@@ -27,6 +27,10 @@ use super::plan::{self, ColumnType, Plan, Schema, TableKind, TableLoad, Value};
 use super::{LoadError, by_namespace, load_bisecting, users_upsert};
 use crate::{BoxFuture, Destination, Event, Outcome};
 
+mod config;
+
+pub use config::Settings;
+
 /// How to reach the database.
 #[derive(Debug, Clone)]
 pub struct PostgresConfig {

@@ -25,6 +25,10 @@ use super::plan::{self, ColumnType, Plan, Schema, TableKind, TableLoad, Value};
 use super::{LoadError, by_namespace, load_bisecting, users_upsert};
 use crate::{BoxFuture, Destination, Event, Outcome};
 
+mod config;
+
+pub use config::Settings;
+
 /// Where the SQLite warehouse lives.
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {

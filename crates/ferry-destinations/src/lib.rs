@@ -9,7 +9,10 @@
 //! - [`mixpanel`], [`amplitude`], [`ga4`]: analytics tools, with Segment's conversions
 //!   (revenue as a Mixpanel transaction, Amplitude's revenue fields, GA4 e-commerce).
 //! - [`http`]: the shared HTTP client and the status → outcome rule.
-//! - `scripted` (feature `test-util`): a destination whose outcomes a test decides.
+//! - [`settings`]: a destination's settings in `ferry.toml`, one variant per type, each
+//!   type's checks, delivery defaults and construction in its own folder's `config.rs`.
+//! - `scripted`, `standins` and `testing` (feature `test-util`): a destination whose
+//!   outcomes a test decides, the SaaS APIs' local stand-ins, and the real-client events.
 
 pub mod amplitude;
 pub mod files;
@@ -17,6 +20,7 @@ pub mod ga4;
 pub mod http;
 mod mapping;
 pub mod mixpanel;
+pub mod settings;
 pub mod warehouse;
 pub mod webhook;
 
@@ -24,6 +28,8 @@ pub mod webhook;
 pub mod scripted;
 #[cfg(feature = "test-util")]
 pub mod standins;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 use std::future::Future;
 use std::pin::Pin;

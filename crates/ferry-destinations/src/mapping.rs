@@ -3,6 +3,8 @@
 //! fine here: these APIs take hundreds of events a request, not hundreds of thousands a
 //! second), Segment's reserved properties, and request bodies.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 
 use crate::Event;
@@ -75,22 +77,7 @@ pub(crate) fn body(value: &Value) -> bytes::Bytes {
 
 /// `Authorization: Basic` for a user name and password.
 pub(crate) fn basic_auth(user: &str, password: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}").into_bytes();
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4 + 6);
-    out.push_str("Basic ");
-    for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
 }
 
 #[cfg(test)]

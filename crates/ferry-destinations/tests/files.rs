@@ -4,30 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use ferry_destinations::files::{Files, FilesConfig};
-use ferry_destinations::{Destination, Event, Outcome};
-
-fn real_client_events() -> Vec<Arc<Event>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-event/tests/expected");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    paths.sort();
-    let mut events = Vec::new();
-    for path in paths {
-        let outcomes: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for outcome in outcomes {
-            for event in outcome["accepted"].as_array().cloned().unwrap_or_default() {
-                events.push(Arc::new(Event::decode(event.to_string().as_bytes()).unwrap()));
-            }
-        }
-    }
-    events
-}
+use ferry_destinations::testing::real_client_events;
+use ferry_destinations::{Destination, Outcome};
 
 /// Every file under `root`, relative, sorted.
 fn files(root: &Path) -> Vec<PathBuf> {

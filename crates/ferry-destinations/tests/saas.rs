@@ -3,7 +3,6 @@
 //! the expected requests, revenue becomes each tool's revenue, and 429 / 5xx / 400
 //! become retries and rejections.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,28 +10,9 @@ use ferry_destinations::amplitude::{Amplitude, AmplitudeConfig};
 use ferry_destinations::ga4::{Ga4, Ga4Config};
 use ferry_destinations::mixpanel::{Mixpanel, MixpanelConfig};
 use ferry_destinations::standins;
+use ferry_destinations::testing::real_client_events;
 use ferry_destinations::{Destination, Event, Outcome};
 use serde_json::{Value, json};
-
-fn real_client_events() -> Vec<Arc<Event>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-event/tests/expected");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    paths.sort();
-    let mut events = Vec::new();
-    for path in paths {
-        let outcomes: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for outcome in outcomes {
-            for event in outcome["accepted"].as_array().cloned().unwrap_or_default() {
-                events.push(Arc::new(Event::decode(event.to_string().as_bytes()).unwrap()));
-            }
-        }
-    }
-    events
-}
 
 fn event(json: Value) -> Arc<Event> {
     Arc::new(Event::decode(json.to_string().as_bytes()).unwrap())

@@ -236,23 +236,14 @@ fn render(tables: &BTreeMap<String, Table>) -> String {
 
 /// The stored events of every real-client capture, under the source `namespace`.
 fn real_client_events(namespace: &str) -> Vec<Arc<Event>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-event/tests/expected");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    let events: Vec<Arc<Event>> = ferry_destinations::testing::real_client_events()
+        .iter()
+        .map(|event| {
+            let mut json: serde_json::Value = serde_json::from_str(event.json()).unwrap();
+            json["sourceId"] = serde_json::Value::String(namespace.to_owned());
+            Arc::new(Event::decode(json.to_string().as_bytes()).unwrap())
+        })
         .collect();
-    paths.sort();
-    let mut events = Vec::new();
-    for path in paths {
-        let outcomes: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for outcome in outcomes {
-            for mut event in outcome["accepted"].as_array().cloned().unwrap_or_default() {
-                event["sourceId"] = serde_json::Value::String(namespace.to_owned());
-                events.push(Arc::new(Event::decode(event.to_string().as_bytes()).unwrap()));
-            }
-        }
-    }
     assert_eq!(events.len(), 70, "the real-client captures hold 70 stored events");
     events
 }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,8 +11,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ferry_destinations::testing::real_client_events;
 use ferry_destinations::webhook::{Webhook, WebhookConfig};
-use ferry_destinations::{Destination, Event, Outcome};
+use ferry_destinations::{Destination, Outcome};
 use hmac::{KeyInit, Mac};
 
 const SECRET: &str = "s3cret";
@@ -59,27 +59,6 @@ fn expected_signature(body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body);
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The stored events of every real-client capture.
-fn real_client_events() -> Vec<Arc<Event>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-event/tests/expected");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    paths.sort();
-    let mut events = Vec::new();
-    for path in paths {
-        let outcomes: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for outcome in outcomes {
-            for event in outcome["accepted"].as_array().cloned().unwrap_or_default() {
-                events.push(Arc::new(Event::decode(event.to_string().as_bytes()).unwrap()));
-            }
-        }
-    }
-    events
 }
 
 fn config(addr: SocketAddr) -> WebhookConfig {

@@ -1,19 +1,16 @@
-//! Building the configured destinations and their delivery settings.
+//! Building the configured destinations and their delivery settings: each type's own
+//! settings, defaults and construction are in `ferry_destinations::settings`; here they
+//! meet the keys every destination takes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use ferry_delivery::{Backoff, Start, WorkerConfig};
 use ferry_destinations::Destination;
-use ferry_destinations::amplitude::{Amplitude, AmplitudeConfig};
-use ferry_destinations::files::{Files, FilesConfig};
-use ferry_destinations::ga4::{Ga4, Ga4Config};
-use ferry_destinations::mixpanel::{Mixpanel, MixpanelConfig};
-use ferry_destinations::warehouse::{PostgresConfig, PostgresWarehouse, SqliteConfig, SqliteWarehouse};
-use ferry_destinations::webhook::{Method, Webhook, WebhookConfig};
+use ferry_destinations::settings::{Context, Settings, StartAt, TimeoutMs};
 
-use crate::config::{Config, DestinationConfig, DestinationKind, StartAt, WebhookMethod};
+use crate::config::{Config, DestinationConfig};
 
 /// The name of the embedded warehouse when no destinations are configured.
 pub(crate) const DEFAULT_WAREHOUSE: &str = "warehouse";
@@ -30,49 +27,33 @@ pub(crate) struct Built {
 pub(crate) fn configured(config: &Config) -> Vec<DestinationConfig> {
     match &config.destinations {
         Some(list) => list.clone(),
-        None => vec![DestinationConfig::new(DEFAULT_WAREHOUSE, DestinationKind::Sqlite)],
+        None => vec![DestinationConfig::new(DEFAULT_WAREHOUSE, Settings::Sqlite(Default::default()))],
     }
 }
 
-/// Batches (events, bytes, time), where a new destination starts, and how long one send
-/// may take, by kind: warehouses load micro-batches once a second; webhooks send small
-/// batches quickly; files roll a file per partition a minute (or 64 MiB).
-fn defaults(kind: DestinationKind) -> (usize, usize, u64, Start, u64) {
-    match kind {
-        DestinationKind::Sqlite | DestinationKind::Postgres => (10_000, 32 << 20, 1000, Start::Beginning, 60_000),
-        DestinationKind::Webhook => (100, 1 << 20, 200, Start::End, 60_000),
-        DestinationKind::Files => (100_000, 64 << 20, 60_000, Start::Beginning, 120_000),
-        DestinationKind::Mixpanel | DestinationKind::Amplitude | DestinationKind::Ga4 => {
-            (1000, 4 << 20, 1000, Start::End, 120_000)
-        }
-    }
-}
-
-/// The delivery settings of a destination, defaults filled in.
+/// The delivery settings of a destination: what it says, else its type's defaults, else
+/// the worker's.
 pub(crate) fn worker_config(d: &DestinationConfig) -> WorkerConfig {
     let defaults_for_all = WorkerConfig::new(&d.name);
-    let (batch_events, batch_bytes, batch_ms, start, timeout_ms) = defaults(d.kind);
+    let defaults = d.kind.defaults();
+    let timeout = match defaults.timeout_ms {
+        TimeoutMs::Send => d.timeout_ms.map_or(defaults.send_timeout, Duration::from_millis),
+        // The destination bounds each request with it; the worker allows a whole batch.
+        TimeoutMs::Request => defaults.send_timeout,
+    };
     WorkerConfig {
-        batch_events: d.batch_events.unwrap_or(batch_events),
-        batch_bytes: d.batch_bytes.unwrap_or(batch_bytes),
-        linger: Duration::from_millis(d.batch_ms.unwrap_or(batch_ms)),
+        batch_events: d.batch_events.unwrap_or(defaults.batch_events),
+        batch_bytes: d.batch_bytes.unwrap_or(defaults.batch_bytes),
+        linger: d.batch_ms.map_or(defaults.linger, Duration::from_millis),
         max_age: d.max_age_seconds.map_or(defaults_for_all.max_age, Duration::from_secs),
         backoff: Backoff {
             initial: d.retry_initial_ms.map_or(defaults_for_all.backoff.initial, Duration::from_millis),
             max: d.retry_max_ms.map_or(defaults_for_all.backoff.max, Duration::from_millis),
         },
-        // For HTTP destinations `timeout_ms` bounds each request; the worker allows a
-        // whole batch.
-        timeout: Duration::from_millis(match d.kind {
-            DestinationKind::Sqlite | DestinationKind::Postgres | DestinationKind::Files => {
-                d.timeout_ms.unwrap_or(timeout_ms)
-            }
-            _ => timeout_ms,
-        }),
-        start: match d.start {
-            Some(StartAt::Beginning) => Start::Beginning,
-            Some(StartAt::End) => Start::End,
-            None => start,
+        timeout,
+        start: match d.start.unwrap_or(defaults.start) {
+            StartAt::Beginning => Start::Beginning,
+            StartAt::End => Start::End,
         },
         ..defaults_for_all
     }
@@ -81,105 +62,15 @@ pub(crate) fn worker_config(d: &DestinationConfig) -> WorkerConfig {
 /// Open one destination (files, connections made lazily where possible).
 pub(crate) fn build(config: &Config, d: &DestinationConfig) -> anyhow::Result<Built> {
     let worker = worker_config(d);
-    let context = || format!("destination {}", d.name);
-    match d.kind {
-        DestinationKind::Sqlite => {
-            let path = d.path.clone().unwrap_or_else(|| config.data_dir.join("warehouse.db"));
-            let warehouse = SqliteWarehouse::open(&SqliteConfig { path: path.clone() })
-                .map_err(anyhow::Error::msg)
-                .with_context(context)?;
-            Ok(Built { worker, destination: Arc::new(warehouse), target: path.display().to_string() })
-        }
-        DestinationKind::Postgres => {
-            let url = d.url.clone().unwrap_or_default();
-            let warehouse =
-                PostgresWarehouse::new(PostgresConfig { url: url.clone(), connect_timeout: Duration::from_secs(10) });
-            Ok(Built { worker, destination: Arc::new(warehouse), target: redact(&url) })
-        }
-        DestinationKind::Webhook => {
-            let webhook = Webhook::new(WebhookConfig {
-                urls: d.urls.clone(),
-                headers: d.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                shared_secret: d.shared_secret.clone(),
-                method: match d.method {
-                    None | Some(WebhookMethod::Post) => Method::Post,
-                    Some(WebhookMethod::Put) => Method::Put,
-                    Some(WebhookMethod::Patch) => Method::Patch,
-                },
-                batch: d.batch.then_some((worker.batch_events, worker.batch_bytes)),
-                timeout: Duration::from_millis(d.timeout_ms.unwrap_or(5000)),
-                ..WebhookConfig::new(String::new())
-            })
-            .map_err(anyhow::Error::msg)
-            .with_context(context)?;
-            let target = d.urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(", ");
-            Ok(Built { worker, destination: Arc::new(webhook), target })
-        }
-        DestinationKind::Mixpanel => {
-            let api_url = d.api_url.clone().unwrap_or_else(|| "https://api.mixpanel.com".to_owned());
-            let mixpanel = Mixpanel::new(MixpanelConfig {
-                api_url: api_url.clone(),
-                project_token: d.project_token.clone().unwrap_or_default(),
-                service_account: d
-                    .service_account
-                    .as_ref()
-                    .map(|a| (a.user.clone(), a.secret.clone(), a.project_id.clone())),
-                timeout: request_timeout(d),
-            })
-            .map_err(anyhow::Error::msg)
-            .with_context(context)?;
-            Ok(Built { worker, destination: Arc::new(mixpanel), target: api_url })
-        }
-        DestinationKind::Amplitude => {
-            let api_url = d.api_url.clone().unwrap_or_else(|| "https://api2.amplitude.com".to_owned());
-            let amplitude = Amplitude::new(AmplitudeConfig {
-                api_url: api_url.clone(),
-                api_key: d.api_key.clone().unwrap_or_default(),
-                timeout: request_timeout(d),
-            })
-            .map_err(anyhow::Error::msg)
-            .with_context(context)?;
-            Ok(Built { worker, destination: Arc::new(amplitude), target: api_url })
-        }
-        DestinationKind::Ga4 => {
-            let api_url = d.api_url.clone().unwrap_or_else(|| "https://www.google-analytics.com".to_owned());
-            let ga4 = Ga4::new(Ga4Config {
-                api_url: api_url.clone(),
-                measurement_id: d.measurement_id.clone().unwrap_or_default(),
-                api_secret: d.api_secret.clone().unwrap_or_default(),
-                timeout: request_timeout(d),
-            })
-            .map_err(anyhow::Error::msg)
-            .with_context(context)?;
-            Ok(Built { worker, destination: Arc::new(ga4), target: api_url })
-        }
-        DestinationKind::Files => {
-            let root = d.path.clone().unwrap_or_else(|| config.data_dir.join("files"));
-            let files = Files::open(FilesConfig { root: root.clone(), level: d.level.unwrap_or(6) })
-                .map_err(anyhow::Error::msg)
-                .with_context(context)?;
-            Ok(Built { worker, destination: Arc::new(files), target: root.display().to_string() })
-        }
-    }
-}
-
-/// One HTTP request of an HTTP destination: `timeout_ms`, 10 s by default.
-fn request_timeout(d: &DestinationConfig) -> Duration {
-    Duration::from_millis(d.timeout_ms.unwrap_or(10_000))
-}
-
-/// A URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    let context = Context {
+        data_dir: &config.data_dir,
+        timeout: d.timeout_ms.map(Duration::from_millis),
+        batch_events: worker.batch_events,
+        batch_bytes: worker.batch_bytes,
+    };
+    let destination =
+        d.kind.build(&context).map_err(anyhow::Error::from_boxed).with_context(|| format!("destination {}", d.name))?;
+    Ok(Built { worker, destination, target: d.kind.target(&context) })
 }
 
 #[cfg(test)]
@@ -187,18 +78,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_stay_out_of_logs() {
-        assert_eq!(redact("postgres://me:secret@db:5432/x"), "postgres://me:***@db:5432/x");
-        assert_eq!(redact("postgres://me@db/x"), "postgres://me@db/x");
-        assert_eq!(redact("host=db user=me"), "host=db user=me");
-    }
-
-    #[test]
     fn no_destinations_means_the_embedded_warehouse_and_an_empty_list_means_none() {
         let config: Config = toml::from_str("").unwrap();
         let list = configured(&config);
         assert_eq!(list.len(), 1);
-        assert_eq!((list[0].name.as_str(), list[0].kind), (DEFAULT_WAREHOUSE, DestinationKind::Sqlite));
+        assert_eq!((list[0].name.as_str(), list[0].kind.name()), (DEFAULT_WAREHOUSE, "sqlite"));
         let config: Config = toml::from_str("destinations = []").unwrap();
         assert!(configured(&config).is_empty());
     }
@@ -212,5 +96,33 @@ mod tests {
             (10_000, Duration::from_secs(1), Start::Beginning)
         );
         assert_eq!(worker.max_age, Duration::from_secs(4 * 3600));
+    }
+
+    /// Each type's batches (events, bytes, time), start and send timeout, and whether
+    /// `timeout_ms` is the send timeout (warehouses, files) or each request's (HTTP).
+    #[test]
+    fn delivery_defaults_by_type() {
+        let mib = 1 << 20;
+        let cases = [
+            ("type = \"sqlite\"", (10_000, 32 * mib, 1000, Start::Beginning, 60_000), true),
+            ("type = \"postgres\"", (10_000, 32 * mib, 1000, Start::Beginning, 60_000), true),
+            ("type = \"webhook\"", (100, mib, 200, Start::End, 60_000), false),
+            ("type = \"files\"", (100_000, 64 * mib, 60_000, Start::Beginning, 120_000), true),
+            ("type = \"mixpanel\"", (1000, 4 * mib, 1000, Start::End, 120_000), false),
+            ("type = \"amplitude\"", (1000, 4 * mib, 1000, Start::End, 120_000), false),
+            ("type = \"ga4\"", (1000, 4 * mib, 1000, Start::End, 120_000), false),
+        ];
+        for (kind, (events, bytes, linger_ms, start, timeout_ms), timeout_is_the_send) in cases {
+            let config: Config = toml::from_str(&format!("[[destinations]]\nname = \"d\"\n{kind}\n")).unwrap();
+            let w = worker_config(&configured(&config)[0]);
+            let got =
+                (w.batch_events, w.batch_bytes, w.linger.as_millis() as u64, w.start, w.timeout.as_millis() as u64);
+            assert_eq!(got, (events, bytes, linger_ms, start, timeout_ms), "{kind}");
+            let text = format!("[[destinations]]\nname = \"d\"\n{kind}\ntimeout_ms = 7\nstart = \"end\"\n");
+            let config: Config = toml::from_str(&text).unwrap();
+            let w = worker_config(&configured(&config)[0]);
+            assert_eq!(w.timeout == Duration::from_millis(7), timeout_is_the_send, "{kind}");
+            assert_eq!(w.start, Start::End, "{kind}");
+        }
     }
 }

@@ -12,24 +12,38 @@
 mod flatten;
 mod naming;
 mod plan;
-mod postgres;
-mod sqlite;
+pub mod postgres;
+pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use postgres::{PostgresConfig, PostgresWarehouse};
 pub use sqlite::{SqliteConfig, SqliteWarehouse};
 
+use crate::settings::{Defaults, StartAt, TimeoutMs};
 use crate::{Event, Outcome};
 
-/// Why a load failed.
-#[derive(Debug, Clone)]
-pub(crate) enum LoadError {
+/// Both warehouses load micro-batches once a second, from the log's retained history on.
+pub(crate) const DEFAULTS: Defaults = Defaults {
+    batch_events: 10_000,
+    batch_bytes: 32 << 20,
+    linger: Duration::from_secs(1),
+    start: StartAt::Beginning,
+    send_timeout: Duration::from_secs(60),
+    timeout_ms: TimeoutMs::Send,
+};
+
+/// Why a load (or a connection check) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
     /// The database is unreachable, busy, or out of space: try again later.
+    #[error("{0}")]
     Transient(String),
     /// The database refused the data: split the batch to find the event.
+    #[error("{0}")]
     Data(String),
 }
 
@@ -41,6 +55,30 @@ pub(crate) fn namespace_of(source_id: &str) -> String {
 /// Segment's snake_case of a name (for destinations that need names of that shape).
 pub(crate) fn snake_case_of(name: &str) -> String {
     naming::snake_case(name).into_owned()
+}
+
+/// The `on conflict` clause of the `users` upsert: the newer identify's traits win column
+/// by column, an older one only fills columns the row does not have yet, and `received_at`
+/// keeps the later time. `existing` names the row already there (the table, or its alias)
+/// and `greatest` the SQL function for the larger of two values (`max` in SQLite,
+/// `greatest` in PostgreSQL).
+pub(crate) fn users_upsert(columns: &[(String, plan::ColumnType)], existing: &str, greatest: &str) -> String {
+    let newer = format!("excluded.received_at >= {existing}.received_at");
+    let sets: Vec<String> = columns
+        .iter()
+        .filter(|(c, _)| c != "id")
+        .map(|(c, _)| {
+            let c = naming::quote(c);
+            if c == "\"received_at\"" {
+                format!("{c} = {greatest}(excluded.{c}, {existing}.{c})")
+            } else {
+                format!(
+                    "{c} = case when {newer} then coalesce(excluded.{c}, {existing}.{c}) else coalesce({existing}.{c}, excluded.{c}) end"
+                )
+            }
+        })
+        .collect();
+    format!("on conflict (\"id\") do update set {}", sets.join(", "))
 }
 
 /// Events grouped by their source's namespace, in first-seen order within each.

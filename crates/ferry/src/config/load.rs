@@ -3,10 +3,11 @@
 //! collected, not just the first: each unknown key (with the closest valid one), then
 //! the first error that cannot be stepped over (a wrong type, an unknown variant).
 
+use ferry_destinations::settings::Settings;
 use serde::Deserialize;
 use toml::{Table, Value};
 
-use super::Config;
+use super::{Config, DestinationConfig};
 
 /// Environment variables that set configuration keys: `FERRY_` then the key's path in
 /// upper case with `__` between levels, e.g. `FERRY_SERVER__LISTEN`, `FERRY_LOG__SYNC`,
@@ -99,6 +100,61 @@ fn distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// A key no section has, offered to serde to have it list the keys a section takes.
+const PROBE: &str = "zz_probe";
+
+/// The keys of a `[[destinations]]` table of type `kind` that are the type's own (none
+/// for an unknown type), from serde's list.
+fn own_keys(kind: &str) -> Vec<String> {
+    let probe = Table::from_iter([("type".to_owned(), Value::from(kind)), (PROBE.to_owned(), Value::from(1))]);
+    let error = Settings::deserialize(probe).err().map(|e| e.to_string()).unwrap_or_default();
+    unknown_field(&error).map(|(_, fields)| fields).unwrap_or_default()
+}
+
+/// Every key a `[[destinations]]` table of type `kind` takes: `name`, `type`, the type's
+/// own, then those every destination takes.
+fn destination_keys(kind: &str) -> Vec<String> {
+    let (name_and_type, delivery) = DestinationConfig::KEYS.split_at(2);
+    let name_and_type = name_and_type.iter().map(|k| (*k).to_owned());
+    name_and_type.chain(own_keys(kind)).chain(delivery.iter().map(|k| (*k).to_owned())).collect()
+}
+
+/// The `[[destinations]]` table serde refused `key` in, when `fields` (serde's list) are a
+/// type's own keys: the first whose type is that one and has `key`. Its path, and every key
+/// it takes.
+fn unknown_destination_key(table: &Table, key: &str, fields: &[String]) -> Option<(Vec<String>, Vec<String>)> {
+    let Some(Value::Array(items)) = table.get("destinations") else { return None };
+    for (i, item) in items.iter().enumerate() {
+        let Some(Value::String(kind)) = item.get("type") else { continue };
+        if item.get(key).is_none() || own_keys(kind) != fields {
+            continue;
+        }
+        return Some((vec![format!("destinations[{i}]"), key.to_owned()], destination_keys(kind)));
+    }
+    None
+}
+
+/// The key of a `[[destinations]]` table that `message` (the first line of serde's error)
+/// is about, when serde could only say `destinations`: a type's own keys reach it through
+/// a buffer that forgets where they were, so each is tried alone.
+fn destination_key_of(table: &Table, message: &str) -> Option<String> {
+    let Some(Value::Array(items)) = table.get("destinations") else { return None };
+    for item in items {
+        let (Value::Table(item), Some(kind)) = (item, item.get("type")) else { continue };
+        for (key, value) in item {
+            if key != "type" && DestinationConfig::KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            let alone = Table::from_iter([("type".to_owned(), kind.clone()), (key.clone(), value.clone())]);
+            let error = Settings::deserialize(alone).err().map(|e| e.to_string()).unwrap_or_default();
+            if error.lines().next() == Some(message) {
+                return Some(format!("destinations.{key}"));
+            }
+        }
+    }
+    None
 }
 
 /// Where `key` sits among the tables (and arrays of tables) of `value`, preferring a
@@ -219,9 +275,16 @@ pub(crate) fn read(text: &str, origin: &str, env: &[(String, String)]) -> Result
             Err(error) => error.to_string(),
         };
         if let Some((name, fields)) = unknown_field(&error) {
-            let Some(path) = find(&table, &name, &fields) else {
-                errors.push(format!("{origin}: {}", error.trim()));
-                return Err(errors);
+            // A destination's key is one of its type's or of every destination's.
+            let (path, fields) = match unknown_destination_key(&table, &name, &fields) {
+                Some(found) => found,
+                None => match find(&table, &name, &fields) {
+                    Some(path) => (path, fields),
+                    None => {
+                        errors.push(format!("{origin}: {}", error.trim()));
+                        return Err(errors);
+                    }
+                },
             };
             let hint = match closest(&name, &fields) {
                 Some(best) => format!("; did you mean `{best}`?"),
@@ -233,13 +296,17 @@ pub(crate) fn read(text: &str, origin: &str, env: &[(String, String)]) -> Result
         }
         // Not something to step over: the message, and the key it is about.
         let mut lines = error.trim().lines();
-        let mut message = lines.next().unwrap_or_default().to_owned();
+        let first = lines.next().unwrap_or_default();
+        let mut message = first.to_owned();
         if let Some((name, variants)) = unknown_variant(&error)
             && let Some(best) = closest(&name, &variants)
         {
             message.push_str(&format!("; did you mean `{best}`?"));
         }
-        let key = lines.find_map(|l| l.trim().strip_prefix("in `")).map(|k| k.trim_end_matches('`').to_owned());
+        let mut key = lines.find_map(|l| l.trim().strip_prefix("in `")).map(|k| k.trim_end_matches('`').to_owned());
+        if key.as_deref() == Some("destinations") {
+            key = destination_key_of(&table, first).or(key);
+        }
         let Some(key) = key else {
             errors.push(format!("{origin}: {message}"));
             return Err(errors);
@@ -256,7 +323,9 @@ pub(crate) fn read(text: &str, origin: &str, env: &[(String, String)]) -> Result
 }
 
 /// Every key of every section, from serde's own list of each struct's fields (asked by
-/// offering a key no struct has), for the configuration reference check.
+/// offering a key no struct has), for the configuration reference check. A destination
+/// type's own keys are `destinations[<type>].<key>`; those every destination takes are
+/// `destinations[].<key>`.
 #[cfg(test)]
 pub(crate) fn known_keys() -> Vec<String> {
     let fields = |toml_text: &str| -> Vec<String> {
@@ -271,9 +340,8 @@ pub(crate) fn known_keys() -> Vec<String> {
         ("admin.", "[admin]\nzz_probe = 1\n".to_owned()),
         ("nats.", "[nats]\nzz_probe = 1\n".to_owned()),
         ("sources[].", "[[sources]]\nid = \"a\"\nwrite_keys = []\nzz_probe = 1\n".to_owned()),
-        ("destinations[].", "[[destinations]]\nname = \"a\"\ntype = \"sqlite\"\nzz_probe = 1\n".to_owned()),
         (
-            "destinations[].service_account.",
+            "destinations[mixpanel].service_account.",
             "[[destinations]]\nname = \"a\"\ntype = \"mixpanel\"\n[destinations.service_account]\nuser = \"u\"\nsecret = \"s\"\nproject_id = \"p\"\nzz_probe = 1\n".to_owned(),
         ),
     ];
@@ -281,6 +349,13 @@ pub(crate) fn known_keys() -> Vec<String> {
         for field in fields(&probe) {
             keys.push(format!("{prefix}{field}"));
         }
+    }
+    keys.extend(DestinationConfig::KEYS.iter().map(|key| format!("destinations[].{key}")));
+    let probe = Table::from_iter([("type".to_owned(), Value::from(PROBE))]);
+    let error = Settings::deserialize(probe).expect_err("the probe type is unknown").to_string();
+    let (_, kinds) = unknown_variant(&error).expect("serde lists the types");
+    for kind in kinds {
+        keys.extend(own_keys(&kind).iter().map(|key| format!("destinations[{kind}].{key}")));
     }
     keys
 }
@@ -304,11 +379,34 @@ mod tests {
             [
                 "ferry.toml: unknown key `data_dri`; did you mean `data_dir`?",
                 "ferry.toml: unknown key `destinations[0].batch_event`; did you mean `batch_events`?",
-                "ferry.toml: unknown key `destinations[1].whatever_this_is`; valid keys here: name, type, path, urls, headers, shared_secret, method, batch, level, api_url, project_token, service_account, api_key, measurement_id, api_secret, url, start, batch_events, batch_bytes, batch_ms, max_age_seconds, retry_initial_ms, retry_max_ms, timeout_ms",
+                "ferry.toml: unknown key `destinations[1].whatever_this_is`; valid keys here: name, type, urls, headers, shared_secret, method, batch, start, batch_events, batch_bytes, batch_ms, max_age_seconds, retry_initial_ms, retry_max_ms, timeout_ms",
                 "ferry.toml: unknown key `log.retention_hour`; did you mean `retention_hours`?",
                 "ferry.toml: unknown key `server.listn`; did you mean `listen`?",
             ]
         );
+    }
+
+    /// A key is checked against its destination's type: `url` belongs to the postgres
+    /// destination and not to the sqlite one, and a wrong value of a type's own key is
+    /// located although serde reads those through a buffer.
+    #[test]
+    fn destination_keys_are_checked_against_their_type() {
+        let text = "[[destinations]]\nname = \"pg\"\ntype = \"postgres\"\nurl = \"postgres://h\"\n\
+                    [[destinations]]\nname = \"lite\"\ntype = \"sqlite\"\nurl = \"postgres://h\"\npaht = \"w.db\"\n";
+        let errors = read(text, "f", &[]).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("f: unknown key `destinations[1].paht`; did you mean `path`?"), "{errors:?}");
+        assert!(
+            errors[1].starts_with("f: unknown key `destinations[1].url`; valid keys here: name, type, path,"),
+            "{errors:?}"
+        );
+        let errors =
+            read("[[destinations]]\nname = \"l\"\ntype = \"files\"\nlevel = \"high\"\n", "f", &[]).unwrap_err();
+        assert_eq!(errors, ["f: `destinations.level`: invalid type: string \"high\", expected u32"]);
+        let text = "[[destinations]]\nname = \"m\"\ntype = \"mixpanel\"\nproject_token = \"t\"\n\
+                    [destinations.service_account]\nuser = \"u\"\nsecret = \"s\"\nprojet_id = \"p\"\n";
+        let errors = read(text, "f", &[]).unwrap_err();
+        assert_eq!(errors[0], "f: unknown key `destinations[0].service_account.projet_id`; did you mean `project_id`?");
     }
 
     #[test]
@@ -390,8 +488,13 @@ mod reference {
                     "Top level" => Some(String::new()),
                     "`[[sources]]`" => Some("sources[].".into()),
                     "`[[destinations]]`" => Some("destinations[].".into()),
-                    "`[destinations.service_account]`" => Some("destinations[].service_account.".into()),
-                    other => other.strip_prefix("`[").and_then(|s| s.strip_suffix("]`")).map(|s| format!("{s}.")),
+                    "`[destinations.service_account]` (mixpanel)" => {
+                        Some("destinations[mixpanel].service_account.".into())
+                    }
+                    other => match other.strip_prefix("`[[destinations]]` type = \"") {
+                        Some(kind) => kind.strip_suffix('"').map(|kind| format!("destinations[{kind}].")),
+                        None => other.strip_prefix("`[").and_then(|s| s.strip_suffix("]`")).map(|s| format!("{s}.")),
+                    },
                 };
                 continue;
             }

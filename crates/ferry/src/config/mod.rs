@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferry_destinations::settings::{Settings, StartAt};
 use serde::Deserialize;
 
 mod load;
@@ -42,158 +43,16 @@ pub(crate) struct Config {
     pub(crate) destinations: Option<Vec<DestinationConfig>>,
 }
 
-/// The kinds of destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum DestinationKind {
-    /// The embedded SQLite warehouse (Segment's schema; tables prefixed by source).
-    Sqlite,
-    /// A PostgreSQL warehouse (Segment's schema; one schema per source).
-    Postgres,
-    /// Segment-compatible webhooks: each event's JSON to one to five URLs.
-    Webhook,
-    /// gzip JSON Lines files in `source=/type=/date=/hour=` partitions (a data lake).
-    Files,
-    /// Mixpanel's ingestion API (events, People transactions for revenue, profiles).
-    Mixpanel,
-    /// Amplitude's HTTP V2 API.
-    Amplitude,
-    /// Google Analytics 4's Measurement Protocol.
-    Ga4,
-}
-
-impl DestinationConfig {
-    /// A destination with every optional setting at its default.
-    pub(crate) fn new(name: &str, kind: DestinationKind) -> DestinationConfig {
-        DestinationConfig {
-            name: name.to_owned(),
-            kind,
-            path: None,
-            urls: Vec::new(),
-            headers: std::collections::BTreeMap::new(),
-            shared_secret: None,
-            method: None,
-            batch: false,
-            level: None,
-            api_url: None,
-            project_token: None,
-            service_account: None,
-            api_key: None,
-            measurement_id: None,
-            api_secret: None,
-            url: None,
-            start: None,
-            batch_events: None,
-            batch_bytes: None,
-            batch_ms: None,
-            max_age_seconds: None,
-            retry_initial_ms: None,
-            retry_max_ms: None,
-            timeout_ms: None,
-        }
-    }
-}
-
-/// A Mixpanel service account.
+/// One destination: the keys every type takes (its name and how it is delivered to),
+/// then `type` and that type's own keys (`ferry_destinations::settings`).
+///
+/// Not `deny_unknown_fields`, which serde does not support beside a flattened field: a key
+/// that is none of these goes to the type's settings, which refuse any they do not know.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ServiceAccount {
-    pub(crate) user: String,
-    pub(crate) secret: String,
-    pub(crate) project_id: String,
-}
-
-/// A webhook's HTTP method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum WebhookMethod {
-    Post,
-    Put,
-    Patch,
-}
-
-impl DestinationKind {
-    /// The name used in `type = "..."`.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            DestinationKind::Sqlite => "sqlite",
-            DestinationKind::Postgres => "postgres",
-            DestinationKind::Webhook => "webhook",
-            DestinationKind::Files => "files",
-            DestinationKind::Mixpanel => "mixpanel",
-            DestinationKind::Amplitude => "amplitude",
-            DestinationKind::Ga4 => "ga4",
-        }
-    }
-}
-
-/// Where a destination starts reading when it has no cursor yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum StartAt {
-    /// The oldest event the log still holds.
-    Beginning,
-    /// Only events stored from now on.
-    End,
-}
-
-/// One destination.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct DestinationConfig {
     /// Its name: the key that turns it on or off in an event's `integrations`
     /// (case-sensitive), and the name of its cursor and dead letters.
     pub(crate) name: String,
-    /// `sqlite`, `postgres`, `webhook`, `files`, `mixpanel`, `amplitude` or `ga4`.
-    #[serde(rename = "type")]
-    pub(crate) kind: DestinationKind,
-    /// sqlite: the database file (default `<data_dir>/warehouse.db`); files: the root
-    /// directory (default `<data_dir>/files`).
-    #[serde(default)]
-    pub(crate) path: Option<PathBuf>,
-    /// webhook: one to five URLs; an event is delivered when any of them answers 2xx.
-    #[serde(default)]
-    pub(crate) urls: Vec<String>,
-    /// webhook: extra headers for every request.
-    #[serde(default)]
-    pub(crate) headers: std::collections::BTreeMap<String, String>,
-    /// webhook: with a secret, requests carry `X-Signature`, the hex HMAC-SHA1 of the body.
-    #[serde(default)]
-    pub(crate) shared_secret: Option<String>,
-    /// webhook: `post` (default), `put` or `patch`.
-    #[serde(default)]
-    pub(crate) method: Option<WebhookMethod>,
-    /// webhook: send each batch as one JSON array (at most `batch_events` events and
-    /// `batch_bytes` bytes per request) instead of one request per event.
-    #[serde(default)]
-    pub(crate) batch: bool,
-    /// files: gzip level, 1 (fastest) to 9 (smallest); default 6.
-    #[serde(default)]
-    pub(crate) level: Option<u32>,
-    /// mixpanel, amplitude, ga4: the API's base URL (for EU residency or a proxy), default
-    /// `https://api.mixpanel.com`, `https://api2.amplitude.com`,
-    /// `https://www.google-analytics.com`.
-    #[serde(default)]
-    pub(crate) api_url: Option<String>,
-    /// mixpanel: the project token.
-    #[serde(default)]
-    pub(crate) project_token: Option<String>,
-    /// mixpanel: a service account for `/import` instead of the token: user name, secret
-    /// and the project id.
-    #[serde(default)]
-    pub(crate) service_account: Option<ServiceAccount>,
-    /// amplitude: the project's API key.
-    #[serde(default)]
-    pub(crate) api_key: Option<String>,
-    /// ga4: the data stream's measurement id (`G-...`).
-    #[serde(default)]
-    pub(crate) measurement_id: Option<String>,
-    /// ga4: a Measurement Protocol API secret of the stream.
-    #[serde(default)]
-    pub(crate) api_secret: Option<String>,
-    /// postgres: the connection URL, e.g. `postgres://user:password@host:5432/analytics`.
-    #[serde(default)]
-    pub(crate) url: Option<String>,
     /// Where to start without a cursor: `beginning` (the default for warehouses) or `end`.
     #[serde(default)]
     pub(crate) start: Option<StartAt>,
@@ -216,9 +75,47 @@ pub(crate) struct DestinationConfig {
     /// The longest wait between retries, in milliseconds (default 600000: 10 minutes).
     #[serde(default)]
     pub(crate) retry_max_ms: Option<u64>,
-    /// Give up on one send after this many milliseconds, and retry (default 60000).
+    /// Give up on one send after this many milliseconds, and retry (default 60000); for
+    /// HTTP destinations, on one request.
     #[serde(default)]
     pub(crate) timeout_ms: Option<u64>,
+    /// `type = "sqlite"`, `"postgres"`, `"webhook"`, `"files"`, `"mixpanel"`,
+    /// `"amplitude"` or `"ga4"`, and that type's own keys.
+    #[serde(flatten)]
+    pub(crate) kind: Settings,
+}
+
+impl DestinationConfig {
+    /// The keys of a `[[destinations]]` table that are not its type's: `name`, `type` and
+    /// the fields above (for the unknown-key hints, which list them with the type's).
+    pub(crate) const KEYS: [&str; 10] = [
+        "name",
+        "type",
+        "start",
+        "batch_events",
+        "batch_bytes",
+        "batch_ms",
+        "max_age_seconds",
+        "retry_initial_ms",
+        "retry_max_ms",
+        "timeout_ms",
+    ];
+
+    /// A destination with every delivery setting at its type's default.
+    pub(crate) fn new(name: &str, kind: Settings) -> DestinationConfig {
+        DestinationConfig {
+            name: name.to_owned(),
+            start: None,
+            batch_events: None,
+            batch_bytes: None,
+            batch_ms: None,
+            max_age_seconds: None,
+            retry_initial_ms: None,
+            retry_max_ms: None,
+            timeout_ms: None,
+            kind,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -461,68 +358,8 @@ impl Config {
             if !names.insert(d.name.clone()) {
                 problems.push(format!("two destinations are named {}", d.name));
             }
-            let kind = d.kind;
-            let name = &d.name;
-            let only = |field: &str, given: bool, kinds: &[DestinationKind], problems: &mut Vec<String>| {
-                if given && !kinds.contains(&kind) {
-                    problems
-                        .push(format!("destination {name}: `{field}` does not apply to type {kind:?}").to_lowercase());
-                }
-            };
-            use DestinationKind as K;
-            only("url", d.url.is_some(), &[K::Postgres], &mut problems);
-            only("path", d.path.is_some(), &[K::Sqlite, K::Files], &mut problems);
-            only("urls", !d.urls.is_empty(), &[K::Webhook], &mut problems);
-            only("headers", !d.headers.is_empty(), &[K::Webhook], &mut problems);
-            only("shared_secret", d.shared_secret.is_some(), &[K::Webhook], &mut problems);
-            only("method", d.method.is_some(), &[K::Webhook], &mut problems);
-            only("batch", d.batch, &[K::Webhook], &mut problems);
-            only("level", d.level.is_some(), &[K::Files], &mut problems);
-            only("api_url", d.api_url.is_some(), &[K::Mixpanel, K::Amplitude, K::Ga4], &mut problems);
-            only("project_token", d.project_token.is_some(), &[K::Mixpanel], &mut problems);
-            only("service_account", d.service_account.is_some(), &[K::Mixpanel], &mut problems);
-            only("api_key", d.api_key.is_some(), &[K::Amplitude], &mut problems);
-            only("measurement_id", d.measurement_id.is_some(), &[K::Ga4], &mut problems);
-            only("api_secret", d.api_secret.is_some(), &[K::Ga4], &mut problems);
-            let missing = |field: &str, value: &Option<String>, problems: &mut Vec<String>| {
-                if value.as_deref().is_none_or(str::is_empty) {
-                    problems.push(format!("destination {name}: type {} needs `{field}`", kind.name()));
-                }
-            };
-            match d.kind {
-                K::Mixpanel => missing("project_token", &d.project_token, &mut problems),
-                K::Amplitude => missing("api_key", &d.api_key, &mut problems),
-                K::Ga4 => {
-                    missing("measurement_id", &d.measurement_id, &mut problems);
-                    missing("api_secret", &d.api_secret, &mut problems);
-                }
-                _ => {}
-            }
-            if let Some(url) = &d.api_url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                problems.push(format!("destination {name}: api_url {url:?} must start with http:// or https://"));
-            }
-            match d.kind {
-                K::Postgres if d.url.as_deref().is_none_or(str::is_empty) => {
-                    problems.push(format!("destination {name}: type postgres needs `url`"));
-                }
-                K::Webhook if d.urls.is_empty() || d.urls.len() > 5 => {
-                    problems.push(format!("destination {name}: type webhook needs one to five `urls`"));
-                }
-                K::Webhook => {
-                    for url in &d.urls {
-                        if !(url.starts_with("http://") || url.starts_with("https://")) {
-                            problems.push(format!(
-                                "destination {name}: webhook url {url:?} must start with http:// or https://"
-                            ));
-                        }
-                    }
-                }
-                K::Files if d.level.is_some_and(|l| !(1..=9).contains(&l)) => {
-                    problems.push(format!("destination {name}: `level` must be between 1 and 9"));
-                }
-                _ => {}
+            for problem in d.kind.problems() {
+                problems.push(format!("destination {}: {problem}", d.name));
             }
             for (field, value) in [
                 ("batch_events", d.batch_events.map(|v| v as u64)),
@@ -606,7 +443,7 @@ impl Config {
             problems.push("nats.tls_cert_file and nats.tls_key_file go together".to_owned());
         }
         for d in self.destinations.iter().flatten() {
-            if d.kind == DestinationKind::Files {
+            if matches!(d.kind, Settings::Files(_)) {
                 problems.push(format!(
                     "destination {}: type files is not available with log.backend = \"nats\" (its batches must be the same after a crash, which a shared consumer cannot promise); deliver to a webhook or a warehouse",
                     d.name
@@ -726,15 +563,35 @@ mod tests {
             url = "postgres://x"
             batch_events = 0
         "#;
-        let config: Config = toml::from_str(text).unwrap();
-        let problems = config.problems();
+        // A key of another type is an unknown key of this one: reported as the file is
+        // read, with the problems of the rest.
+        let problems = load::read(text, "f", &[]).unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("needs `url`")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("two destinations are named pg")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("`url` does not apply to type sqlite")), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("unknown key `destinations[1].url`; valid keys here: name, type, path, start")),
+            "{problems:?}"
+        );
         assert!(problems.iter().any(|p| p.contains("`batch_events` must be positive")), "{problems:?}");
         let error = toml::from_str::<Config>("[[destinations]]\nname = \"x\"\ntype = \"bigquery\"\n").unwrap_err();
         assert!(error.to_string().contains("unknown variant `bigquery`"), "{error}");
+    }
+
+    /// `DestinationConfig::KEYS` are its own fields: serde says where a wrong value of
+    /// one is, which it cannot for a key of the flattened type settings.
+    #[test]
+    fn destination_keys_are_the_fields_every_type_takes() {
+        for key in DestinationConfig::KEYS.iter().filter(|k| **k != "type") {
+            let mut destination: toml::Table = "name = \"a\"\ntype = \"sqlite\"\n".parse().unwrap();
+            destination.insert((*key).to_owned(), toml::Value::Table(toml::Table::new()));
+            let table =
+                toml::Table::from_iter([("destinations".to_owned(), toml::Value::Array(vec![destination.into()]))]);
+            let error = Config::deserialize(table).unwrap_err().to_string();
+            assert!(error.contains(&format!("in `destinations.{key}`")), "{key}: {error}");
+        }
     }
 }
 
@@ -778,8 +635,7 @@ mod example {
         assert_eq!(config.sources.len(), 2);
         assert!(config.problems().is_empty(), "{:?}", config.problems());
         let destinations = config.destinations.expect("the example destinations");
-        let kinds: Vec<super::DestinationKind> = destinations.iter().map(|d| d.kind).collect();
-        use super::DestinationKind as K;
-        assert_eq!(kinds, [K::Postgres, K::Webhook, K::Files, K::Mixpanel, K::Amplitude, K::Ga4]);
+        let kinds: Vec<&str> = destinations.iter().map(|d| d.kind.name()).collect();
+        assert_eq!(kinds, ["postgres", "webhook", "files", "mixpanel", "amplitude", "ga4"]);
     }
 }

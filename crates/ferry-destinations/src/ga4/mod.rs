@@ -32,9 +32,13 @@ use std::time::Duration;
 use hyper::header::HeaderValue;
 use serde_json::{Value, json};
 
-use crate::http::{HttpClient, outcome};
+use crate::http::{HttpClient, HttpError, outcome};
 use crate::mapping::{self, Object};
 use crate::{BoxFuture, Destination, Event, Outcome};
+
+mod config;
+
+pub use config::Settings;
 use ferry_event::CallType;
 
 /// How to reach a GA4 property's data stream.
@@ -107,6 +111,30 @@ const EVENT_NAMES: &[(&str, &str)] = &[
     ("Signed Up", "sign_up"),
 ];
 
+/// Why the GA4 destination cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("google analytics 4 needs a measurement id and an api secret")]
+    MissingCredentials,
+    #[error(transparent)]
+    Client(#[from] HttpError),
+}
+
+/// Why an event is rejected rather than sent: GA4 would answer 2xx and drop it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error("ga4 needs a client id: the event has no anonymous id or user id")]
+    NoClientId,
+    #[error("{name:?} is not a valid ga4 {what} name (a letter, then letters, digits or _, at most 40)")]
+    Name { name: String, what: &'static str },
+    #[error("{0:?} is reserved by ga4")]
+    Reserved(String),
+    #[error("currency {0:?} is not an iso 4217 code")]
+    Currency(String),
+    #[error("ga4 {0} needs transaction_id: the event has no order_id")]
+    NoTransactionId(String),
+}
+
 /// The Google Analytics 4 destination.
 pub struct Ga4 {
     config: Ga4Config,
@@ -114,11 +142,11 @@ pub struct Ga4 {
 }
 
 impl Ga4 {
-    pub fn new(config: Ga4Config) -> Result<Ga4, String> {
+    pub fn new(config: Ga4Config) -> Result<Ga4, Error> {
         if config.measurement_id.is_empty() || config.api_secret.is_empty() {
-            return Err("google analytics 4 needs a measurement id and an api secret".into());
+            return Err(Error::MissingCredentials);
         }
-        let client = HttpClient::new().map_err(|e| e.to_string())?;
+        let client = HttpClient::new()?;
         Ok(Ga4 { config: Ga4Config { api_url: config.api_url.trim_end_matches('/').to_owned(), ..config }, client })
     }
 }
@@ -133,20 +161,18 @@ pub(crate) struct Mapped {
 }
 
 /// A valid GA4 event or parameter name (or why not).
-fn check_name(name: &str, what: &str) -> Result<(), String> {
+fn check_name(name: &str, what: &'static str) -> Result<(), Refusal> {
     let mut chars = name.chars();
     let shaped = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name.len() <= MAX_NAME;
     if !shaped {
-        return Err(format!(
-            "{name:?} is not a valid ga4 {what} name (a letter, then letters, digits or _, at most 40)"
-        ));
+        return Err(Refusal::Name { name: name.to_owned(), what });
     }
     if ["firebase_", "ga_", "google_"].iter().any(|p| name.starts_with(p))
         || (what == "event" && RESERVED_EVENTS.contains(&name))
     {
-        return Err(format!("{name:?} is reserved by ga4"));
+        return Err(Refusal::Reserved(name.to_owned()));
     }
     Ok(())
 }
@@ -188,11 +214,11 @@ fn item(product: &Object) -> Object {
 }
 
 /// The GA4 event of a Segment event; `Err` rejects it, `Ok(None)` skips it.
-pub(crate) fn map(event: &Event) -> Result<Option<Mapped>, String> {
+pub(crate) fn map(event: &Event) -> Result<Option<Mapped>, Refusal> {
     let client_id = match (&event.anonymous_id, &event.user_id) {
         (Some(a), _) => a.clone(),
         (None, Some(u)) => u.clone(),
-        (None, None) => return Err("ga4 needs a client id: the event has no anonymous id or user id".into()),
+        (None, None) => return Err(Refusal::NoClientId),
     };
     let properties = mapping::properties(event);
     let mut params = Object::new();
@@ -252,10 +278,10 @@ pub(crate) fn map(event: &Event) -> Result<Option<Mapped>, String> {
 }
 
 /// The parameters of a GA4 e-commerce event.
-fn ecommerce(name: &str, properties: &Object, params: &mut Object) -> Result<(), String> {
+fn ecommerce(name: &str, properties: &Object, params: &mut Object) -> Result<(), Refusal> {
     if let Some(currency) = mapping::currency(properties) {
         if !ferry_event::is_currency(&currency) {
-            return Err(format!("currency {currency:?} is not an iso 4217 code"));
+            return Err(Refusal::Currency(currency));
         }
         params.insert("currency".into(), json!(currency));
     }
@@ -274,7 +300,7 @@ fn ecommerce(name: &str, properties: &Object, params: &mut Object) -> Result<(),
     }
     if matches!(name, "purchase" | "refund") {
         let Some(order) = mapping::text(properties.get("order_id")) else {
-            return Err(format!("ga4 {name} needs transaction_id: the event has no order_id"));
+            return Err(Refusal::NoTransactionId(name.to_owned()));
         };
         params.insert("transaction_id".into(), json!(order));
     }
@@ -339,7 +365,7 @@ impl Destination for Ga4 {
                     Ok(None) => {
                         results[i] = Outcome::skipped(format!("ga4 has no counterpart for {}", event.kind.as_str()))
                     }
-                    Err(reason) => results[i] = Outcome::reject(reason),
+                    Err(refusal) => results[i] = Outcome::reject(refusal.to_string()),
                 }
             }
             let url = format!(
@@ -419,11 +445,11 @@ mod tests {
     #[test]
     fn currencies_are_checked_and_default_to_usd() {
         let bad = stored("track", "Order Completed", r#"{"order_id":"o","total":5,"currency":"EURO"}"#);
-        assert!(map(&bad).unwrap_err().contains("iso 4217"));
+        assert!(map(&bad).unwrap_err().to_string().contains("iso 4217"));
         let none = stored("track", "Order Completed", r#"{"order_id":"o","revenue":5}"#);
         assert_eq!(map(&none).unwrap().unwrap().event["params"]["currency"], "USD");
         let no_order = stored("track", "Order Completed", r#"{"total":5}"#);
-        assert!(map(&no_order).unwrap_err().contains("transaction_id"));
+        assert!(map(&no_order).unwrap_err().to_string().contains("transaction_id"));
     }
 
     #[test]
@@ -445,8 +471,8 @@ mod tests {
         assert_eq!(m.event["params"]["video_id"], "v1");
         assert_eq!(m.event["params"]["ok"], 1);
         assert!(m.event["params"].get("nested").is_none());
-        assert!(map(&stored("track", "first_visit", "{}")).unwrap_err().contains("reserved"));
-        assert!(map(&stored("track", "2 Fast", "{}")).unwrap_err().contains("not a valid"));
+        assert!(map(&stored("track", "first_visit", "{}")).unwrap_err().to_string().contains("reserved"));
+        assert!(map(&stored("track", "2 Fast", "{}")).unwrap_err().to_string().contains("not a valid"));
         assert!(map(&stored("identify", "", "{}")).unwrap().is_none());
     }
 }

@@ -27,6 +27,10 @@ use serde_json::{Value, json};
 use crate::http::{HttpClient, HttpError, Reply, outcome};
 use crate::mapping::{self, Object};
 use crate::{BoxFuture, Destination, Event, Outcome};
+
+mod config;
+
+pub use config::Settings;
 use ferry_event::CallType;
 
 /// How to reach a Mixpanel project.
@@ -46,6 +50,15 @@ const MAX_PER_REQUEST: usize = 2000;
 /// Bytes per request (Mixpanel takes more; this keeps retries cheap).
 const MAX_REQUEST_BYTES: usize = 2 << 20;
 
+/// Why the Mixpanel destination cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mixpanel needs a project token")]
+    MissingToken,
+    #[error(transparent)]
+    Client(#[from] HttpError),
+}
+
 /// The Mixpanel destination.
 pub struct Mixpanel {
     config: MixpanelConfig,
@@ -60,11 +73,11 @@ enum Op {
 }
 
 impl Mixpanel {
-    pub fn new(config: MixpanelConfig) -> Result<Mixpanel, String> {
+    pub fn new(config: MixpanelConfig) -> Result<Mixpanel, Error> {
         if config.project_token.is_empty() {
-            return Err("mixpanel needs a project token".into());
+            return Err(Error::MissingToken);
         }
-        let client = HttpClient::new().map_err(|e| e.to_string())?;
+        let client = HttpClient::new()?;
         Ok(Mixpanel {
             config: MixpanelConfig { api_url: config.api_url.trim_end_matches('/').to_owned(), ..config },
             client,

@@ -24,8 +24,12 @@ use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::naming::quote;
 use super::plan::{self, ColumnType, Plan, Schema, TableKind, TableLoad, Value};
-use super::{LoadError, by_namespace, load_bisecting};
+use super::{LoadError, by_namespace, load_bisecting, users_upsert};
 use crate::{BoxFuture, Destination, Event, Outcome};
+
+mod config;
+
+pub use config::Settings;
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -69,11 +73,9 @@ impl PostgresWarehouse {
     }
 
     /// Connect now, to report a bad URL or an unreachable server at start-up.
-    pub async fn check(&self) -> Result<(), String> {
+    pub async fn check(&self) -> Result<(), LoadError> {
         let mut conn = self.conns[0].lock().await;
-        self.connected(&mut conn).await.map(|_| ()).map_err(|e| match e {
-            LoadError::Transient(e) | LoadError::Data(e) => e,
-        })
+        self.connected(&mut conn).await.map(|_| ())
     }
 
     async fn connected<'c>(&self, slot: &'c mut Option<Conn>) -> Result<&'c mut Conn, LoadError> {
@@ -525,28 +527,10 @@ async fn copy_rows(
                 key.join(", ")
             )
         }
-        TableKind::Users => {
-            // The newer identify's traits win column by column; an older one only fills
-            // columns the row does not have yet.
-            let newer = "excluded.received_at >= t.received_at";
-            let sets: Vec<String> = table
-                .columns
-                .iter()
-                .filter(|(c, _)| c != "id")
-                .map(|(c, _)| {
-                    let c = quote(c);
-                    if c == "\"received_at\"" {
-                        format!("{c} = greatest(excluded.{c}, t.{c})")
-                    } else {
-                        format!("{c} = case when {newer} then coalesce(excluded.{c}, t.{c}) else coalesce(t.{c}, excluded.{c}) end")
-                    }
-                })
-                .collect();
-            format!(
-                "insert into {target} as t ({columns}) select {columns} from {stage} on conflict (\"id\") do update set {}",
-                sets.join(", ")
-            )
-        }
+        TableKind::Users => format!(
+            "insert into {target} as t ({columns}) select {columns} from {stage} {}",
+            users_upsert(&table.columns, "t", "greatest")
+        ),
     };
     tx.batch_execute(&sql).await?;
     Ok(())

@@ -22,13 +22,32 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 use super::naming::{self, quote};
 use super::plan::{self, ColumnType, Plan, Schema, TableKind, TableLoad, Value};
-use super::{LoadError, by_namespace, load_bisecting};
+use super::{LoadError, by_namespace, load_bisecting, users_upsert};
 use crate::{BoxFuture, Destination, Event, Outcome};
+
+mod config;
+
+pub use config::Settings;
 
 /// Where the SQLite warehouse lives.
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {
     pub path: PathBuf,
+}
+
+/// Why the SQLite warehouse cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create {}: {error}", dir.display())]
+    CreateDir { dir: PathBuf, error: std::io::Error },
+    #[error("cannot open sqlite warehouse {}: {error}", path.display())]
+    Open { path: PathBuf, error: rusqlite::Error },
+    #[error("cannot set up sqlite warehouse {}: {error}", path.display())]
+    Setup { path: PathBuf, error: rusqlite::Error },
+    #[error("cannot read sqlite warehouse schema: {0}")]
+    Schema(rusqlite::Error),
+    #[error("cannot start the sqlite checkpointer: {0}")]
+    Checkpointer(std::io::Error),
 }
 
 /// The SQLite warehouse destination.
@@ -50,12 +69,12 @@ struct Inner {
 
 impl SqliteWarehouse {
     /// Open (or create) the warehouse file.
-    pub fn open(config: &SqliteConfig) -> Result<SqliteWarehouse, String> {
+    pub fn open(config: &SqliteConfig) -> Result<SqliteWarehouse, OpenError> {
         if let Some(parent) = config.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|error| OpenError::CreateDir { dir: parent.to_owned(), error })?;
         }
-        let conn = Connection::open(&config.path)
-            .map_err(|e| format!("cannot open sqlite warehouse {}: {e}", config.path.display()))?;
+        let conn =
+            Connection::open(&config.path).map_err(|error| OpenError::Open { path: config.path.clone(), error })?;
         let setup = || -> rusqlite::Result<()> {
             conn.busy_timeout(Duration::from_secs(10))?;
             conn.pragma_update(None, "journal_mode", "wal")?;
@@ -75,10 +94,10 @@ impl SqliteWarehouse {
                      primary key (name, column_name));",
             )
         };
-        setup().map_err(|e| format!("cannot set up sqlite warehouse {}: {e}", config.path.display()))?;
+        setup().map_err(|error| OpenError::Setup { path: config.path.clone(), error })?;
         let checkpoint = spawn_checkpointer(&config.path)?;
         let mut inner = Inner { conn, checkpoint, schemas: HashMap::new(), names: HashMap::new(), schema_version: -1 };
-        inner.refresh().map_err(|e| format!("cannot read sqlite warehouse schema: {e}"))?;
+        inner.refresh().map_err(OpenError::Schema)?;
         Ok(SqliteWarehouse { inner: Arc::new(Mutex::new(inner)) })
     }
 
@@ -123,9 +142,9 @@ const WAL_TRUNCATE_BYTES: u64 = 256 << 20;
 /// (passively: it never blocks the loader or readers), and truncates the WAL when it grew
 /// large. It sleeps on a channel, so an idle warehouse costs nothing; it ends when the
 /// warehouse is dropped.
-fn spawn_checkpointer(path: &std::path::Path) -> Result<std::sync::mpsc::SyncSender<()>, String> {
-    let conn = Connection::open(path).map_err(|e| format!("cannot open sqlite warehouse {}: {e}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+fn spawn_checkpointer(path: &std::path::Path) -> Result<std::sync::mpsc::SyncSender<()>, OpenError> {
+    let conn = Connection::open(path).map_err(|error| OpenError::Open { path: path.to_owned(), error })?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(|error| OpenError::Setup { path: path.to_owned(), error })?;
     let wal = {
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
@@ -143,7 +162,7 @@ fn spawn_checkpointer(path: &std::path::Path) -> Result<std::sync::mpsc::SyncSen
                 }
             }
         })
-        .map_err(|e| format!("cannot start the sqlite checkpointer: {e}"))?;
+        .map_err(OpenError::Checkpointer)?;
     Ok(send)
 }
 
@@ -393,31 +412,11 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, name: &str, table: &TableLoad<'_>
         TableKind::Events | TableKind::Discards => {
             format!("insert or ignore into {target} ({}) values ({placeholders})", columns.join(", "))
         }
-        TableKind::Users => {
-            // The newer identify's traits win column by column; an older one only fills
-            // columns the row does not have yet.
-            let newer = format!("excluded.received_at >= {target}.received_at");
-            let sets: Vec<String> = table
-                .columns
-                .iter()
-                .filter(|(c, _)| c != "id")
-                .map(|(c, _)| {
-                    let c = quote(c);
-                    if c == "\"received_at\"" {
-                        format!("{c} = max(excluded.{c}, {target}.{c})")
-                    } else {
-                        format!(
-                            "{c} = case when {newer} then coalesce(excluded.{c}, {target}.{c}) else coalesce({target}.{c}, excluded.{c}) end"
-                        )
-                    }
-                })
-                .collect();
-            format!(
-                "insert into {target} ({}) values ({placeholders}) on conflict (\"id\") do update set {}",
-                columns.join(", "),
-                sets.join(", ")
-            )
-        }
+        TableKind::Users => format!(
+            "insert into {target} ({}) values ({placeholders}) {}",
+            columns.join(", "),
+            users_upsert(&table.columns, &target, "max")
+        ),
     };
     let mut statement = tx.prepare_cached(&sql)?;
     let width = table.columns.len();

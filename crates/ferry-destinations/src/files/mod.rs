@@ -22,12 +22,25 @@ use std::sync::Arc;
 
 use crate::{BoxFuture, Destination, Event, Outcome};
 
+mod config;
+
+pub use config::Settings;
+
 /// Where and how files are written.
 #[derive(Debug, Clone)]
 pub struct FilesConfig {
     pub root: PathBuf,
     /// gzip level, 1 (fastest) to 9 (smallest).
     pub level: u32,
+}
+
+/// Why the files destination cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create files root {}: {error}", root.display())]
+    CreateRoot { root: PathBuf, error: std::io::Error },
+    #[error("cannot clean {}: {error}", root.display())]
+    Clean { root: PathBuf, error: std::io::Error },
 }
 
 /// The files destination.
@@ -37,11 +50,11 @@ pub struct Files {
 
 impl Files {
     /// Create the root if needed and remove temporary files a crash left behind.
-    pub fn open(config: FilesConfig) -> Result<Files, String> {
+    pub fn open(config: FilesConfig) -> Result<Files, Error> {
         std::fs::create_dir_all(&config.root)
-            .map_err(|e| format!("cannot create files root {}: {e}", config.root.display()))?;
+            .map_err(|error| Error::CreateRoot { root: config.root.clone(), error })?;
         let removed =
-            remove_temporaries(&config.root).map_err(|e| format!("cannot clean {}: {e}", config.root.display()))?;
+            remove_temporaries(&config.root).map_err(|error| Error::Clean { root: config.root.clone(), error })?;
         if removed > 0 {
             tracing::warn!(root = %config.root.display(), files = removed, "removed partial files left by a crash");
         }

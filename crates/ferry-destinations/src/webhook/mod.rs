@@ -18,9 +18,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hmac::{KeyInit, Mac};
 use hyper::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
 
-use crate::http::{HttpClient, outcome};
+use crate::http::{HttpClient, HttpError, outcome};
 use crate::{BoxFuture, Destination, Event, Outcome};
+
+mod config;
+
+pub use config::Settings;
 
 /// What Segment sends as `User-Agent`; receivers that check for it keep working.
 pub const USER_AGENT: &str = "Segment.io/1.0 (compatible; ferry)";
@@ -43,9 +48,11 @@ pub struct WebhookConfig {
     pub concurrency: usize,
 }
 
-/// The HTTP method of a webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The HTTP method of a webhook (`method = "post"`, `"put"` or `"patch"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Method {
+    #[default]
     Post,
     Put,
     Patch,
@@ -66,6 +73,21 @@ impl WebhookConfig {
     }
 }
 
+/// Why a webhook cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("a webhook takes 1 to 5 urls, not {0}")]
+    UrlCount(usize),
+    #[error("invalid webhook url {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("invalid header name {name:?}: {reason}")]
+    HeaderName { name: String, reason: String },
+    #[error("invalid value for header {name}: {reason}")]
+    HeaderValue { name: String, reason: String },
+    #[error(transparent)]
+    Client(#[from] HttpError),
+}
+
 /// The webhook destination.
 pub struct Webhook {
     config: WebhookConfig,
@@ -76,14 +98,15 @@ pub struct Webhook {
 
 impl Webhook {
     /// Check the URLs and headers and set up the client.
-    pub fn new(config: WebhookConfig) -> Result<Webhook, String> {
+    pub fn new(config: WebhookConfig) -> Result<Webhook, Error> {
         if config.urls.is_empty() || config.urls.len() > 5 {
-            return Err(format!("a webhook takes 1 to 5 urls, not {}", config.urls.len()));
+            return Err(Error::UrlCount(config.urls.len()));
         }
         for url in &config.urls {
-            let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid webhook url {url:?}: {e}"))?;
+            let invalid = |reason: String| Error::Url { url: url.clone(), reason };
+            let uri = url.parse::<hyper::Uri>().map_err(|e| invalid(e.to_string()))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                return Err(format!("invalid webhook url {url:?}: needs http:// or https:// and a host"));
+                return Err(invalid("needs http:// or https:// and a host".to_owned()));
             }
         }
         let mut headers = vec![
@@ -91,9 +114,10 @@ impl Webhook {
             (hyper::header::USER_AGENT, HeaderValue::from_static(USER_AGENT)),
         ];
         for (name, value) in &config.headers {
-            let name = HeaderName::try_from(name.as_str()).map_err(|e| format!("invalid header name {name:?}: {e}"))?;
-            let value =
-                HeaderValue::try_from(value.as_str()).map_err(|e| format!("invalid value for header {name}: {e}"))?;
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|e| Error::HeaderName { name: name.clone(), reason: e.to_string() })?;
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|e| Error::HeaderValue { name: name.to_string(), reason: e.to_string() })?;
             headers.push((name, value));
         }
         let method = match config.method {
@@ -101,7 +125,7 @@ impl Webhook {
             Method::Put => hyper::Method::PUT,
             Method::Patch => hyper::Method::PATCH,
         };
-        let client = HttpClient::new().map_err(|e| e.to_string())?;
+        let client = HttpClient::new()?;
         Ok(Webhook { config, client, headers, method })
     }
 
@@ -268,9 +292,9 @@ mod tests {
     #[test]
     fn bad_urls_and_headers_are_refused() {
         assert!(Webhook::new(WebhookConfig { urls: vec![], ..WebhookConfig::new("http://x") }).is_err());
-        assert!(Webhook::new(WebhookConfig::new("ftp://x/")).err().unwrap().contains("http"));
+        assert!(Webhook::new(WebhookConfig::new("ftp://x/")).err().unwrap().to_string().contains("http"));
         let bad_header =
             WebhookConfig { headers: vec![("bad header".into(), "v".into())], ..WebhookConfig::new("http://x/") };
-        assert!(Webhook::new(bad_header).err().unwrap().contains("invalid header name"));
+        assert!(Webhook::new(bad_header).err().unwrap().to_string().contains("invalid header name"));
     }
 }

@@ -22,6 +22,10 @@ use serde_json::{Value, json};
 use crate::http::{HttpClient, HttpError, Reply, outcome};
 use crate::mapping::{self, Object};
 use crate::{BoxFuture, Destination, Event, Outcome};
+
+mod config;
+
+pub use config::Settings;
 use ferry_event::CallType;
 
 /// How to reach an Amplitude project.
@@ -39,6 +43,15 @@ const MAX_REQUEST_BYTES: usize = 1_000_000;
 /// When Amplitude throttles without saying for how long.
 const THROTTLED_RETRY: Duration = Duration::from_secs(30);
 
+/// Why the Amplitude destination cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("amplitude needs an api key")]
+    MissingKey,
+    #[error(transparent)]
+    Client(#[from] HttpError),
+}
+
 /// The Amplitude destination.
 pub struct Amplitude {
     config: AmplitudeConfig,
@@ -46,11 +59,11 @@ pub struct Amplitude {
 }
 
 impl Amplitude {
-    pub fn new(config: AmplitudeConfig) -> Result<Amplitude, String> {
+    pub fn new(config: AmplitudeConfig) -> Result<Amplitude, Error> {
         if config.api_key.is_empty() {
-            return Err("amplitude needs an api key".into());
+            return Err(Error::MissingKey);
         }
-        let client = HttpClient::new().map_err(|e| e.to_string())?;
+        let client = HttpClient::new()?;
         Ok(Amplitude {
             config: AmplitudeConfig { api_url: config.api_url.trim_end_matches('/').to_owned(), ..config },
             client,

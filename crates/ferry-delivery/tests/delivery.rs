@@ -609,23 +609,8 @@ async fn files_roll_with_the_batches_and_hold_every_event_once() {
 
 /// Every stored event of the real-client captures, as log records.
 fn real_client_records() -> Vec<Record> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-event/tests/expected");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    paths.sort();
-    let mut records = Vec::new();
-    for path in paths {
-        let outcomes: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for outcome in outcomes {
-            for event in outcome["accepted"].as_array().cloned().unwrap_or_default() {
-                records.push(Record { key: None, payload: event.to_string().into_bytes() });
-            }
-        }
-    }
-    records
+    let events = ferry_destinations::testing::real_client_events();
+    events.iter().map(|event| Record { key: None, payload: event.json().as_bytes().to_vec() }).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

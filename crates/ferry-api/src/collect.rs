@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use ferry_event::{CallType, Ctx, Route};
+use ferry_event::{CallType, Ctx, Described, Rejected, Route};
 use serde::Deserialize;
 
 use crate::{ApiError, ApiStats, AppState, IngestBatch, IngestError, Record, body};
@@ -81,7 +81,7 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
     let _inflate_permit = if is_gzip { Some(acquire(state, config.max_inflated_bytes)?) } else { None };
     let body = body::inflate(&parts.headers, raw, config.max_inflated_bytes)?;
 
-    let parsed = ferry_event::parse(&body, route, &config.limits).map_err(request_error)?;
+    let parsed = ferry_event::parse(&body, route, &config.limits).map_err(ApiError::Request)?;
     let write_key = header_write_key(&parts.headers).or_else(|| parsed.write_key().map(str::to_owned));
     let Some(write_key) = write_key.filter(|k| !k.is_empty()) else {
         return Err(ApiError::MissingWriteKey);
@@ -115,53 +115,16 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
             client_ip,
             limits: &config.limits,
             new_message_id: &mut new_id,
+            describe: raws.is_some(),
         };
         ferry_event::process(parsed, &mut ctx)
     };
-    let accepted = processed.accepted.len();
-    let accepted_bytes: usize = processed.accepted.iter().map(|a| a.json.len()).sum();
-    let rejected_bytes: usize = processed.rejected.iter().map(|r| r.quarantine_json.len()).sum();
-    let rejected: Vec<_> = processed
-        .rejected
-        .iter()
-        .map(|r| RejectedItem {
-            index: r.index,
-            message_id: r.message_id.clone(),
-            code: r.issue.code,
-            message: r.issue.message.clone(),
-            field: r.issue.field.clone(),
-        })
-        .collect();
-    let watched = raws.map(|raws| {
-        let events: Vec<(usize, String, Vec<u8>, Vec<ferry_event::Issue>)> = processed
-            .accepted
-            .iter()
-            .filter(|a| a.index < raws.len())
-            .map(|a| (a.index, a.message_id.clone(), a.json.clone(), a.warnings.clone()))
-            .collect();
-        let rejected: Vec<ferry_tap::RejectedSeen> = processed
-            .rejected
-            .iter()
-            .filter(|r| r.index < raws.len())
-            .map(|r| ferry_tap::RejectedSeen {
-                index: r.index,
-                message_id: r.message_id.clone(),
-                code: r.issue.code.to_owned(),
-                message: r.issue.message.clone(),
-                field: r.issue.field.clone(),
-                item: ferry_tap::bounded(raws.get(r.index).map_or("", String::as_str), ferry_tap::MAX_ITEM_BYTES),
-            })
-            .collect();
-        Watched { raws, events, rejected }
-    });
-    let batch = IngestBatch {
-        events: processed
-            .accepted
-            .into_iter()
-            .map(|a| Record { key: Some(a.message_id.into_bytes()), payload: a.json })
-            .collect(),
-        quarantine: processed.rejected.into_iter().map(|r| Record { key: None, payload: r.quarantine_json }).collect(),
-    };
+    let accepted = processed.events.len();
+    let accepted_bytes: usize = processed.events.iter().map(|e| e.payload.len()).sum();
+    let rejected_bytes: usize = processed.quarantine.iter().map(|q| q.payload.len()).sum();
+    let rejected = processed.rejected;
+    let watched = raws.map(|raws| Watched::new(raws, processed.described, &processed.events, &rejected));
+    let batch = IngestBatch { events: processed.events, quarantine: processed.quarantine };
     let receipt = inner.ingest.ingest(batch).await.map_err(ingest_error)?;
 
     ApiStats::add(&inner.stats.accepted, accepted - receipt.duplicates);
@@ -185,33 +148,42 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
     }
 
     if let Route::Single(_) = route {
-        if let Some(first) = rejected.into_iter().next() {
+        if let Some(first) = rejected.first() {
             // The event is in quarantine; the client learns why at once.
-            return Err(ApiError::InvalidEvent { code: first.code, message: first.message, field: first.field });
+            return Err(ApiError::InvalidEvent(first.rejection));
         }
         return Ok(success_body());
     }
+    let rejected = rejected.iter().map(RejectedItem::of).collect();
     let body = BatchAnswer { success: true, accepted, duplicates: receipt.duplicates, rejected };
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
 #[derive(serde::Serialize)]
-struct BatchAnswer {
+struct BatchAnswer<'a> {
     success: bool,
     accepted: usize,
     duplicates: usize,
-    rejected: Vec<RejectedItem>,
+    rejected: Vec<RejectedItem<'a>>,
 }
 
 #[derive(serde::Serialize)]
-struct RejectedItem {
+struct RejectedItem<'a> {
     index: usize,
     #[serde(rename = "messageId")]
-    message_id: Option<String>,
+    message_id: Option<&'a str>,
     code: &'static str,
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<String>,
+    field: Option<&'static str>,
+}
+
+impl RejectedItem<'_> {
+    fn of(rejected: &Rejected) -> RejectedItem<'_> {
+        let Rejected { index, message_id, rejection } = rejected;
+        let (code, message, field) = (rejection.code(), rejection.to_string(), rejection.field());
+        RejectedItem { index: *index, message_id: message_id.as_deref(), code, message, field }
+    }
 }
 
 /// `{"success":true}`, as Segment answers, from static bytes (building and serializing a
@@ -226,9 +198,29 @@ fn success_body() -> Response {
 struct Watched {
     /// The first items as sent, up to the tap's budget.
     raws: Vec<String>,
-    /// Accepted events among them: index, message id, stored JSON, warnings.
-    events: Vec<(usize, String, Vec<u8>, Vec<ferry_event::Issue>)>,
+    /// Accepted events among them, as the pipeline described them, with their stored JSON.
+    events: Vec<(Described, Record)>,
     rejected: Vec<ferry_tap::RejectedSeen>,
+}
+
+impl Watched {
+    fn new(raws: Vec<String>, described: Vec<Described>, events: &[Record], rejected: &[Rejected]) -> Watched {
+        let events = described.into_iter().zip(events).filter(|(d, _)| d.index < raws.len());
+        let events = events.map(|(described, record)| (described, record.clone())).collect();
+        let rejected = rejected
+            .iter()
+            .filter(|r| r.index < raws.len())
+            .map(|r| ferry_tap::RejectedSeen {
+                index: r.index,
+                message_id: r.message_id.clone(),
+                code: r.rejection.code().to_owned(),
+                message: r.rejection.to_string(),
+                field: r.rejection.field().map(str::to_owned),
+                item: ferry_tap::bounded(raws.get(r.index).map_or("", String::as_str), ferry_tap::MAX_ITEM_BYTES),
+            })
+            .collect();
+        Watched { raws, events, rejected }
+    }
 }
 
 /// What the debugger shows of a request.
@@ -237,23 +229,24 @@ fn publish(inner: &crate::Inner, source: &str, route: &str, watched: Watched, du
     let events = events
         .into_iter()
         .enumerate()
-        .map(|(n, (index, message_id, json, warnings))| {
-            let stored = String::from_utf8(json).unwrap_or_default();
-            let decoded = ferry_event::stored::Event::from_json(stored.clone().into_boxed_str()).ok();
-            ferry_tap::EventSeen {
-                message_id,
-                call: decoded.as_ref().map_or("", |e| e.kind.as_str()).to_owned(),
-                event: decoded.as_ref().and_then(|e| e.event.clone()),
-                user_id: decoded.as_ref().and_then(|e| e.user_id.clone()),
-                anonymous_id: decoded.as_ref().and_then(|e| e.anonymous_id.clone()),
-                raw: ferry_tap::bounded(raws.get(index).map_or("", String::as_str), ferry_tap::MAX_ITEM_BYTES),
-                stored,
-                warnings: warnings
-                    .into_iter()
-                    .map(|w| ferry_tap::Warning { code: w.code.to_owned(), message: w.message, field: w.field })
-                    .collect(),
-                duplicate: duplicate.get(n).copied().unwrap_or(false),
-            }
+        .map(|(n, (described, record))| ferry_tap::EventSeen {
+            message_id: String::from_utf8(record.key.unwrap_or_default()).unwrap_or_default(),
+            call: described.call.as_str().to_owned(),
+            event: described.event,
+            user_id: described.user_id,
+            anonymous_id: described.anonymous_id,
+            raw: ferry_tap::bounded(raws.get(described.index).map_or("", String::as_str), ferry_tap::MAX_ITEM_BYTES),
+            stored: String::from_utf8(record.payload).unwrap_or_default(),
+            warnings: described
+                .warnings
+                .iter()
+                .map(|w| ferry_tap::Warning {
+                    code: w.code().to_owned(),
+                    message: w.to_string(),
+                    field: Some(w.field().to_owned()),
+                })
+                .collect(),
+            duplicate: duplicate.get(n).copied().unwrap_or(false),
         })
         .collect();
     inner.tap.publish(ferry_tap::Observation::Request(ferry_tap::RequestSeen {
@@ -273,13 +266,6 @@ fn acquire(state: &AppState, bytes: usize) -> Result<tokio::sync::SemaphorePermi
         .inflight
         .try_acquire_many(permits)
         .map_err(|_| ApiError::Overloaded { retry_after: OVERLOAD_RETRY_AFTER })
-}
-
-fn request_error(error: ferry_event::RequestError) -> ApiError {
-    match error.code {
-        "payload_too_large" | "too_many_events" => ApiError::TooLarge { code: error.code, message: error.message },
-        _ => ApiError::BadRequest { code: error.code, message: error.message },
-    }
 }
 
 pub(crate) fn ingest_error(error: IngestError) -> ApiError {

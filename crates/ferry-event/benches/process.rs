@@ -77,11 +77,12 @@ fn run_once(body: &[u8], route: Route, limits: &Limits, received_at: jiff::Times
         client_ip: Some(std::net::IpAddr::from([203, 0, 113, 7])),
         limits,
         new_message_id: &mut ids,
+        describe: false,
     };
     let processed = process(parsed, &mut ctx);
     assert!(processed.rejected.is_empty());
-    black_box(&processed.accepted);
-    processed.accepted.len()
+    black_box(&processed.events);
+    processed.events.len()
 }
 
 /// Nanoseconds this thread has been on a CPU (Linux), so that other load on the machine

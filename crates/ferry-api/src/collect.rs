@@ -16,40 +16,30 @@ use serde::Deserialize;
 
 use crate::{ApiError, ApiStats, AppState, IngestBatch, IngestError, Record, body};
 
-/// Paths that carry one call, and the call type the path implies.
-pub(crate) const SINGLE_ROUTES: &[(&str, CallType)] = &[
-    ("/v1/track", CallType::Track),
-    ("/v1/identify", CallType::Identify),
-    ("/v1/page", CallType::Page),
-    ("/v1/screen", CallType::Screen),
-    ("/v1/group", CallType::Group),
-    ("/v1/alias", CallType::Alias),
-    ("/v1/t", CallType::Track),
-    ("/v1/i", CallType::Identify),
-    ("/v1/p", CallType::Page),
-    ("/v1/s", CallType::Screen),
-    ("/v1/g", CallType::Group),
-    ("/v1/a", CallType::Alias),
+/// The tracking routes (`POST`) and what their bodies are: one call of the type the path
+/// names (the browser's short paths too), or a batch envelope.
+pub(crate) const ROUTES: &[(&str, Route)] = &[
+    ("/v1/track", Route::Single(CallType::Track)),
+    ("/v1/identify", Route::Single(CallType::Identify)),
+    ("/v1/page", Route::Single(CallType::Page)),
+    ("/v1/screen", Route::Single(CallType::Screen)),
+    ("/v1/group", Route::Single(CallType::Group)),
+    ("/v1/alias", Route::Single(CallType::Alias)),
+    ("/v1/t", Route::Single(CallType::Track)),
+    ("/v1/i", Route::Single(CallType::Identify)),
+    ("/v1/p", Route::Single(CallType::Page)),
+    ("/v1/s", Route::Single(CallType::Screen)),
+    ("/v1/g", Route::Single(CallType::Group)),
+    ("/v1/a", Route::Single(CallType::Alias)),
+    ("/v1/batch", Route::Batch),
+    ("/v1/import", Route::Batch),
+    ("/v1/b", Route::Batch),
 ];
-
-/// Paths that carry a batch envelope.
-pub(crate) const BATCH_ROUTES: &[&str] = &["/v1/batch", "/v1/import", "/v1/b"];
 
 /// How long a client should wait when ferry is over its in-flight budget.
 const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// The handler for a single-call route.
-pub(crate) fn single(
-    call: CallType,
-) -> impl Fn(State<AppState>, Request) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> + Clone + Send + 'static
-{
-    move |State(state), request| Box::pin(async move { collect(state, Route::Single(call), request).await })
-}
-
-pub(crate) async fn batch(State(state): State<AppState>, request: Request) -> Response {
-    collect(state, Route::Batch, request).await
-}
-
+/// A request to one of the [`ROUTES`].
 pub(crate) async fn collect(state: AppState, route: Route, request: Request) -> Response {
     state.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
     match collect_inner(&state, route, request).await {
@@ -358,15 +348,8 @@ pub(crate) async fn pixel(
 }
 
 async fn pixel_inner(state: &AppState, call: &str, query: PixelQuery, request: Request) -> Result<(), ApiError> {
-    let call = match call {
-        "track" => CallType::Track,
-        "identify" => CallType::Identify,
-        "page" => CallType::Page,
-        "screen" => CallType::Screen,
-        "group" => CallType::Group,
-        "alias" => CallType::Alias,
-        _ => return Err(ApiError::NotFound),
-    };
+    // `{type}` is a call's `type`, as in a batch item.
+    let call = CallType::parse(call).ok_or(ApiError::NotFound)?;
     let data = query.data.unwrap_or_default();
     let json = decode_base64(&data).ok_or_else(|| ApiError::BadRequest {
         code: "invalid_base64",

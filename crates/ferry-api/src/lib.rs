@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::routing::{get, post};
 use ferry_event::Limits;
 pub use ferry_log_contract::Record;
@@ -254,11 +255,8 @@ impl AppState {
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new();
-    for (path, call) in collect::SINGLE_ROUTES {
-        app = app.route(path, post(collect::single(*call)));
-    }
-    for path in collect::BATCH_ROUTES {
-        app = app.route(path, post(collect::batch));
+    for &(path, route) in collect::ROUTES {
+        app = app.route(path, post(move |State(state), request| collect::collect(state, route, request)));
     }
     app.route("/v1/m", post(collect::browser_metrics))
         .route("/v1/pixel/{call}", get(collect::pixel))
@@ -281,9 +279,7 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn ready(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+async fn ready(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if state.inner.ingest.ready() {
         Ok(axum::Json(serde_json::json!({ "status": "ready" })))
     } else {

@@ -4,7 +4,6 @@
 //! only after the log said the events and the quarantined items are durable.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -14,7 +13,7 @@ use base64::Engine;
 use ferry_event::{CallType, Ctx, Described, Rejected, Route};
 use serde::Deserialize;
 
-use crate::{ApiError, ApiStats, AppState, IngestBatch, IngestError, Record, body};
+use crate::{ApiError, AppState, IngestBatch, IngestError, Record, body};
 
 /// The tracking routes (`POST`) and what their bodies are: one call of the type the path
 /// names (the browser's short paths too), or a batch envelope.
@@ -41,13 +40,9 @@ const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A request to one of the [`ROUTES`].
 pub(crate) async fn collect(state: AppState, route: Route, request: Request) -> Response {
-    state.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
     match collect_inner(&state, route, request).await {
         Ok(response) => response,
-        Err(error) => {
-            state.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
-            error.into_response()
-        }
+        Err(error) => error.into_response(),
     }
 }
 
@@ -117,9 +112,6 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
     let batch = IngestBatch { events: processed.events, quarantine: processed.quarantine };
     let receipt = inner.ingest.ingest(batch).await.map_err(ingest_error)?;
 
-    ApiStats::add(&inner.stats.accepted, accepted - receipt.duplicates);
-    ApiStats::add(&inner.stats.duplicates, receipt.duplicates);
-    ApiStats::add(&inner.stats.rejected, rejected.len());
     let source = inner.metrics.sources.get(&source_id);
     source.accepted.add((accepted - receipt.duplicates) as u64);
     source.accepted_bytes.add(accepted_bytes.saturating_sub(receipt.duplicate_bytes) as u64);
@@ -303,7 +295,6 @@ pub(crate) async fn browser_metrics(State(state): State<AppState>, request: Requ
         .ok()
         .and_then(|bytes| serde_json::from_slice::<MetricsBody>(&bytes).ok())
         .map_or(0, |body| body.series.len());
-    state.inner.stats.browser_metrics.fetch_add(series as u64, Ordering::Relaxed);
     state.inner.metrics.browser_series.add(series as u64);
     success_body()
 }

@@ -21,7 +21,6 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -172,24 +171,6 @@ impl Default for ApiConfig {
     }
 }
 
-/// Counters the API keeps itself.
-#[derive(Debug, Default)]
-pub struct ApiStats {
-    pub requests: AtomicU64,
-    pub accepted: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub rejected: AtomicU64,
-    pub refused: AtomicU64,
-    /// Series received on `/v1/m` (browser library metrics), counted then discarded.
-    pub browser_metrics: AtomicU64,
-}
-
-impl ApiStats {
-    fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
 /// The state every handler reads.
 #[derive(Clone)]
 pub struct AppState {
@@ -202,7 +183,6 @@ struct Inner {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
     inflight: Semaphore,
-    stats: ApiStats,
     metrics: metrics::ApiMetrics,
     /// The rest of the process's metrics (the log, delivery), when the binary sets them.
     metrics_source: std::sync::OnceLock<Arc<dyn MetricsSource>>,
@@ -228,17 +208,12 @@ impl AppState {
                 clock,
                 ids,
                 inflight: Semaphore::new(permits),
-                stats: ApiStats::default(),
                 metrics: metrics::ApiMetrics::default(),
                 metrics_source: std::sync::OnceLock::new(),
                 admin: std::sync::OnceLock::new(),
                 tap,
             }),
         }
-    }
-
-    pub fn stats(&self) -> &ApiStats {
-        &self.inner.stats
     }
 
     /// Serve the admin API with `admin` (once; later calls are ignored).

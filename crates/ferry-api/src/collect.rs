@@ -10,10 +10,12 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use ferry_event::{CallType, Ctx, Described, Rejected, Route};
+use bytes::Bytes;
+use ferry_event::{CallType, Ctx, Described, Parsed, Processed, Rejected, Route};
 use serde::Deserialize;
+use tokio::sync::SemaphorePermit;
 
-use crate::{ApiError, AppState, IngestBatch, IngestError, Record, body};
+use crate::{ApiError, AppState, IngestBatch, IngestError, IngestReceipt, Record, Sources, body};
 
 /// The tracking routes (`POST`) and what their bodies are: one call of the type the path
 /// names (the browser's short paths too), or a batch envelope.
@@ -49,69 +51,25 @@ pub(crate) async fn collect(state: AppState, route: Route, request: Request) -> 
 async fn collect_inner(state: &AppState, route: Route, request: Request) -> Result<Response, ApiError> {
     let inner = &state.inner;
     let config = &inner.config;
+    // The request: read within the in-flight budget, inflated, decoded, authenticated.
     let (parts, body) = request.into_parts();
+    let body = read(state, &parts.headers, body).await?;
+    let parsed = ferry_event::parse(&body.bytes, route, &config.limits).map_err(ApiError::Request)?;
+    let source_id = authenticate(&parts.headers, &parsed, &config.sources)?;
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-
-    // Bound the memory of everything in flight: a permit per KiB the body may take.
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(config.max_body_bytes)
-        .min(config.max_body_bytes);
-    let _permit = acquire(state, declared)?;
-    let raw = body::read(&parts.headers, body, config.max_body_bytes).await?;
-    let is_gzip = body::is_gzip(&parts.headers, &raw);
-    let _inflate_permit = if is_gzip { Some(acquire(state, config.max_inflated_bytes)?) } else { None };
-    let body = body::inflate(&parts.headers, raw, config.max_inflated_bytes)?;
-
-    let parsed = ferry_event::parse(&body, route, &config.limits).map_err(ApiError::Request)?;
-    let write_key = header_write_key(&parts.headers).or_else(|| parsed.write_key().map(str::to_owned));
-    let Some(write_key) = write_key.filter(|k| !k.is_empty()) else {
-        return Err(ApiError::MissingWriteKey);
-    };
-    let Some(source_id) = config.sources.source_for(&write_key) else {
-        return Err(ApiError::UnknownWriteKey);
-    };
-
     let client_ip = client_ip(peer, &parts.headers, &config.trusted_proxies);
-    // The debugger's feed: the items as received, only while somebody watches, and only
-    // the first ones up to its budget (per request and per second; the rest are counted).
-    let raws: Option<Vec<String>> = inner.tap.watched().then(|| {
-        let budget = inner.tap.reserve(ferry_tap::REQUEST_BYTES);
-        let mut used = 0;
-        (0..parsed.len())
-            .map_while(|i| {
-                (used < budget).then(|| {
-                    let raw = parsed.item_json(i).unwrap_or_default();
-                    used += raw.len();
-                    raw
-                })
-            })
-            .collect()
-    });
+
+    // The pipeline: validated, enriched and encoded, then durable.
     let items = parsed.len();
-    let processed = {
-        let mut new_id = || inner.ids.message_id();
-        let mut ctx = Ctx {
-            received_at: inner.clock.now(),
-            source_id: &source_id,
-            client_ip,
-            limits: &config.limits,
-            new_message_id: &mut new_id,
-            describe: raws.is_some(),
-        };
-        ferry_event::process(parsed, &mut ctx)
-    };
+    let shown = shown_items(inner, &parsed);
+    let origin = Origin { source_id: &source_id, client_ip, describe: shown.is_some() };
+    let processed = process(state, parsed, &origin);
     let accepted = processed.events.len();
     let accepted_bytes: usize = processed.events.iter().map(|e| e.payload.len()).sum();
     let rejected_bytes: usize = processed.quarantine.iter().map(|q| q.payload.len()).sum();
     let rejected = processed.rejected;
-    let watched = raws.map(|raws| Watched::new(raws, processed.described, &processed.events, &rejected));
-    let batch = IngestBatch { events: processed.events, quarantine: processed.quarantine };
-    let receipt = inner.ingest.ingest(batch).await.map_err(ingest_error)?;
-
+    let watched = shown.map(|raws| Watched::new(raws, items, processed.described, &processed.events, &rejected));
+    let receipt = ingest(state, IngestBatch { events: processed.events, quarantine: processed.quarantine }).await?;
     let source = inner.metrics.sources.get(&source_id);
     source.accepted.add((accepted - receipt.duplicates) as u64);
     source.accepted_bytes.add(accepted_bytes.saturating_sub(receipt.duplicate_bytes) as u64);
@@ -120,15 +78,14 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
     source.rejected.add(rejected.len() as u64);
     source.rejected_bytes.add(rejected_bytes as u64);
     if let Some(watched) = watched {
-        let omitted = items - watched.raws.len();
-        if watched.raws.is_empty() {
-            inner.tap.skip(omitted);
-        } else {
-            let omitted = omitted + inner.tap.take_skipped();
-            publish(inner, &source_id, parts.uri.path(), watched, &receipt.duplicate, omitted);
-        }
+        watched.publish(inner, &source_id, parts.uri.path(), &receipt.duplicate);
     }
 
+    answer(route, accepted, receipt.duplicates, &rejected)
+}
+
+/// A single call's answer is its rejection, if any; a batch's says what became of each item.
+fn answer(route: Route, accepted: usize, duplicates: usize, rejected: &[Rejected]) -> Result<Response, ApiError> {
     if let Route::Single(_) = route {
         if let Some(first) = rejected.first() {
             // The event is in quarantine; the client learns why at once.
@@ -137,8 +94,76 @@ async fn collect_inner(state: &AppState, route: Route, request: Request) -> Resu
         return Ok(success_body());
     }
     let rejected = rejected.iter().map(RejectedItem::of).collect();
-    let body = BatchAnswer { success: true, accepted, duplicates: receipt.duplicates, rejected };
+    let body = BatchAnswer { success: true, accepted, duplicates, rejected };
     Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+/// A request body, and the in-flight budget it holds until it is dropped.
+struct Body<'s> {
+    bytes: Bytes,
+    _permits: (SemaphorePermit<'s>, Option<SemaphorePermit<'s>>),
+}
+
+/// Read and inflate a body, first taking a permit per KiB it may take (on the wire, then
+/// inflated), so that the memory of everything in flight is bounded.
+async fn read<'s>(state: &'s AppState, headers: &HeaderMap, body: axum::body::Body) -> Result<Body<'s>, ApiError> {
+    let config = &state.inner.config;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(config.max_body_bytes)
+        .min(config.max_body_bytes);
+    let permit = acquire(state, declared)?;
+    let raw = body::read(headers, body, config.max_body_bytes).await?;
+    let inflate_permit =
+        if body::is_gzip(headers, &raw) { Some(acquire(state, config.max_inflated_bytes)?) } else { None };
+    let bytes = body::inflate(headers, raw, config.max_inflated_bytes)?;
+    Ok(Body { bytes, _permits: (permit, inflate_permit) })
+}
+
+/// The source of the write key (from the `Authorization` header, else the body).
+fn authenticate(headers: &HeaderMap, parsed: &Parsed<'_>, sources: &Sources) -> Result<String, ApiError> {
+    let write_key = header_write_key(headers).or_else(|| parsed.write_key().map(str::to_owned));
+    let Some(write_key) = write_key.filter(|k| !k.is_empty()) else {
+        return Err(ApiError::MissingWriteKey);
+    };
+    sources.source_for(&write_key).ok_or(ApiError::UnknownWriteKey)
+}
+
+/// Where a decoded request comes from, as the pipeline needs it.
+pub(crate) struct Origin<'a> {
+    pub(crate) source_id: &'a str,
+    pub(crate) client_ip: Option<IpAddr>,
+    /// Describe the accepted events for the debugger (only while somebody watches).
+    pub(crate) describe: bool,
+}
+
+/// The pipeline after decoding, for requests and resubmitted items alike: every item
+/// validated, enriched and encoded with this server's clock, message ids and limits.
+pub(crate) fn process(state: &AppState, parsed: Parsed<'_>, origin: &Origin<'_>) -> Processed {
+    let inner = &state.inner;
+    let mut new_id = || inner.ids.message_id();
+    let mut ctx = Ctx {
+        received_at: inner.clock.now(),
+        source_id: origin.source_id,
+        client_ip: origin.client_ip,
+        limits: &inner.config.limits,
+        new_message_id: &mut new_id,
+        describe: origin.describe,
+    };
+    ferry_event::process(parsed, &mut ctx)
+}
+
+/// Hand the events and quarantine records to the log: `Ok` once they are durable.
+pub(crate) async fn ingest(state: &AppState, batch: IngestBatch) -> Result<IngestReceipt, ApiError> {
+    state.inner.ingest.ingest(batch).await.map_err(|error| match error {
+        IngestError::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
+        IngestError::Unavailable { retry_after, reason } => {
+            tracing::error!(%reason, "log refused a write");
+            ApiError::Unavailable { retry_after }
+        }
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -176,17 +201,43 @@ fn success_body() -> Response {
     response
 }
 
+/// The debugger's feed: the items as received, only while somebody watches, and only the
+/// first ones up to its budget (per request and per second; the rest are counted).
+fn shown_items(inner: &crate::Inner, parsed: &Parsed<'_>) -> Option<Vec<String>> {
+    inner.tap.watched().then(|| {
+        let budget = inner.tap.reserve(ferry_tap::REQUEST_BYTES);
+        let mut used = 0;
+        (0..parsed.len())
+            .map_while(|i| {
+                (used < budget).then(|| {
+                    let raw = parsed.item_json(i).unwrap_or_default();
+                    used += raw.len();
+                    raw
+                })
+            })
+            .collect()
+    })
+}
+
 /// What the debugger is shown of a request, gathered before the events go to the log.
 struct Watched {
     /// The first items as sent, up to the tap's budget.
     raws: Vec<String>,
-    /// Accepted events among them, as the pipeline described them, with their stored JSON.
+    /// How many items the request had.
+    items: usize,
+    /// Accepted events among them, as the pipeline described them, with their records.
     events: Vec<(Described, Record)>,
     rejected: Vec<ferry_tap::RejectedSeen>,
 }
 
 impl Watched {
-    fn new(raws: Vec<String>, described: Vec<Described>, events: &[Record], rejected: &[Rejected]) -> Watched {
+    fn new(
+        raws: Vec<String>,
+        items: usize,
+        described: Vec<Described>,
+        events: &[Record],
+        rejected: &[Rejected],
+    ) -> Self {
         let events = described.into_iter().zip(events).filter(|(d, _)| d.index < raws.len());
         let events = events.map(|(described, record)| (described, record.clone())).collect();
         let rejected = rejected
@@ -201,63 +252,60 @@ impl Watched {
                 item: ferry_tap::bounded(raws.get(r.index).map_or("", String::as_str), ferry_tap::MAX_ITEM_BYTES),
             })
             .collect();
-        Watched { raws, events, rejected }
+        Watched { raws, items, events, rejected }
+    }
+
+    /// Show the request (or, when none of its items fit the budget, count them as skipped).
+    fn publish(self, inner: &crate::Inner, source: &str, route: &str, duplicate: &[bool]) {
+        let Watched { raws, items, events, rejected } = self;
+        let omitted = items - raws.len();
+        if raws.is_empty() {
+            return inner.tap.skip(omitted);
+        }
+        let events = events
+            .into_iter()
+            .enumerate()
+            .map(|(n, (described, record))| ferry_tap::EventSeen {
+                message_id: String::from_utf8(record.key.unwrap_or_default()).unwrap_or_default(),
+                call: described.call.as_str().to_owned(),
+                event: described.event,
+                user_id: described.user_id,
+                anonymous_id: described.anonymous_id,
+                raw: ferry_tap::bounded(
+                    raws.get(described.index).map_or("", String::as_str),
+                    ferry_tap::MAX_ITEM_BYTES,
+                ),
+                stored: String::from_utf8(record.payload).unwrap_or_default(),
+                warnings: described
+                    .warnings
+                    .iter()
+                    .map(|w| ferry_tap::Warning {
+                        code: w.code().to_owned(),
+                        message: w.to_string(),
+                        field: Some(w.field().to_owned()),
+                    })
+                    .collect(),
+                duplicate: duplicate.get(n).copied().unwrap_or(false),
+            })
+            .collect();
+        inner.tap.publish(ferry_tap::Observation::Request(ferry_tap::RequestSeen {
+            at: ferry_event::format_time(inner.clock.now()),
+            source: source.to_owned(),
+            route: route.to_owned(),
+            events,
+            rejected,
+            omitted: omitted + inner.tap.take_skipped(),
+        }));
     }
 }
 
-/// What the debugger shows of a request.
-fn publish(inner: &crate::Inner, source: &str, route: &str, watched: Watched, duplicate: &[bool], omitted: usize) {
-    let Watched { raws, events, rejected } = watched;
-    let events = events
-        .into_iter()
-        .enumerate()
-        .map(|(n, (described, record))| ferry_tap::EventSeen {
-            message_id: String::from_utf8(record.key.unwrap_or_default()).unwrap_or_default(),
-            call: described.call.as_str().to_owned(),
-            event: described.event,
-            user_id: described.user_id,
-            anonymous_id: described.anonymous_id,
-            raw: ferry_tap::bounded(raws.get(described.index).map_or("", String::as_str), ferry_tap::MAX_ITEM_BYTES),
-            stored: String::from_utf8(record.payload).unwrap_or_default(),
-            warnings: described
-                .warnings
-                .iter()
-                .map(|w| ferry_tap::Warning {
-                    code: w.code().to_owned(),
-                    message: w.to_string(),
-                    field: Some(w.field().to_owned()),
-                })
-                .collect(),
-            duplicate: duplicate.get(n).copied().unwrap_or(false),
-        })
-        .collect();
-    inner.tap.publish(ferry_tap::Observation::Request(ferry_tap::RequestSeen {
-        at: ferry_event::format_time(inner.clock.now()),
-        source: source.to_owned(),
-        route: route.to_owned(),
-        events,
-        rejected,
-        omitted,
-    }));
-}
-
-fn acquire(state: &AppState, bytes: usize) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+fn acquire(state: &AppState, bytes: usize) -> Result<SemaphorePermit<'_>, ApiError> {
     let permits = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
     state
         .inner
         .inflight
         .try_acquire_many(permits)
         .map_err(|_| ApiError::Overloaded { retry_after: OVERLOAD_RETRY_AFTER })
-}
-
-pub(crate) fn ingest_error(error: IngestError) -> ApiError {
-    match error {
-        IngestError::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
-        IngestError::Unavailable { retry_after, reason } => {
-            tracing::error!(%reason, "log refused a write");
-            ApiError::Unavailable { retry_after }
-        }
-    }
 }
 
 /// The write key from `Authorization: Basic` (the username, with or without a colon).

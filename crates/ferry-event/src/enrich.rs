@@ -96,6 +96,7 @@ pub(crate) struct Enriched<'a> {
     pub(crate) warnings: Vec<Warning>,
 }
 
+/// What ferry adds to a valid event of a request, or changes in it.
 pub(crate) fn enrich<'a>(valid: &Valid<'_, 'a>, shared: &Shared<'a, 'a>) -> Enriched<'a> {
     let envelope = shared.envelope;
     let timestamp = match (valid.sent_at, valid.original) {

@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{ApiError, AppState, BoxFuture, IngestBatch, Record};
+use crate::{ApiError, AppState, BoxFuture, IngestBatch, collect};
 
 /// What the admin API asks of the process. Answers are JSON documents in the shapes the
 /// OpenAPI document describes; `Ok(None)` is "no such thing" (404).
@@ -254,39 +254,25 @@ async fn resubmit(
         None => record["item"].clone(),
     };
     let envelope = json!({ "batch": [item] }).to_string();
-    let inner = &state.inner;
-    let parsed = ferry_event::parse(envelope.as_bytes(), ferry_event::Route::Batch, &inner.config.limits)
-        .map_err(|e| ApiError::BadRequest { code: e.code, message: e.message })?;
-    let processed = {
-        let mut new_id = || inner.ids.message_id();
-        let mut ctx = ferry_event::Ctx {
-            received_at: inner.clock.now(),
-            source_id: &source_id,
-            client_ip: None,
-            limits: &inner.config.limits,
-            new_message_id: &mut new_id,
-        };
-        ferry_event::process(parsed, &mut ctx)
-    };
+    let parsed = ferry_event::parse(envelope.as_bytes(), ferry_event::Route::Batch, &state.inner.config.limits)
+        .map_err(|e| ApiError::BadRequest { code: e.code(), message: e.to_string() })?;
+    let origin = collect::Origin { source_id: &source_id, client_ip: None, describe: false };
+    let processed = collect::process(&state, parsed, &origin);
     if let Some(rejected) = processed.rejected.first() {
         // Still invalid: not stored again (it is in quarantine already).
         return Ok(Json(json!({
             "resubmitted": false,
-            "code": rejected.issue.code,
-            "message": rejected.issue.message,
-            "field": rejected.issue.field,
+            "code": rejected.rejection.code(),
+            "message": rejected.rejection.to_string(),
+            "field": rejected.rejection.field(),
         })));
     }
-    let message_ids: Vec<String> = processed.accepted.iter().map(|a| a.message_id.clone()).collect();
-    let batch = IngestBatch {
-        events: processed
-            .accepted
-            .into_iter()
-            .map(|a| Record { key: Some(a.message_id.into_bytes()), payload: a.json })
-            .collect(),
-        quarantine: Vec::new(),
-    };
-    let receipt = inner.ingest.ingest(batch).await.map_err(crate::collect::ingest_error)?;
+    let message_ids: Vec<String> = processed
+        .events
+        .iter()
+        .map(|e| String::from_utf8_lossy(e.key.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    let receipt = collect::ingest(&state, IngestBatch { events: processed.events, quarantine: Vec::new() }).await?;
     Ok(Json(json!({ "resubmitted": true, "messageIds": message_ids, "duplicate": receipt.duplicates > 0 })))
 }
 

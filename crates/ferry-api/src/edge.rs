@@ -1,18 +1,15 @@
 //! The router's layer (axum applies it to every route and to the fallback, after the
-//! router has matched the path): CORS for every request (preflights are answered here),
-//! the latency metric of every matched route, and the dispatch of the ingest `POST`s.
+//! router has matched the path): CORS for every request (preflights are answered here) and
+//! the latency metric of every matched route.
 //!
 //! A tower layer with its own future: `axum::middleware::from_fn` for CORS and a route
 //! layer for the metric, as before, boxed a future and cloned a boxed service on every
 //! request, and cost 9% of the single-event throughput on one core
 //! (`scripts/bench-http.sh`).
 //!
-//! A `POST` to a single-call or batch route goes straight to its handler function rather
-//! than through the route's boxed handler service and its futures (1.7 K instructions of
-//! about 65 K per single-event request). The routes stay in the router, which matches
-//! them and answers their other methods (405).
+//! Ingest `POST`s go through their routes' handlers like every other request: calling the
+//! handlers from here saved 1.7% of a single-event request, under the 3% a bypass must earn.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
@@ -24,17 +21,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use ferry_event::Route;
-
-use crate::{AppState, collect, cors};
-
-/// What a `POST` to `path` is, when this layer calls its handler itself.
-fn direct_route(path: &str) -> Option<Route> {
-    if let Some((_, call)) = collect::SINGLE_ROUTES.iter().find(|(route, _)| *route == path) {
-        return Some(Route::Single(*call));
-    }
-    collect::BATCH_ROUTES.contains(&path).then_some(Route::Batch)
-}
+use crate::{AppState, cors};
 
 /// A request being timed: its matched route, when it started, and where to count it.
 type Timed = (MatchedPath, Instant, AppState);
@@ -81,14 +68,7 @@ where
         // shares its text.
         let timed =
             request.extensions().get::<MatchedPath>().cloned().map(|route| (route, Instant::now(), self.state.clone()));
-        let direct = (request.method() == Method::POST).then(|| direct_route(request.uri().path())).flatten();
-        match direct {
-            Some(route) => {
-                let future = Box::pin(collect::collect(self.state.clone(), route, request));
-                EdgeFuture::Direct { future, origin, timed }
-            }
-            None => EdgeFuture::Inner { future: self.inner.call(request), origin, timed },
-        }
+        EdgeFuture::Inner { future: self.inner.call(request), origin, timed }
     }
 }
 
@@ -103,12 +83,6 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            origin: Option<HeaderValue>,
-            timed: Option<Timed>,
-        },
-        /// A `POST` to an ingest route: its handler, called here.
-        Direct {
-            future: Pin<Box<dyn Future<Output = Response> + Send>>,
             origin: Option<HeaderValue>,
             timed: Option<Timed>,
         },
@@ -129,10 +103,6 @@ where
             }
             Projected::Inner { future, origin, timed } => {
                 let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(finish(response, origin, timed)))
-            }
-            Projected::Direct { future, origin, timed } => {
-                let response = ready!(future.as_mut().poll(cx));
                 Poll::Ready(Ok(finish(response, origin, timed)))
             }
         }

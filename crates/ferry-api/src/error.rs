@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ferry_event::{Rejection, RequestError};
 
 /// A request refused whole. The client keeps it and can retry or fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
-    /// The body could not be decoded (not JSON, bad gzip, bad envelope, too deep).
+    /// A body the route cannot take (bad gzip, bad base64, an admin body that is not JSON).
     BadRequest { code: &'static str, message: String },
+    /// The body was refused by decoding: over a limit (413), or not a request at all (400).
+    Request(RequestError),
     /// The body, inflated body, an event or the batch is over a limit.
     TooLarge { code: &'static str, message: String },
     /// No write key was given.
@@ -18,7 +21,7 @@ pub enum ApiError {
     /// The write key names no configured source.
     UnknownWriteKey,
     /// A single-event request whose event failed validation (it is in quarantine).
-    InvalidEvent { code: &'static str, message: String, field: Option<String> },
+    InvalidEvent(Rejection),
     /// ferry cannot take more right now (disk budget, in-flight memory); retry later.
     Overloaded { retry_after: Duration },
     /// The log is not writable (poisoned, closed, or its backend is down).
@@ -39,6 +42,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message.clone()),
             ApiError::TooLarge { code, message } => (StatusCode::PAYLOAD_TOO_LARGE, code, message.clone()),
+            ApiError::Request(error @ (RequestError::PayloadTooLarge { .. } | RequestError::TooManyEvents { .. })) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, error.code(), error.to_string())
+            }
+            ApiError::Request(error) => (StatusCode::BAD_REQUEST, error.code(), error.to_string()),
             ApiError::MissingWriteKey => (
                 StatusCode::UNAUTHORIZED,
                 "missing_write_key",
@@ -49,7 +56,7 @@ impl ApiError {
                 "unknown_write_key",
                 "the write key does not belong to any configured source".to_owned(),
             ),
-            ApiError::InvalidEvent { code, message, .. } => (StatusCode::BAD_REQUEST, code, message.clone()),
+            ApiError::InvalidEvent(rejection) => (StatusCode::BAD_REQUEST, rejection.code(), rejection.to_string()),
             ApiError::Overloaded { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "overloaded",
@@ -83,8 +90,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
         let mut body = serde_json::json!({ "success": false, "code": code, "message": message });
-        if let ApiError::InvalidEvent { field: Some(field), .. } = &self {
-            body["field"] = serde_json::Value::String(field.clone());
+        if let ApiError::InvalidEvent(rejection) = &self
+            && let Some(field) = rejection.field()
+        {
+            body["field"] = serde_json::Value::from(field);
         }
         if status.is_server_error() {
             tracing::warn!(code, %status, "request refused");

@@ -21,10 +21,10 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::routing::{get, post};
 use ferry_event::Limits;
 pub use ferry_log_contract::Record;
@@ -171,24 +171,6 @@ impl Default for ApiConfig {
     }
 }
 
-/// Counters the API keeps itself.
-#[derive(Debug, Default)]
-pub struct ApiStats {
-    pub requests: AtomicU64,
-    pub accepted: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub rejected: AtomicU64,
-    pub refused: AtomicU64,
-    /// Series received on `/v1/m` (browser library metrics), counted then discarded.
-    pub browser_metrics: AtomicU64,
-}
-
-impl ApiStats {
-    fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
 /// The state every handler reads.
 #[derive(Clone)]
 pub struct AppState {
@@ -201,7 +183,6 @@ struct Inner {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
     inflight: Semaphore,
-    stats: ApiStats,
     metrics: metrics::ApiMetrics,
     /// The rest of the process's metrics (the log, delivery), when the binary sets them.
     metrics_source: std::sync::OnceLock<Arc<dyn MetricsSource>>,
@@ -227,17 +208,12 @@ impl AppState {
                 clock,
                 ids,
                 inflight: Semaphore::new(permits),
-                stats: ApiStats::default(),
                 metrics: metrics::ApiMetrics::default(),
                 metrics_source: std::sync::OnceLock::new(),
                 admin: std::sync::OnceLock::new(),
                 tap,
             }),
         }
-    }
-
-    pub fn stats(&self) -> &ApiStats {
-        &self.inner.stats
     }
 
     /// Serve the admin API with `admin` (once; later calls are ignored).
@@ -254,11 +230,8 @@ impl AppState {
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new();
-    for (path, call) in collect::SINGLE_ROUTES {
-        app = app.route(path, post(collect::single(*call)));
-    }
-    for path in collect::BATCH_ROUTES {
-        app = app.route(path, post(collect::batch));
+    for &(path, route) in collect::ROUTES {
+        app = app.route(path, post(move |State(state), request| collect::collect(state, route, request)));
     }
     app.route("/v1/m", post(collect::browser_metrics))
         .route("/v1/pixel/{call}", get(collect::pixel))
@@ -281,9 +254,7 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn ready(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+async fn ready(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if state.inner.ingest.ready() {
         Ok(axum::Json(serde_json::json!({ "status": "ready" })))
     } else {

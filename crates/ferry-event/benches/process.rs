@@ -4,6 +4,10 @@
 //! each case for a fixed time and prints events per second of this thread's CPU time.
 //!
 //! `cargo bench -p ferry-event --bench process [-- batch | single]`
+//!
+//! With `ITERATIONS=n` each case runs n rounds instead of a fixed time, for instruction
+//! counts: `ITERATIONS=200 valgrind --tool=callgrind --toggle-collect='*run_once*' <bench> batch`
+//! counts only the calls of `run_once` (callgrind_annotate's total over its call count).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -63,6 +67,7 @@ fn browser_singles() -> Vec<String> {
 }
 
 /// Parse and process `body` once; the number of accepted events.
+#[inline(never)]
 fn run_once(body: &[u8], route: Route, limits: &Limits, received_at: jiff::Timestamp) -> usize {
     let parsed = parse(body, route, limits).unwrap();
     let mut ids = || "generated".to_owned();
@@ -72,11 +77,12 @@ fn run_once(body: &[u8], route: Route, limits: &Limits, received_at: jiff::Times
         client_ip: Some(std::net::IpAddr::from([203, 0, 113, 7])),
         limits,
         new_message_id: &mut ids,
+        describe: false,
     };
     let processed = process(parsed, &mut ctx);
     assert!(processed.rejected.is_empty());
-    black_box(&processed.accepted);
-    processed.accepted.len()
+    black_box(&processed.events);
+    processed.events.len()
 }
 
 /// Nanoseconds this thread has been on a CPU (Linux), so that other load on the machine
@@ -97,7 +103,10 @@ fn measure(label: &str, bodies: &[(Vec<u8>, Route)], time: Duration) -> f64 {
     let start = Instant::now();
     let cpu_start = cpu_ns();
     let (mut events, mut requests, mut bytes) = (0usize, 0usize, 0usize);
-    while start.elapsed() < time {
+    let rounds: Option<usize> = std::env::var("ITERATIONS").ok().and_then(|n| n.parse().ok());
+    let mut round = 0;
+    while rounds.map_or(start.elapsed() < time, |rounds| round < rounds) {
+        round += 1;
         for (body, route) in bodies {
             events += run_once(black_box(body), *route, &limits, received_at);
             requests += 1;

@@ -4,12 +4,14 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::enrich::ip_text;
+use crate::time::parse_canonical_time;
 
 const RECEIVED: &str = "2026-11-28T10:37:15.000Z";
 
 struct Outcome {
     accepted: Vec<Value>,
-    warnings: Vec<Vec<Issue>>,
+    warnings: Vec<Vec<Warning>>,
     rejected: Vec<(usize, &'static str, Option<String>)>,
     quarantine: Vec<Value>,
 }
@@ -28,13 +30,18 @@ fn run(body: &str, route: Route, ip: Option<&str>) -> Result<Outcome, RequestErr
         client_ip: ip.map(|ip| ip.parse().unwrap()),
         limits: &limits,
         new_message_id: &mut ids,
+        describe: true,
     };
     let processed = process(parsed, &mut ctx);
     Ok(Outcome {
-        accepted: processed.accepted.iter().map(|a| serde_json::from_slice(&a.json).expect("valid json")).collect(),
-        warnings: processed.accepted.iter().map(|a| a.warnings.clone()).collect(),
-        rejected: processed.rejected.iter().map(|r| (r.index, r.issue.code, r.issue.field.clone())).collect(),
-        quarantine: processed.rejected.iter().map(|r| serde_json::from_slice(&r.quarantine_json).unwrap()).collect(),
+        accepted: processed.events.iter().map(|e| serde_json::from_slice(&e.payload).expect("valid json")).collect(),
+        warnings: processed.described.iter().map(|d| d.warnings.clone()).collect(),
+        rejected: processed
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.rejection.code(), r.rejection.field().map(str::to_owned)))
+            .collect(),
+        quarantine: processed.quarantine.iter().map(|q| serde_json::from_slice(&q.payload).unwrap()).collect(),
     })
 }
 
@@ -85,8 +92,9 @@ fn route_sets_the_type_and_member_order_is_canonical() {
         client_ip: None,
         limits: &limits,
         new_message_id: &mut ids,
+        describe: false,
     };
-    let json = String::from_utf8(process(parsed, &mut ctx).accepted.remove(0).json).unwrap();
+    let json = String::from_utf8(process(parsed, &mut ctx).events.remove(0).payload).unwrap();
     assert_eq!(
         json,
         r#"{"type":"page","messageId":"m","userId":"u1","traits":{"a":1},"integrations":{},"channel":"server","timestamp":"2026-11-28T10:37:15.000Z","receivedAt":"2026-11-28T10:37:15.000Z","version":2,"sourceId":"s"}"#
@@ -182,8 +190,9 @@ fn every_request_error_code() {
     ];
     for (body, route, code) in cases {
         let error = parse(&body, route, &Limits::default()).err().unwrap_or_else(|| panic!("{code}: accepted"));
-        assert_eq!(error.code, code, "{}", String::from_utf8_lossy(&body[..body.len().min(80)]));
-        assert!(!error.message.is_empty() && !error.message.ends_with('.'));
+        assert_eq!(error.code(), code, "{}", String::from_utf8_lossy(&body[..body.len().min(80)]));
+        let message = error.to_string();
+        assert!(!message.is_empty() && !message.ends_with('.'));
     }
 }
 
@@ -267,7 +276,7 @@ fn reserved_properties_warn_but_never_reject() {
         let outcome = run(&format!(r#"{{"event":"E","userId":"u","properties":{props}}}"#), TRACK, None).unwrap();
         (
             outcome.accepted[0]["properties"].clone(),
-            outcome.warnings[0].iter().map(|w| w.code).collect::<Vec<_>>(),
+            outcome.warnings[0].iter().map(|w| w.code()).collect::<Vec<_>>(),
             outcome.accepted[0].clone(),
         )
     };
@@ -364,7 +373,7 @@ fn the_last_context_and_properties_decide_enrichment() {
     assert_eq!(outcome.accepted[0]["properties"], json!({"revenue":5}));
     let body = r#"{"event":"E","userId":"u","properties":{"revenue":5},"properties":{"revenue":"$5"}}"#;
     let outcome = run(body, TRACK, None).unwrap();
-    assert_eq!(outcome.warnings[0][0].code, "revenue_not_number");
+    assert_eq!(outcome.warnings[0][0].code(), "revenue_not_number");
     assert_eq!(outcome.accepted[0]["properties"], json!({"revenue":5}));
     let body = r#"{"event":"E","userId":"u","properties":{"revenue":5},"properties":"x"}"#;
     assert_eq!(rejected_code(body, TRACK), "invalid_properties");
@@ -419,11 +428,11 @@ fn a_batch_over_the_count_is_refused_after_one_checked_pass() {
     // Items past the limit are checked but not kept; bad JSON after them is still found.
     let many = vec!["{}"; 3000].join(",");
     let error = parse(format!(r#"{{"batch":[{many}]}}"#).as_bytes(), Route::Batch, &Limits::default()).err().unwrap();
-    assert_eq!(error.code, "too_many_events");
-    assert!(error.message.contains("3000"), "{}", error.message);
+    assert_eq!(error.code(), "too_many_events");
+    assert!(error.to_string().contains("3000"), "{error}");
     let error = parse(format!(r#"{{"batch":[{many},]}}"#).as_bytes(), Route::Batch, &Limits::default()).err().unwrap();
-    assert_eq!(error.code, "invalid_json");
-    assert!(error.message.starts_with("the body is not valid JSON: expected a value at byte "), "{}", error.message);
+    assert_eq!(error.code(), "invalid_json");
+    assert!(error.to_string().starts_with("the body is not valid JSON: expected a value at byte "), "{error}");
 }
 
 proptest::proptest! {
@@ -550,7 +559,7 @@ fn original_timestamp_is_used_only_without_timestamp() {
 #[test]
 fn envelope_context_must_be_an_object() {
     for body in [r#"{"batch":[],"context":"x"}"#, r#"{"batch":[],"integrations":[1]}"#] {
-        assert_eq!(run(body, Route::Batch, None).err().unwrap().code, "invalid_batch");
+        assert_eq!(run(body, Route::Batch, None).err().unwrap().code(), "invalid_batch");
     }
     // null is absent.
     assert!(run(r#"{"batch":[],"context":null}"#, Route::Batch, None).is_ok());
@@ -601,6 +610,9 @@ fn fuzz_entry_point_survives_hostile_input() {
         br#"{"event":"E","userId":"u","context":{"library":{"name":"analytics.js"}},"properties":{"revenue":"$1"}}"#,
         br#"{"event":"E","userId":"u","timestamp":"-009999-01-01T00:00:00Z","sentAt":"9999-12-31T23:59:59Z"}"#,
     ] {
-        fuzz_one(input);
+        // The first byte picks the route: every route, each with the whole input.
+        for route in 0..7 {
+            fuzz_one(&[&[route], input].concat());
+        }
     }
 }

@@ -73,7 +73,7 @@ fn replay(file: &Path, name: &str) -> String {
             rejected: Vec::new(),
         };
         match parse(body.get().as_bytes(), route, &limits) {
-            Err(error) => outcome.error = Some([error.code.to_owned(), error.message]),
+            Err(error) => outcome.error = Some([error.code().to_owned(), error.to_string()]),
             Ok(parsed) => {
                 outcome.write_key = parsed.write_key().map(str::to_owned);
                 let mut ids = || {
@@ -86,10 +86,11 @@ fn replay(file: &Path, name: &str) -> String {
                     client_ip: Some("203.0.113.7".parse().unwrap()),
                     limits: &limits,
                     new_message_id: &mut ids,
+                    describe: false,
                 };
                 let processed = process(parsed, &mut ctx);
-                outcome.accepted = processed.accepted.into_iter().map(|a| raw(a.json)).collect();
-                outcome.rejected = processed.rejected.into_iter().map(|r| raw(r.quarantine_json)).collect();
+                outcome.accepted = processed.events.into_iter().map(|e| raw(e.payload)).collect();
+                outcome.rejected = processed.quarantine.into_iter().map(|q| raw(q.payload)).collect();
             }
         }
         outcomes.push(outcome);

@@ -1,8 +1,8 @@
-//! The stored event as destinations see it: one log record (the JSON written by
-//! [`crate::process`]) decoded once into its top-level fields. Sub-objects
-//! (`properties`, `traits`, `context`, `integrations`) stay raw JSON text inside the
-//! record, so a destination parses only what it maps.
+//! Decoding a stored event: one log record decoded once into its top-level fields.
+//! Sub-objects (`properties`, `traits`, `context`, `integrations`) stay raw JSON text
+//! inside the record, so a destination parses only what it maps.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use ferry_wire::CallType;
@@ -52,36 +52,34 @@ pub enum DecodeError {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Raw<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
-    #[serde(rename = "messageId", borrow)]
-    message_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(rename = "userId", borrow)]
-    user_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(rename = "anonymousId", borrow)]
-    anonymous_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
-    event: Option<std::borrow::Cow<'a, str>>,
+    message_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    name: Option<std::borrow::Cow<'a, str>>,
+    user_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    category: Option<std::borrow::Cow<'a, str>>,
-    #[serde(rename = "groupId", borrow)]
-    group_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(rename = "previousId", borrow)]
-    previous_id: Option<std::borrow::Cow<'a, str>>,
+    anonymous_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    channel: Option<std::borrow::Cow<'a, str>>,
-    #[serde(rename = "originalTimestamp")]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    category: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    group_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    previous_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    channel: Option<Cow<'a, str>>,
     original_timestamp: Option<&'a str>,
-    #[serde(rename = "sentAt")]
     sent_at: Option<&'a str>,
     timestamp: Option<&'a str>,
-    #[serde(rename = "receivedAt")]
     received_at: Option<&'a str>,
-    #[serde(rename = "sourceId", borrow)]
-    source_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    source_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     properties: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -113,7 +111,7 @@ impl Event {
         let time = |value: Option<&str>, field: &'static str| -> Result<Option<jiff::Timestamp>, DecodeError> {
             value.map(|text| crate::parse_time(text).ok_or(DecodeError::Invalid(field))).transpose()
         };
-        let owned = |value: Option<std::borrow::Cow<'_, str>>| value.map(|v| v.into_owned());
+        let owned = |value: Option<Cow<'_, str>>| value.map(|v| v.into_owned());
         let kind = CallType::parse(raw.kind).ok_or(DecodeError::Invalid("type"))?;
         let received_at = time(raw.received_at, "receivedAt")?.ok_or(DecodeError::Missing("receivedAt"))?;
         let event = Event {
@@ -250,7 +248,7 @@ pub fn integrations_allow(raw: &str, name: &str) -> bool {
         }
         fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(Setting, Setting), M::Error> {
             let (mut own, mut all) = (Setting::Unset, Setting::Unset);
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                 let setting = map.next_value_seed(SettingVisitor)?;
                 if key == self.name {
                     own = setting;

@@ -15,7 +15,7 @@ use ferry_event::{CallType, Ctx, Described, Parsed, Processed, Rejected, Route};
 use serde::Deserialize;
 use tokio::sync::SemaphorePermit;
 
-use crate::{ApiError, AppState, IngestBatch, IngestError, IngestReceipt, Record, Sources, body};
+use crate::{ApiError, AppState, AppendError, IngestBatch, IngestReceipt, Record, Sources, body};
 
 /// The tracking routes (`POST`) and what their bodies are: one call of the type the path
 /// names (the browser's short paths too), or a batch envelope.
@@ -158,8 +158,8 @@ pub(crate) fn process(state: &AppState, parsed: Parsed<'_>, origin: &Origin<'_>)
 /// Hand the events and quarantine records to the log: `Ok` once they are durable.
 pub(crate) async fn ingest(state: &AppState, batch: IngestBatch) -> Result<IngestReceipt, ApiError> {
     state.inner.ingest.ingest(batch).await.map_err(|error| match error {
-        IngestError::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
-        IngestError::Unavailable { retry_after, reason } => {
+        AppendError::Full { retry_after, .. } => ApiError::Overloaded { retry_after },
+        AppendError::Unavailable { retry_after, reason } => {
             tracing::error!(%reason, "log refused a write");
             ApiError::Unavailable { retry_after }
         }

@@ -27,7 +27,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use ferry_event::Limits;
-pub use ferry_log_contract::Record;
+pub use ferry_log_contract::{AppendError, Record};
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
@@ -37,7 +37,7 @@ pub use metrics::MetricsSource;
 pub trait Ingest: Send + Sync + 'static {
     /// Make `batch` durable: events (deduplicated by message id) and quarantined items.
     /// `Ok` means every item is durable under the configured policy.
-    fn ingest(&self, batch: IngestBatch) -> BoxFuture<'_, Result<IngestReceipt, IngestError>>;
+    fn ingest(&self, batch: IngestBatch) -> BoxFuture<'_, Result<IngestReceipt, AppendError>>;
 
     /// Whether writes can be taken now (for `/ready`).
     fn ready(&self) -> bool;
@@ -63,15 +63,6 @@ pub struct IngestReceipt {
     pub duplicate_bytes: usize,
     /// For each event of the batch, in order: whether it was a duplicate.
     pub duplicate: Vec<bool>,
-}
-
-/// Why the log could not take a batch; each maps to 429 or 503 with `Retry-After`.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum IngestError {
-    #[error("log over its budget")]
-    Overloaded { retry_after: Duration },
-    #[error("log unavailable: {reason}")]
-    Unavailable { retry_after: Duration, reason: String },
 }
 
 /// Which write keys are accepted, and the source each belongs to.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ferry_api::{BoxFuture, Ingest, IngestBatch, IngestError, IngestReceipt};
+use ferry_api::{BoxFuture, Ingest, IngestBatch, IngestReceipt};
 use ferry_log::{LogConfig, SyncPolicy};
 use ferry_log_contract::{AppendError, Appended, Log, Reader};
 use ferry_metrics::Writer;
@@ -181,9 +181,9 @@ impl LogIngest {
         Arc::new(LogIngest { logs, refuse: Some(reason) })
     }
 
-    async fn ingest_inner(&self, batch: IngestBatch) -> Result<IngestReceipt, IngestError> {
+    async fn ingest_inner(&self, batch: IngestBatch) -> Result<IngestReceipt, AppendError> {
         if let Some(reason) = self.refuse {
-            return Err(IngestError::Unavailable { retry_after: Duration::from_secs(5), reason: reason.to_owned() });
+            return Err(AppendError::Unavailable { retry_after: Duration::from_secs(5), reason: reason.to_owned() });
         }
         let IngestBatch { events, quarantine } = batch;
         let sizes: Vec<usize> = events.iter().map(|e| e.payload.len()).collect();
@@ -198,18 +198,15 @@ impl LogIngest {
 }
 
 /// Append unless there is nothing to append.
-async fn append(log: &dyn Log, records: Vec<ferry_log_contract::Record>) -> Result<Vec<Appended>, IngestError> {
+async fn append(log: &dyn Log, records: Vec<ferry_log_contract::Record>) -> Result<Vec<Appended>, AppendError> {
     if records.is_empty() {
         return Ok(Vec::new());
     }
-    log.append(records).await.map_err(|error| match error {
-        AppendError::Full { retry_after, .. } => IngestError::Overloaded { retry_after },
-        AppendError::Unavailable { retry_after, reason } => IngestError::Unavailable { retry_after, reason },
-    })
+    log.append(records).await
 }
 
 impl Ingest for LogIngest {
-    fn ingest(&self, batch: IngestBatch) -> BoxFuture<'_, Result<IngestReceipt, IngestError>> {
+    fn ingest(&self, batch: IngestBatch) -> BoxFuture<'_, Result<IngestReceipt, AppendError>> {
         Box::pin(self.ingest_inner(batch))
     }
 

@@ -21,11 +21,11 @@ mod golden;
 struct MemoryIngest {
     events: Mutex<Vec<(String, Vec<u8>)>>,
     quarantine: Mutex<Vec<Vec<u8>>>,
-    fail: Mutex<Option<IngestError>>,
+    fail: Mutex<Option<AppendError>>,
 }
 
 impl Ingest for MemoryIngest {
-    fn ingest(&self, batch: IngestBatch) -> BoxFuture<'_, Result<IngestReceipt, IngestError>> {
+    fn ingest(&self, batch: IngestBatch) -> BoxFuture<'_, Result<IngestReceipt, AppendError>> {
         Box::pin(async move {
             if let Some(error) = self.fail.lock().unwrap().clone() {
                 return Err(error);
@@ -426,13 +426,14 @@ async fn too_many_events_and_oversized_single_event_are_413() {
 #[tokio::test]
 async fn log_overload_is_429_and_outage_503_with_retry_after() {
     let h = open();
-    *h.ingest.fail.lock().unwrap() = Some(IngestError::Overloaded { retry_after: Duration::from_secs(3) });
+    *h.ingest.fail.lock().unwrap() =
+        Some(AppendError::Full { retry_after: Duration::from_secs(3), reason: "full".into() });
     let answer = send(&h.app, post("/v1/track", Some(&basic("wk")), TRACK)).await;
     assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(answer.code(), "overloaded");
     assert_eq!(answer.headers[header::RETRY_AFTER], "3");
     *h.ingest.fail.lock().unwrap() =
-        Some(IngestError::Unavailable { retry_after: Duration::from_secs(5), reason: "disk".to_owned() });
+        Some(AppendError::Unavailable { retry_after: Duration::from_secs(5), reason: "disk".to_owned() });
     let answer = send(&h.app, post("/v1/track", Some(&basic("wk")), TRACK)).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.headers[header::RETRY_AFTER], "5");

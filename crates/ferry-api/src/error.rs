@@ -32,8 +32,9 @@ pub enum ApiError {
     AdminToken,
     /// An admin request for something that is not there.
     NoSuch { message: String },
-    /// An admin request that failed on ferry's side.
-    Internal { message: String },
+    /// An admin request that failed on ferry's side: the details are in ferry's log under
+    /// this id; the caller gets only the id.
+    Internal { correlation_id: String },
 }
 
 impl ApiError {
@@ -74,7 +75,11 @@ impl ApiError {
                 "this route needs the admin token: send `Authorization: Bearer <token>`".to_owned(),
             ),
             ApiError::NoSuch { message } => (StatusCode::NOT_FOUND, "not_found", message.clone()),
-            ApiError::Internal { message } => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message.clone()),
+            ApiError::Internal { correlation_id } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                format!("ferry could not do this; its log has the details under correlation id {correlation_id}"),
+            ),
         }
     }
 
@@ -94,6 +99,9 @@ impl IntoResponse for ApiError {
             && let Some(field) = rejection.field()
         {
             body["field"] = serde_json::Value::from(field);
+        }
+        if let ApiError::Internal { correlation_id } = &self {
+            body["correlationId"] = serde_json::Value::from(correlation_id.as_str());
         }
         if status.is_server_error() {
             tracing::warn!(code, %status, "request refused");

@@ -1,19 +1,21 @@
-//! The admin API's work in the embedded process: destinations and their workers, dead
-//! letters, the quarantine, and replay and redrive jobs running in the background.
+//! The admin API's work in this process: destinations and their workers, dead letters, the
+//! quarantine, and replay and redrive jobs running in the background.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_api::BoxFuture;
-use ferry_api::admin::{Admin, DeadLetterFilter, ReplayStart};
-use ferry_delivery::{Backoff, DeadLetters, Filter, Progress, ReplayRequest, WorkerStatus};
+use ferry_api::admin::{
+    Admin, AdminError, DeadLetterFilter, DeadLetterList, DeadLetterView, DestinationList, DestinationState, Job,
+    JobKind, JobList, JobState, QuarantineItem, QuarantinePage, ReplayStart, TimedError,
+};
+use ferry_delivery::{Backoff, DeadLetter, DeadLetters, Filter, Progress, ReplayRequest, WorkerStatus};
 use ferry_destinations::Destination;
 use ferry_log_contract::Consumer;
-use serde_json::{Value, json};
 
 use crate::backend::Logs;
 
-/// One running destination, as the admin API sees it.
+/// One running destination, as the admin API and `/metrics` see it.
 pub(crate) struct Handle {
     pub(crate) name: String,
     pub(crate) kind: &'static str,
@@ -26,53 +28,72 @@ pub(crate) struct Handle {
     pub(crate) backoff: Backoff,
 }
 
+impl Handle {
+    /// Events not yet completed and the age of the oldest: from the worker's position on a
+    /// log of its own (as its counters count), from the shared consumer otherwise.
+    pub(crate) fn lag(&self) -> (u64, f64) {
+        let backlog = self.consumer.backlog();
+        let position = self.status.position.load(Ordering::Relaxed);
+        let events = backlog.end.map_or(backlog.records, |end| end.saturating_sub(position));
+        (events, backlog.oldest.as_secs_f64())
+    }
+}
+
 /// A replay or a redrive.
-struct Job {
+struct RunningJob {
     id: u64,
-    kind: &'static str,
+    kind: JobKind,
     destination: Option<String>,
     started_at: String,
     progress: Mutex<Progress>,
-    /// `running`, `done`, `failed`, `cancelled`.
-    state: Mutex<(&'static str, Option<String>)>,
+    state: Mutex<(JobState, Option<String>)>,
     cancel: AtomicBool,
 }
 
-impl Job {
-    fn json(&self) -> Value {
+impl RunningJob {
+    fn view(&self) -> Job {
         let p = self.progress.lock().map(|p| p.clone()).unwrap_or_default();
-        let (state, finished_at) = self.state.lock().map(|s| s.clone()).unwrap_or(("running", None));
-        json!({
-            "id": self.id,
-            "kind": self.kind,
-            "state": state,
-            "destination": self.destination,
-            "scanned": p.scanned,
-            "total": p.total,
-            "delivered": p.delivered,
-            "skipped": p.skipped,
-            "failed": p.failed,
-            "last_error": p.last_error,
-            "started_at": self.started_at,
-            "finished_at": finished_at,
-        })
+        let (state, finished_at) = self.state.lock().map(|s| s.clone()).unwrap_or((JobState::Running, None));
+        Job {
+            id: self.id,
+            kind: self.kind,
+            state,
+            destination: self.destination.clone(),
+            scanned: p.scanned,
+            total: p.total,
+            delivered: p.delivered,
+            skipped: p.skipped,
+            failed: p.failed,
+            last_error: p.last_error,
+            started_at: self.started_at.clone(),
+            finished_at,
+        }
+    }
+
+    /// Whether to go on, after noting `progress`.
+    fn note(&self, progress: &Progress) -> bool {
+        if let Ok(mut p) = self.progress.lock() {
+            *p = progress.clone();
+        }
+        !self.cancel.load(Ordering::Relaxed)
     }
 
     fn finish(&self, report: Result<Progress, String>) {
         let now = ferry_event::format_time(jiff::Timestamp::now());
         let state = match report {
             Ok(p) => {
-                let state = if p.cancelled { "cancelled" } else { "done" };
+                let state = if p.cancelled { JobState::Cancelled } else { JobState::Done };
                 if let Ok(mut progress) = self.progress.lock() {
                     *progress = p;
                 }
                 state
             }
             Err(error) => {
+                tracing::warn!(job = self.id, %error, "a job failed");
                 if let Ok(mut progress) = self.progress.lock() {
                     progress.last_error = Some(error);
                 }
-                "failed"
+                JobState::Failed
             }
         };
         if let Ok(mut s) = self.state.lock() {
@@ -83,10 +104,10 @@ impl Job {
 
 /// The admin API's view of this process.
 pub(crate) struct ProcessAdmin {
-    pub(crate) logs: Logs,
-    pub(crate) destinations: Vec<Arc<Handle>>,
-    pub(crate) dead_letters: Arc<DeadLetters>,
-    jobs: Mutex<Vec<Arc<Job>>>,
+    logs: Logs,
+    destinations: Vec<Arc<Handle>>,
+    dead_letters: Arc<DeadLetters>,
+    jobs: Mutex<Vec<Arc<RunningJob>>>,
     next_job: AtomicU64,
 }
 
@@ -95,14 +116,14 @@ impl ProcessAdmin {
         ProcessAdmin { logs, destinations, dead_letters, jobs: Mutex::default(), next_job: AtomicU64::new(1) }
     }
 
-    fn job(&self, kind: &'static str, destination: Option<String>) -> Arc<Job> {
-        let job = Arc::new(Job {
+    fn start_job(&self, kind: JobKind, destination: Option<String>) -> Arc<RunningJob> {
+        let job = Arc::new(RunningJob {
             id: self.next_job.fetch_add(1, Ordering::Relaxed),
             kind,
             destination,
             started_at: ferry_event::format_time(jiff::Timestamp::now()),
             progress: Mutex::default(),
-            state: Mutex::new(("running", None)),
+            state: Mutex::new((JobState::Running, None)),
             cancel: AtomicBool::new(false),
         });
         if let Ok(mut jobs) = self.jobs.lock() {
@@ -115,151 +136,191 @@ impl ProcessAdmin {
         job
     }
 
-    fn filter(filter: &DeadLetterFilter) -> Result<Filter, String> {
-        let time = |t: &Option<String>, name: &str| -> Result<Option<String>, String> {
-            t.as_deref()
-                .map(|t| {
-                    ferry_event::parse_time(t)
-                        .map(ferry_event::format_time)
-                        .ok_or(format!("`{name}` is not an iso-8601 time"))
-                })
-                .transpose()
-        };
-        Ok(Filter {
-            destination: filter.destination.clone(),
-            error: filter.error.clone(),
-            event: filter.event.clone(),
-            since: time(&filter.since, "since")?,
-            until: time(&filter.until, "until")?,
-            include_redriven: filter.all,
-            limit: filter.limit,
-        })
+    fn find_job(&self, id: u64) -> Result<Arc<RunningJob>, AdminError> {
+        let job = self.jobs.lock().ok().and_then(|j| j.iter().find(|j| j.id == id).cloned());
+        job.ok_or_else(|| AdminError::NotFound(format!("no job {id}")))
     }
 }
 
-fn ok<T: Send + 'static>(value: T) -> BoxFuture<'static, Result<T, String>> {
-    Box::pin(async move { Ok(value) })
+/// The dead letter store's filter from the API's (times in ISO-8601) or the command
+/// line's (`parse` reads each time as that caller takes it).
+pub(crate) fn store_filter(
+    filter: &DeadLetterFilter,
+    parse: impl Fn(&str) -> Option<jiff::Timestamp>,
+) -> Result<Filter, AdminError> {
+    let time = |text: &Option<String>, name: &str| -> Result<Option<String>, AdminError> {
+        let Some(text) = text.as_deref() else { return Ok(None) };
+        let Some(time) = parse(text) else {
+            return Err(AdminError::Invalid {
+                code: "invalid_filter",
+                message: format!("`{name}` is not a time: {text:?}"),
+            });
+        };
+        Ok(Some(ferry_event::format_time(time)))
+    };
+    Ok(Filter {
+        destination: filter.destination.clone(),
+        error: filter.error.clone(),
+        event: filter.event.clone(),
+        since: time(&filter.since, "since")?,
+        until: time(&filter.until, "until")?,
+        include_redriven: filter.all,
+        limit: filter.limit,
+    })
+}
+
+/// A dead letter as the admin API and `ferry dlq` show it (its stored event only with
+/// `with_payload`).
+pub(crate) fn dead_letter_view(letter: &DeadLetter, with_payload: bool) -> DeadLetterView {
+    let payload = with_payload.then(|| {
+        serde_json::from_str(&letter.payload).unwrap_or_else(|_| serde_json::Value::String(letter.payload.clone()))
+    });
+    DeadLetterView {
+        id: letter.id,
+        destination: letter.destination.clone(),
+        position: letter.position,
+        message_id: letter.message_id.clone(),
+        kind: letter.kind.clone(),
+        event: letter.event.clone(),
+        source_id: letter.source_id.clone(),
+        received_at: letter.received_at.clone(),
+        first_attempt_at: letter.first_attempt_at.clone(),
+        dead_at: letter.dead_at.clone(),
+        reason: letter.reason.clone(),
+        attempts: letter.attempts.iter().map(|a| TimedError { at: a.at.clone(), error: a.error.clone() }).collect(),
+        redriven_at: letter.redriven_at.clone(),
+        redrive_attempts: letter.redrive_attempts,
+        payload,
+    }
+}
+
+/// A quarantine record as the admin API shows it (the record as JSON when it is).
+fn quarantine_item(offset: u64, record: &[u8]) -> QuarantineItem {
+    let record = serde_json::from_slice(record)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(record).into_owned()));
+    QuarantineItem { offset, record }
+}
+
+/// Run blocking work of the dead letter store on a blocking thread.
+async fn in_store<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ferry_delivery::dead_letter::DeadLetterError> + Send + 'static,
+) -> Result<T, AdminError> {
+    tokio::task::spawn_blocking(work).await.map_err(AdminError::internal)?.map_err(AdminError::internal)
 }
 
 impl Admin for ProcessAdmin {
-    fn destinations(&self) -> BoxFuture<'_, Result<Value, String>> {
-        let dead: std::collections::HashMap<String, u64> =
-            self.dead_letters.counts().unwrap_or_default().into_iter().collect();
-        let list: Vec<Value> = self
-            .destinations
-            .iter()
-            .map(|h| {
-                let s = &h.status;
-                let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-                let position = get(&s.position);
-                let backlog = h.consumer.backlog();
-                let lag_events = backlog.end.map_or(backlog.records, |end| end.saturating_sub(position));
-                let lag_seconds = backlog.oldest.as_secs_f64();
-                let last_error = s
-                    .last_error
-                    .lock()
-                    .ok()
-                    .and_then(|e| e.clone())
-                    .map(|(at, error)| json!({"at": at, "error": error}));
-                json!({
-                    "name": h.name,
-                    "type": h.kind,
-                    "target": h.target,
-                    "position": position,
-                    "lag_events": lag_events,
-                    "lag_seconds": lag_seconds,
-                    "delivered": get(&s.delivered),
-                    "filtered": get(&s.filtered),
-                    "skipped": get(&s.skipped),
-                    "rejected": get(&s.rejected),
-                    "dead_lettered": get(&s.dead_lettered),
-                    "retried": get(&s.retried),
-                    "retrying": s.retrying.load(Ordering::Relaxed),
-                    "last_error": last_error,
-                    "dead_letters": dead.get(&h.name).copied().unwrap_or(0),
+    fn destinations(&self) -> BoxFuture<'_, Result<DestinationList, AdminError>> {
+        Box::pin(async move {
+            let letters = self.dead_letters.clone();
+            let dead: std::collections::HashMap<String, u64> =
+                in_store(move || letters.counts()).await?.into_iter().collect();
+            let destinations = self
+                .destinations
+                .iter()
+                .map(|h| {
+                    let s = &h.status;
+                    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                    let (lag_events, lag_seconds) = h.lag();
+                    let last_error = s.last_error.lock().ok().and_then(|e| e.clone());
+                    DestinationState {
+                        name: h.name.clone(),
+                        kind: h.kind.to_owned(),
+                        target: h.target.clone(),
+                        position: get(&s.position),
+                        lag_events,
+                        lag_seconds,
+                        delivered: get(&s.delivered),
+                        filtered: get(&s.filtered),
+                        skipped: get(&s.skipped),
+                        rejected: get(&s.rejected),
+                        dead_lettered: get(&s.dead_lettered),
+                        retried: get(&s.retried),
+                        retrying: s.retrying.load(Ordering::Relaxed),
+                        last_error: last_error.map(|(at, error)| TimedError { at, error }),
+                        dead_letters: dead.get(&h.name).copied().unwrap_or(0),
+                    }
                 })
-            })
-            .collect();
-        ok(json!({ "destinations": list }))
+                .collect();
+            Ok(DestinationList { destinations })
+        })
     }
 
-    fn dead_letters(&self, filter: DeadLetterFilter) -> BoxFuture<'_, Result<Value, String>> {
+    fn dead_letters(&self, filter: DeadLetterFilter) -> BoxFuture<'_, Result<DeadLetterList, AdminError>> {
         Box::pin(async move {
-            let mut filter = Self::filter(&filter)?;
+            let mut filter = store_filter(&filter, ferry_event::parse_time)?;
             filter.limit = Some(filter.limit.unwrap_or(100).min(1000));
-            let letters = self.dead_letters.list(&filter).map_err(|e| e.to_string())?;
-            let list: Vec<Value> = letters.iter().map(|l| crate::cmd::dlq::to_json(l, false)).collect();
-            Ok(json!({ "dead_letters": list }))
+            let dead_letters = self.dead_letters.clone();
+            let letters = in_store(move || dead_letters.list(&filter)).await?;
+            Ok(DeadLetterList { dead_letters: letters.iter().map(|l| dead_letter_view(l, false)).collect() })
         })
     }
 
-    fn dead_letter(&self, id: i64) -> BoxFuture<'_, Result<Option<Value>, String>> {
+    fn dead_letter(&self, id: i64) -> BoxFuture<'_, Result<DeadLetterView, AdminError>> {
         Box::pin(async move {
-            let letter = self.dead_letters.get(id).map_err(|e| e.to_string())?;
-            Ok(letter.map(|l| crate::cmd::dlq::to_json(&l, true)))
+            let dead_letters = self.dead_letters.clone();
+            let letter = in_store(move || dead_letters.get(id)).await?;
+            let letter = letter.ok_or_else(|| AdminError::NotFound(format!("no dead letter {id}")))?;
+            Ok(dead_letter_view(&letter, true))
         })
     }
 
-    fn redrive(&self, filter: DeadLetterFilter) -> BoxFuture<'_, Result<Value, String>> {
+    fn redrive(&self, filter: DeadLetterFilter) -> BoxFuture<'_, Result<Job, AdminError>> {
         Box::pin(async move {
-            let filter = Self::filter(&filter)?;
-            let job = self.job("redrive", filter.destination.clone());
+            let filter = store_filter(&filter, ferry_event::parse_time)?;
+            let job = self.start_job(JobKind::Redrive, filter.destination.clone());
             let destinations: Vec<(String, Arc<dyn Destination>)> =
                 self.destinations.iter().map(|h| (h.name.clone(), h.destination.clone())).collect();
             let store = self.dead_letters.clone();
             let running = job.clone();
             tokio::spawn(async move {
                 let lookup = |name: &str| destinations.iter().find(|(n, _)| n == name).map(|(_, d)| d.clone());
-                let report = ferry_delivery::redrive(&store, &filter, &lookup, 500, &mut |p| {
-                    if let Ok(mut progress) = running.progress.lock() {
-                        *progress = p.clone();
-                    }
-                    !running.cancel.load(Ordering::Relaxed)
-                })
-                .await;
+                let report = ferry_delivery::redrive(&store, &filter, &lookup, 500, &mut |p| running.note(p)).await;
                 running.finish(report.map_err(|e| e.to_string()));
             });
-            Ok(job.json())
+            Ok(job.view())
         })
     }
 
-    fn quarantine(&self, from: u64, limit: usize) -> BoxFuture<'_, Result<Value, String>> {
+    fn quarantine(&self, from: u64, limit: usize) -> BoxFuture<'_, Result<QuarantinePage, AdminError>> {
         Box::pin(async move {
-            let records = self.logs.quarantine.read(from, limit).await.map_err(|e| e.to_string())?;
+            let records = self.logs.quarantine.read(from, limit).await.map_err(AdminError::internal)?;
             let next = records.last().map_or(from, |(offset, _)| offset + 1);
-            let items: Vec<Value> = records.iter().map(|(offset, record)| quarantine_json(*offset, record)).collect();
-            Ok(json!({ "items": items, "next": next }))
+            let items = records.iter().map(|(offset, record)| quarantine_item(*offset, record)).collect();
+            Ok(QuarantinePage { items, next })
         })
     }
 
-    fn quarantine_item(&self, offset: u64) -> BoxFuture<'_, Result<Option<Value>, String>> {
+    fn quarantine_item(&self, offset: u64) -> BoxFuture<'_, Result<QuarantineItem, AdminError>> {
         Box::pin(async move {
-            let records = self.logs.quarantine.read(offset, 1).await.map_err(|e| e.to_string())?;
-            Ok(records.first().filter(|(o, _)| *o == offset).map(|(o, record)| quarantine_json(*o, record)))
+            let records = self.logs.quarantine.read(offset, 1).await.map_err(AdminError::internal)?;
+            let found = records.first().filter(|(o, _)| *o == offset);
+            let (offset, record) =
+                found.ok_or_else(|| AdminError::NotFound(format!("no quarantined item at offset {offset}")))?;
+            Ok(quarantine_item(*offset, record))
         })
     }
 
-    fn start_replay(&self, request: ReplayStart) -> BoxFuture<'_, Result<Value, String>> {
+    fn start_replay(&self, request: ReplayStart) -> BoxFuture<'_, Result<Job, AdminError>> {
         Box::pin(async move {
+            let invalid = |message: String| AdminError::Invalid { code: "invalid_replay", message };
             let Some(handle) = self.destinations.iter().find(|h| h.name == request.destination).cloned() else {
                 let names: Vec<&str> = self.destinations.iter().map(|h| h.name.as_str()).collect();
-                return Err(format!(
+                return Err(invalid(format!(
                     "no destination named {:?}; configured: {}",
                     request.destination,
                     names.join(", ")
-                ));
+                )));
             };
-            let since = ferry_event::parse_time(&request.since).ok_or("`since` is not an iso-8601 time")?;
-            let until = request
-                .until
-                .as_deref()
-                .map(|u| ferry_event::parse_time(u).ok_or("`until` is not an iso-8601 time"))
-                .transpose()?;
+            let time = |text: &str, name: &str| {
+                ferry_event::parse_time(text).ok_or_else(|| invalid(format!("`{name}` is not an iso-8601 time")))
+            };
+            let since = time(&request.since, "since")?;
+            let until = request.until.as_deref().map(|u| time(u, "until")).transpose()?;
             if until.is_some_and(|u| u <= since) {
-                return Err("`until` must be later than `since`".into());
+                return Err(invalid("`until` must be later than `since`".to_owned()));
             }
-            let records = self.logs.events.clone();
-            let job = self.job("replay", Some(handle.name.clone()));
+            let events = self.logs.events.clone();
+            let job = self.start_job(JobKind::Replay, Some(handle.name.clone()));
             let running = job.clone();
             tokio::spawn(async move {
                 let request = ReplayRequest {
@@ -270,41 +331,29 @@ impl Admin for ProcessAdmin {
                     retries: 5,
                     backoff: handle.backoff,
                 };
-                let report = ferry_delivery::replay(&*records, handle.destination.as_ref(), &request, &mut |p| {
-                    if let Ok(mut progress) = running.progress.lock() {
-                        *progress = p.clone();
-                    }
-                    !running.cancel.load(Ordering::Relaxed)
-                })
-                .await;
+                let destination = handle.destination.as_ref();
+                let report = ferry_delivery::replay(&*events, destination, &request, &mut |p| running.note(p)).await;
                 running.finish(report.map_err(|e| e.to_string()));
             });
-            Ok(job.json())
+            Ok(job.view())
         })
     }
 
-    fn jobs(&self) -> BoxFuture<'_, Result<Value, String>> {
-        let jobs: Vec<Value> = self.jobs.lock().map(|j| j.iter().map(|j| j.json()).collect()).unwrap_or_default();
-        ok(json!({ "jobs": jobs }))
+    fn jobs(&self) -> BoxFuture<'_, Result<JobList, AdminError>> {
+        let jobs = self.jobs.lock().map(|j| j.iter().map(|j| j.view()).collect()).unwrap_or_default();
+        Box::pin(async move { Ok(JobList { jobs }) })
     }
 
-    fn job(&self, id: u64) -> BoxFuture<'_, Result<Option<Value>, String>> {
-        let job = self.jobs.lock().ok().and_then(|j| j.iter().find(|j| j.id == id).map(|j| j.json()));
-        ok(job)
+    fn job(&self, id: u64) -> BoxFuture<'_, Result<Job, AdminError>> {
+        let job = self.find_job(id).map(|j| j.view());
+        Box::pin(async move { job })
     }
 
-    fn cancel_job(&self, id: u64) -> BoxFuture<'_, Result<Option<Value>, String>> {
-        let job = self.jobs.lock().ok().and_then(|j| j.iter().find(|j| j.id == id).cloned());
-        if let Some(job) = &job {
+    fn cancel_job(&self, id: u64) -> BoxFuture<'_, Result<Job, AdminError>> {
+        let job = self.find_job(id).map(|job| {
             job.cancel.store(true, Ordering::Relaxed);
-        }
-        ok(job.map(|j| j.json()))
+            job.view()
+        });
+        Box::pin(async move { job })
     }
-}
-
-/// `{"offset", "record"}` of a quarantine record (the record as JSON when it is).
-fn quarantine_json(offset: u64, record: &[u8]) -> Value {
-    let record =
-        serde_json::from_slice(record).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(record).into_owned()));
-    json!({ "offset": offset, "record": record })
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
-use support::{FERRY, Server, basic, eventually, http, serve_on_loopback, sqlite_rows, temp_dir};
+use support::{
+    BOTH, Backend, FERRY, Server, backend_config, basic, eventually, http, serve_on_loopback, sqlite_rows, temp_dir,
+};
 
 const TOKEN: &str = "admin-s3cret";
 
@@ -42,14 +44,21 @@ fn call(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16,
 
 #[test]
 fn every_admin_route_needs_the_token_and_does_its_work_with_it() {
+    for backend in BOTH {
+        admin_routes_on(backend);
+    }
+}
+
+fn admin_routes_on(backend: Backend) {
     let open = Arc::new(AtomicBool::new(false));
     let hook = receiver(open.clone());
     let dir = temp_dir();
+    let (_nats, log_section) = backend_config(backend, dir.path());
     let config = dir.path().join("ferry.toml");
     std::fs::write(
         &config,
         format!(
-            "[admin]\ntoken = \"{TOKEN}\"\n\n[[sources]]\nid = \"web\"\nwrite_keys = [\"wk_web\"]\n\n\
+            "{log_section}[admin]\ntoken = \"{TOKEN}\"\n\n[[sources]]\nid = \"web\"\nwrite_keys = [\"wk_web\"]\n\n\
              [[destinations]]\nname = \"warehouse\"\ntype = \"sqlite\"\nbatch_ms = 50\n\n\
              [[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurls = [\"http://{hook}/hook\"]\nbatch_ms = 50\nstart = \"beginning\"\n"
         ),
@@ -114,13 +123,13 @@ fn every_admin_route_needs_the_token_and_does_its_work_with_it() {
     assert_eq!(sources["configured"], json!(["web"]));
     assert_eq!(
         sources["sources"][0],
-        json!({"id": "web", "accepted": 3, "accepted_bytes": sources["sources"][0]["accepted_bytes"], "duplicate": 0, "rejected": 1})
+        json!({"id": "web", "accepted": 3, "acceptedBytes": sources["sources"][0]["acceptedBytes"], "duplicate": 0, "rejected": 1})
     );
 
     // The webhook refuses all three: dead letters.
     let letters = eventually("three dead letters", 30, || {
         let (_, body) = call(&server, "GET", "/admin/v1/dead-letters?destination=hook", None);
-        (body["dead_letters"].as_array().map(Vec::len) == Some(3)).then_some(body)
+        (body["deadLetters"].as_array().map(Vec::len) == Some(3)).then_some(body)
     });
     // The cursor moves once the dead letters are stored.
     let hook_state = eventually("the hook's cursor past them", 30, || {
@@ -128,20 +137,28 @@ fn every_admin_route_needs_the_token_and_does_its_work_with_it() {
         assert_eq!(status, 200);
         let hook =
             destinations["destinations"].as_array().unwrap().iter().find(|d| d["name"] == "hook").unwrap().clone();
-        (hook["lag_events"] == 0).then_some(hook)
+        (hook["lagEvents"] == 0).then_some(hook)
     });
     assert_eq!(
-        (hook_state["type"].as_str(), hook_state["dead_letters"].as_u64(), hook_state["lag_events"].as_u64()),
+        (hook_state["type"].as_str(), hook_state["deadLetters"].as_u64(), hook_state["lagEvents"].as_u64()),
         (Some("webhook"), Some(3), Some(0))
     );
-    assert!(hook_state["last_error"]["error"].as_str().unwrap().contains("400"), "{hook_state}");
-    let id = letters["dead_letters"][0]["id"].as_i64().unwrap();
+    assert!(hook_state["lastError"]["error"].as_str().unwrap().contains("400"), "{hook_state}");
+    let id = letters["deadLetters"][0]["id"].as_i64().unwrap();
     let (status, one) = call(&server, "GET", &format!("/admin/v1/dead-letters/{id}"), None);
     assert_eq!(status, 200);
-    assert_eq!(one["payload"]["messageId"], letters["dead_letters"][0]["messageId"]);
+    assert_eq!(one["payload"]["messageId"], letters["deadLetters"][0]["messageId"]);
     assert_eq!(call(&server, "GET", "/admin/v1/dead-letters/999999", None).0, 404);
     let (status, filtered) = call(&server, "GET", "/admin/v1/dead-letters?event=Order%20Completed", None);
-    assert_eq!((status, filtered["dead_letters"].as_array().unwrap().len()), (200, 1));
+    assert_eq!((status, filtered["deadLetters"].as_array().unwrap().len()), (200, 1));
+    // The caller's mistakes are 400s in the API's error shape, not 500s.
+    for path in
+        ["/admin/v1/dead-letters?since=garbage", "/admin/v1/dead-letters?colour=red", "/admin/v1/dead-letters/abc"]
+    {
+        let (status, refused) = call(&server, "GET", path, None);
+        assert_eq!(status, 400, "{path}: {refused}");
+        assert!(refused["code"] == "invalid_filter" || refused["code"] == "invalid_request", "{path}: {refused}");
+    }
 
     // The receiver is fixed; a redrive job of one event name, then of the rest.
     open.store(true, Ordering::Relaxed);
@@ -162,23 +179,25 @@ fn every_admin_route_needs_the_token_and_does_its_work_with_it() {
         (Some("redrive"), Some(2), Some(0))
     );
     let (_, left) = call(&server, "GET", "/admin/v1/dead-letters", None);
-    assert_eq!(left["dead_letters"].as_array().unwrap().len(), 1);
+    assert_eq!(left["deadLetters"].as_array().unwrap().len(), 1);
 
     // Quarantine: list, show, re-submit as it was (still invalid), then fixed.
     let (status, quarantine) = call(&server, "GET", "/admin/v1/quarantine", None);
     assert_eq!(status, 200);
     assert_eq!(quarantine["items"].as_array().unwrap().len(), 1);
     assert_eq!(quarantine["items"][0]["record"]["code"], "missing_event");
-    let (status, item) = call(&server, "GET", "/admin/v1/quarantine/0", None);
+    // Offsets are the log's positions: from 0 in the embedded log, stream sequences in JetStream.
+    let offset = quarantine["items"][0]["offset"].as_u64().unwrap();
+    let (status, item) = call(&server, "GET", &format!("/admin/v1/quarantine/{offset}"), None);
     assert_eq!((status, item["record"]["messageId"].as_str()), (200, Some("bad")));
-    assert_eq!(call(&server, "GET", "/admin/v1/quarantine/5", None).0, 404);
-    let (status, again) = call(&server, "POST", "/admin/v1/quarantine/0/resubmit", None);
+    assert_eq!(call(&server, "GET", "/admin/v1/quarantine/999", None).0, 404);
+    let (status, again) = call(&server, "POST", &format!("/admin/v1/quarantine/{offset}/resubmit"), None);
     assert_eq!(
         (status, again["resubmitted"].as_bool(), again["code"].as_str()),
         (200, Some(false), Some("missing_event"))
     );
     let fixed = json!({"item": {"type": "track", "messageId": "bad", "userId": "u1", "event": "Fixed Later"}});
-    let (status, again) = call(&server, "POST", "/admin/v1/quarantine/0/resubmit", Some(fixed));
+    let (status, again) = call(&server, "POST", &format!("/admin/v1/quarantine/{offset}/resubmit"), Some(fixed));
     assert_eq!((status, again["resubmitted"].as_bool()), (200, Some(true)), "{again}");
     eventually("the fixed event in the warehouse", 30, || {
         let rows = sqlite_rows(dir.path(), "select id from fixed_later");

@@ -428,13 +428,13 @@ fn dedupe_debugger_quarantine_admin_and_replay_work_across_nodes() {
     let lag = eventually("the consumers' backlogs to be known and empty", 20, || {
         let d = get_json(a.addr(), "/admin/v1/destinations");
         let (hook, strict) = (d["destinations"][0].clone(), d["destinations"][1].clone());
-        let settled = hook["delivered"] == 2 && hook["lag_events"] == 0;
-        (settled && strict["dead_lettered"] == 2 && strict["lag_events"] == 0).then_some(hook)
+        let settled = hook["delivered"] == 2 && hook["lagEvents"] == 0;
+        (settled && strict["deadLettered"] == 2 && strict["lagEvents"] == 0).then_some(hook)
     });
     assert_eq!(lag["name"], "hook");
     let letters = get_json(a.addr(), "/admin/v1/dead-letters?destination=strict");
     let mut ids: Vec<&str> =
-        letters["dead_letters"].as_array().unwrap().iter().map(|l| l["messageId"].as_str().unwrap()).collect();
+        letters["deadLetters"].as_array().unwrap().iter().map(|l| l["messageId"].as_str().unwrap()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["f-1", "f-2"], "{letters}");
     let metrics = String::from_utf8(http(a.addr(), "GET", "/metrics", &[], b"").unwrap().1).unwrap();

@@ -15,6 +15,7 @@ use tower::ServiceExt;
 use crate::*;
 
 mod golden;
+mod openapi;
 
 /// Keeps what it is given; can be told to fail.
 #[derive(Default)]

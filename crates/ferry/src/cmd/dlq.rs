@@ -4,9 +4,11 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use ferry_delivery::{DeadLetter, DeadLetters, Filter};
+use ferry_api::admin::DeadLetterFilter;
+use ferry_delivery::{DeadLetters, Filter};
 use ferry_destinations::Destination;
 
+use crate::admin::dead_letter_view;
 use crate::cmd::{ProgressLine, parse_time};
 use crate::config::Config;
 use crate::destinations;
@@ -73,21 +75,24 @@ pub(crate) struct FilterArgs {
 }
 
 impl FilterArgs {
+    /// The store's filter, as the admin API makes it (after the times, which the command
+    /// line also takes as ages, are read).
     fn filter(&self, limit: Option<usize>) -> anyhow::Result<Filter> {
         let time = |t: &Option<String>, flag: &str| -> anyhow::Result<Option<String>> {
             t.as_deref()
                 .map(|t| parse_time(t).map(ferry_event::format_time).with_context(|| flag.to_owned()))
                 .transpose()
         };
-        Ok(Filter {
+        let filter = DeadLetterFilter {
             destination: self.destination.clone(),
             error: self.error.clone(),
             event: self.event.clone(),
             since: time(&self.since, "--since")?,
             until: time(&self.until, "--until")?,
-            include_redriven: self.all,
+            all: self.all,
             limit,
-        })
+        };
+        Ok(crate::admin::store_filter(&filter, ferry_event::parse_time)?)
     }
 }
 
@@ -106,35 +111,11 @@ pub(crate) fn run(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
         DlqCommand::Show { id } => {
             let letter =
                 store.get(id)?.with_context(|| format!("no dead letter {id}; `ferry dlq list` shows the ids"))?;
-            println!("{}", serde_json::to_string_pretty(&to_json(&letter, true))?);
+            println!("{}", serde_json::to_string_pretty(&dead_letter_view(&letter, true))?);
             Ok(())
         }
         DlqCommand::Redrive { filter } => redrive(config, &store, &filter.filter(None)?),
     }
-}
-
-pub(crate) fn to_json(letter: &DeadLetter, with_payload: bool) -> serde_json::Value {
-    let mut value = serde_json::json!({
-        "id": letter.id,
-        "destination": letter.destination,
-        "position": letter.position,
-        "messageId": letter.message_id,
-        "type": letter.kind,
-        "event": letter.event,
-        "sourceId": letter.source_id,
-        "receivedAt": letter.received_at,
-        "firstAttemptAt": letter.first_attempt_at,
-        "deadAt": letter.dead_at,
-        "reason": letter.reason,
-        "attempts": letter.attempts,
-        "redrivenAt": letter.redriven_at,
-        "redriveAttempts": letter.redrive_attempts,
-    });
-    if with_payload {
-        value["payload"] =
-            serde_json::from_str(&letter.payload).unwrap_or(serde_json::Value::String(letter.payload.clone()));
-    }
-    value
 }
 
 fn list(store: &DeadLetters, filter: &Filter, json: bool) -> anyhow::Result<()> {
@@ -143,7 +124,7 @@ fn list(store: &DeadLetters, filter: &Filter, json: bool) -> anyhow::Result<()> 
     let mut out = std::io::BufWriter::new(stdout.lock());
     if json {
         for letter in &letters {
-            writeln!(out, "{}", to_json(letter, false))?;
+            writeln!(out, "{}", serde_json::to_string(&dead_letter_view(letter, false))?)?;
         }
         return Ok(out.flush()?);
     }

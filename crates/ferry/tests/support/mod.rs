@@ -327,3 +327,29 @@ pub fn deps_ready(what: &str, needs: &[(&str, bool)]) -> bool {
     let _ = std::io::stderr().write_all(banner.as_bytes());
     false
 }
+
+/// The logs the end-to-end tests that can run on both run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    JetStream,
+}
+
+pub const BOTH: [Backend; 2] = [Backend::Embedded, Backend::JetStream];
+
+/// What a configuration adds for `backend`: nothing for the embedded log; for JetStream a
+/// nats-server of the test's own (returned, to keep it running) and the `[log]` and
+/// `[nats]` sections that point at it.
+pub fn backend_config(backend: Backend, dir: &Path) -> (Option<ferry_nats::testing::NatsNode>, String) {
+    eprintln!("== on the {backend:?} log");
+    match backend {
+        Backend::Embedded => (None, String::new()),
+        Backend::JetStream => {
+            let binary = ferry_nats::testing::server_binary("ferry on jetstream")
+                .expect("FERRY_TEST_NATS_SERVER names the nats-server binary (scripts/test sets it)");
+            let node = ferry_nats::testing::NatsNode::single(&binary, &dir.join("nats"));
+            let section = format!("[log]\nbackend = \"nats\"\n\n[nats]\nurls = [{:?}]\nreplicas = 1\n\n", node.url());
+            (Some(node), section)
+        }
+    }
+}

@@ -366,7 +366,7 @@ impl Log {
             let is_last = i + 1 == paths.len();
             let scan = chunk::scan(path).map_err(io_err(path))?;
             if let Some((position, reason)) = scan.corrupt {
-                return Err(OpenError::Corrupt { path: path.clone(), position, reason });
+                return Err(OpenError::Corrupt { path: path.clone(), position, reason: reason.to_string() });
             }
             if scan.torn_bytes > 0 {
                 if !is_last {

@@ -47,6 +47,10 @@ pub(crate) struct Chunk {
     pub(crate) frames: Vec<FrameMeta>,
     /// Bytes of valid data (header and whole frames).
     pub(crate) len: u64,
+    /// False while a new chunk is still under its temporary name (until the writer thread
+    /// has synced and renamed it): readers see none of its records yet, so they always
+    /// open a chunk by `path`, and retention keeps the chunk before it.
+    pub(crate) named: bool,
 }
 
 impl Chunk {
@@ -82,7 +86,7 @@ pub(crate) fn scan(path: &Path) -> io::Result<Scan> {
     File::open(path)?.read_to_end(&mut bytes)?;
     let (base_offset, created_ms) = format::decode_chunk_header(&bytes)
         .map_err(|reason| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {reason}", path.display())))?;
-    let mut chunk = Chunk { path: path.to_owned(), base_offset, created_ms, frames: Vec::new(), len: 0 };
+    let mut chunk = Chunk { path: path.to_owned(), base_offset, created_ms, frames: Vec::new(), len: 0, named: true };
     let mut pos = format::CHUNK_HEADER_LEN;
     let mut expected_offset = base_offset;
     let mut bad: Option<(u64, FrameError)> = None;
@@ -214,6 +218,7 @@ pub(crate) fn select(chunks: &[Chunk], from: u64, end: u64, max: usize) -> Vec<C
             created_ms: chunk.created_ms,
             frames: chunk.frames[first..last].to_vec(),
             len: chunk.len,
+            named: chunk.named,
         });
     }
     out

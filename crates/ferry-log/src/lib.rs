@@ -1052,6 +1052,8 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
                 Message::Write { group, needed } => {
                     answer_when_synced(writer, &shared, std::mem::take(&mut waiting));
                     write_handed(writer, &shared, group, needed);
+                    // Its stores may have asked for housekeeping too.
+                    wanted = true;
                 }
                 Message::Housekeep { done } => {
                     wanted = true;
@@ -1096,7 +1098,15 @@ fn answer_when_synced(writer: &Mutex<Writer>, shared: &Shared, waiting: Vec<Unsy
     if lock_writer(writer).frames_synced < through {
         sync_written(writer, shared);
     }
-    let synced = lock_writer(writer).frames_synced;
+    let (synced, retention_ahead) = {
+        let mut w = lock_writer(writer);
+        (w.frames_synced, std::mem::take(&mut w.wants.retention))
+    };
+    // Retention ahead of the budget (a new chunk began near it) runs before the answers,
+    // so that an append returns only once the retention it set off is done.
+    if retention_ahead {
+        retention_logged(writer, shared, Some(retention_headroom(&shared.config)));
+    }
     // Not synced: a sync failed, or the writer stopped without syncing them.
     let failure = match shared.poison_reason() {
         Some(reason) => AppendError::Poisoned(reason),
@@ -1187,16 +1197,22 @@ fn finish_roll_over(writer: &Mutex<Writer>, shared: &Shared, roll_over: &Arc<Rol
         true => None,
         false => Some(prepare_next(&shared.dir)?),
     };
-    let mut w = lock_writer(writer);
-    if w.roll_over.as_ref().is_some_and(|r| Arc::ptr_eq(r, roll_over)) {
-        w.roll_over = None;
-    }
-    if w.next.is_none() {
-        w.next = next;
-    }
-    let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
-    if let Some(chunk) = chunks.iter_mut().rev().find(|c| c.base_offset == roll_over.base_offset) {
-        chunk.named = true;
+    let spare_wanted = {
+        let mut w = lock_writer(writer);
+        if w.roll_over.as_ref().is_some_and(|r| Arc::ptr_eq(r, roll_over)) {
+            w.roll_over = None;
+        }
+        if w.next.is_none() {
+            w.next = next;
+        }
+        let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+        if let Some(chunk) = chunks.iter_mut().rev().find(|c| c.base_offset == roll_over.base_offset) {
+            chunk.named = true;
+        }
+        std::mem::take(&mut w.wants.spare)
+    };
+    if spare_wanted {
+        start_spare(writer, shared);
     }
     Ok(())
 }
@@ -1213,11 +1229,18 @@ fn housekeep(writer: &Mutex<Writer>, shared: &Shared) {
 }
 
 /// Start zero-filling the next chunk in a background thread (the current one is half
-/// full), so that it is ready at the roll-over and its writes overlap the appends.
+/// full), so that it is ready at the roll-over and its writes overlap the appends. Not
+/// while a roll-over is being finished: the new chunk may still be the last spare, under
+/// the name the next one is written to; the want stays, and finishing the roll-over
+/// starts it.
 fn start_spare(writer: &Mutex<Writer>, shared: &Shared) {
     {
-        let w = lock_writer(writer);
+        let mut w = lock_writer(writer);
         if !shared.config.preallocate || w.closed || w.spare.is_some() {
+            return;
+        }
+        if w.roll_over.is_some() {
+            w.wants.spare = true;
             return;
         }
     }

@@ -47,6 +47,10 @@ pub(crate) struct Chunk {
     pub(crate) frames: Vec<FrameMeta>,
     /// Bytes of valid data (header and whole frames).
     pub(crate) len: u64,
+    /// False while a new chunk is still under its temporary name (until the writer thread
+    /// has synced and renamed it): readers see none of its records yet, so they always
+    /// open a chunk by `path`, and retention keeps the chunk before it.
+    pub(crate) named: bool,
 }
 
 impl Chunk {
@@ -71,7 +75,7 @@ pub(crate) struct Scan {
     /// preallocated space, not damage.
     pub(crate) zero_tail: u64,
     /// A bad frame followed by valid ones: corruption in the middle (byte position, reason).
-    pub(crate) corrupt: Option<(u64, String)>,
+    pub(crate) corrupt: Option<(u64, FrameError)>,
     /// Frames found (and verified) after the corruption, for salvage.
     pub(crate) frames_after_corruption: Vec<FrameMeta>,
 }
@@ -82,10 +86,10 @@ pub(crate) fn scan(path: &Path) -> io::Result<Scan> {
     File::open(path)?.read_to_end(&mut bytes)?;
     let (base_offset, created_ms) = format::decode_chunk_header(&bytes)
         .map_err(|reason| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {reason}", path.display())))?;
-    let mut chunk = Chunk { path: path.to_owned(), base_offset, created_ms, frames: Vec::new(), len: 0 };
+    let mut chunk = Chunk { path: path.to_owned(), base_offset, created_ms, frames: Vec::new(), len: 0, named: true };
     let mut pos = format::CHUNK_HEADER_LEN;
     let mut expected_offset = base_offset;
-    let mut bad: Option<(u64, String)> = None;
+    let mut bad: Option<(u64, FrameError)> = None;
     while pos < bytes.len() {
         match frame_at(&bytes, pos) {
             Ok(header) if header.first_offset >= expected_offset => {
@@ -94,7 +98,7 @@ pub(crate) fn scan(path: &Path) -> io::Result<Scan> {
                 pos += header.frame_len();
             }
             Ok(_) => {
-                bad = Some((pos as u64, "frame offsets go backwards".to_owned()));
+                bad = Some((pos as u64, FrameError::OffsetsBackwards));
                 break;
             }
             Err(reason) => {
@@ -139,18 +143,31 @@ pub(crate) fn scan(path: &Path) -> io::Result<Scan> {
     }
 }
 
+/// Why the bytes at a frame's position are not a valid frame.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    #[error("partial frame header")]
+    PartialHeader,
+    #[error("bad frame header")]
+    BadHeader,
+    #[error("partial frame body")]
+    PartialBody,
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("frame offsets go backwards")]
+    OffsetsBackwards,
+}
+
 /// Decode and verify the frame at `pos` of a whole chunk in memory.
-fn frame_at(bytes: &[u8], pos: usize) -> Result<FrameHeader, String> {
+fn frame_at(bytes: &[u8], pos: usize) -> Result<FrameHeader, FrameError> {
     let Some(header_bytes) = bytes.get(pos..pos + FRAME_HEADER_LEN) else {
-        return Err("partial frame header".to_owned());
+        return Err(FrameError::PartialHeader);
     };
-    let header_bytes: &[u8; FRAME_HEADER_LEN] =
-        header_bytes.try_into().map_err(|_| "partial frame header".to_owned())?;
-    let header = FrameHeader::decode(header_bytes).ok_or_else(|| "bad frame header".to_owned())?;
-    let body =
-        bytes.get(pos + FRAME_HEADER_LEN..pos + header.frame_len()).ok_or_else(|| "partial frame body".to_owned())?;
+    let header_bytes: &[u8; FRAME_HEADER_LEN] = header_bytes.try_into().map_err(|_| FrameError::PartialHeader)?;
+    let header = FrameHeader::decode(header_bytes).ok_or(FrameError::BadHeader)?;
+    let body = bytes.get(pos + FRAME_HEADER_LEN..pos + header.frame_len()).ok_or(FrameError::PartialBody)?;
     if !header.check(header_bytes, body) {
-        return Err("checksum mismatch".to_owned());
+        return Err(FrameError::Checksum);
     }
     Ok(header)
 }
@@ -201,6 +218,7 @@ pub(crate) fn select(chunks: &[Chunk], from: u64, end: u64, max: usize) -> Vec<C
             created_ms: chunk.created_ms,
             frames: chunk.frames[first..last].to_vec(),
             len: chunk.len,
+            named: chunk.named,
         });
     }
     out

@@ -30,16 +30,23 @@ pub(crate) fn encode_chunk_header(base_offset: u64, created_ms: u64) -> [u8; CHU
     header
 }
 
+/// Why a chunk header cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HeaderError {
+    #[error("not a ferry log chunk (bad magic)")]
+    BadMagic,
+    #[error("chunk format version {0} is not supported (this ferry reads version {CHUNK_VERSION})")]
+    Version(u32),
+}
+
 /// What a chunk header says, or why it cannot be read.
-pub(crate) fn decode_chunk_header(bytes: &[u8]) -> Result<(u64, u64), String> {
+pub(crate) fn decode_chunk_header(bytes: &[u8]) -> Result<(u64, u64), HeaderError> {
     if bytes.len() < CHUNK_HEADER_LEN || &bytes[0..8] != CHUNK_MAGIC {
-        return Err("not a ferry log chunk (bad magic)".to_owned());
+        return Err(HeaderError::BadMagic);
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
     if version != CHUNK_VERSION {
-        return Err(format!(
-            "chunk format version {version} is not supported (this ferry reads version {CHUNK_VERSION})"
-        ));
+        return Err(HeaderError::Version(version));
     }
     let base = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
     let created = u64::from_le_bytes(bytes[24..32].try_into().unwrap_or_default());

@@ -166,6 +166,7 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> io::Result<
         report.bytes += std::fs::metadata(path)?.len();
         let file = path.display().to_string();
         if let Some((position, reason)) = scan.corrupt {
+            let reason = reason.to_string();
             report.problems.push(Problem { file, position, reason, frames_after: scan.frames_after_corruption.len() });
         } else if scan.torn_bytes > 0 {
             if i + 1 == paths.len() {

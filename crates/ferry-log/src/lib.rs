@@ -15,6 +15,30 @@
 //!   syncs what was written once per interval, outside that lock. After a sync it starts
 //!   moving dedupe keys to disk if the index wants room (so that no append waits for a
 //!   sync).
+//! - Who does what. The appending task, under the writer's lock: the dedupe
+//!   check-and-insert, encoding, the write of the frame, and, when a frame does not fit
+//!   the chunk, the switch to the next chunk's file, made ready ahead (it writes the
+//!   32-byte header, no sync). Nothing else: no fsync, rename, unlink or `set_len` runs
+//!   under the writer's lock, except when inserts outrun the dedupe index's background
+//!   spills until its memory layer is full (the insert then waits for a spill; see
+//!   `dedupe`) and at close. The writer thread (`ferry-log-writer`), without that lock
+//!   (taking it only to read or update its state): every fdatasync of appended data;
+//!   finishing each roll-over (sync the old chunk and cut its preallocated space, sync the
+//!   new one, rename it from its temporary name, fsync the directory) and making the next
+//!   chunk's file ready; retention, with the sync and the dedupe spill it may need (it
+//!   waits for the run outside the lock); writing the appends of a leader whose request
+//!   was cancelled, and those the disk budget had no room for. Background threads:
+//!   zero-filling the spare chunk, the dedupe index's spills, filter rebuilds and frees.
+//! - A frame that goes into a chunk not yet named (the writer thread is finishing the
+//!   roll-over) is answered and shown to readers only once the chunk is named, under
+//!   every policy: a restart deletes an unnamed chunk file, so no answered record is in
+//!   one. Under `Interval` and `Never` such an append waits for the roll-over's syncs
+//!   (once per chunk, and not holding the lock). A frame that does not fit while a
+//!   roll-over is still being finished goes on into the current chunk (`chunk_bytes` is a
+//!   soft limit).
+//! - With the dedupe index nearly full (its keys outrunning the syncs under `Interval`),
+//!   an appender has the writer thread sync and move keys to disk, and waits for that
+//!   (outside the lock) before it returns; under `Always` the sync that answers it does.
 //! - The writer answers a group before the dedupe index's upkeep, and the log's
 //!   background threads run at a low priority (`background`).
 //! - Offsets increase by one per stored record and are never reused.
@@ -30,7 +54,9 @@
 //!
 //! A log directory holds chunk files `<base offset, 20 digits>.chunk`, `cursors.json`,
 //! the dedupe index's run files in `dedupe/` (format in the `dedupe` module) and a `LOCK`
-//! file (held with an advisory lock by the one process writing).
+//! file (held with an advisory lock by the one process writing). While the log is open,
+//! `next.tmp` (empty) and `next.prealloc` (zero-filled) are files made ready for the next
+//! chunk; either becomes it, header written and synced, by a rename. Open deletes them.
 //!
 //! Chunk file: a 32-byte header — magic `FERRYLOG`, format version (u32 LE, 1), 4 reserved
 //! bytes, base offset (u64 LE), creation time in ms since the Unix epoch (u64 LE) — then
@@ -57,14 +83,19 @@
 //!
 //! # Retention and budget
 //!
-//! A chunk other than the one being written is deleted when every cursor has passed it, the
-//! dedupe pin has passed it, and either its newest record is older than the retention or
-//! the log is over its disk budget. The dedupe pin: the in-memory dedupe layer is rebuilt
-//! on open from the key slots of the chunks, so a chunk whose keys are still inside the
-//! window and only in memory is kept until the writer has moved those keys to a dedupe run
-//! file, which it does on demand when retention wants the chunk. When the budget is spent
-//! and nothing can be deleted, append fails with [`AppendError::DiskFull`]; nothing is
-//! buffered in memory instead.
+//! A chunk other than the one being written (and other than the last named one, while the
+//! next is not named yet) is deleted when every cursor has passed it, the dedupe pin has
+//! passed it, and either its newest record is older than the retention or the log is over
+//! its disk budget. The dedupe pin: the in-memory dedupe layer is rebuilt on open from the
+//! key slots of the chunks, so a chunk whose keys are still inside the window and only in
+//! memory is kept until the writer has moved those keys to a dedupe run file, which it
+//! does on demand when retention wants the chunk. Retention runs in the writer thread:
+//! every 10 s, when [`Log::run_retention`] asks, when a new chunk begins with less than a
+//! chunk (or a quarter of the budget) left of the budget (deleting ahead, so that appends
+//! seldom find it spent), and when an append finds the budget spent: the appender hands
+//! its appends to the writer thread, which runs retention and writes them. Only when
+//! retention can delete nothing does the append fail with [`AppendError::DiskFull`];
+//! nothing is buffered in memory instead.
 
 mod background;
 mod chunk;
@@ -107,7 +138,9 @@ pub struct LogConfig {
     pub dir: PathBuf,
     /// When appends are fsync'd (default [`SyncPolicy::Always`]).
     pub sync: SyncPolicy,
-    /// A chunk file is closed and a new one started past this size.
+    /// A new chunk file is started when a frame would take the current one past this size.
+    /// A soft limit: while the writer thread is still naming the last new chunk, frames go
+    /// on into the current one.
     pub chunk_bytes: u64,
     /// Chunks are kept this long after their newest record (less only when the log is
     /// over its disk budget), and longer while a cursor has not passed them.
@@ -145,6 +178,37 @@ pub struct LogConfig {
     /// lock (tests block it).
     #[cfg(test)]
     pub(crate) sync_hook: Option<SyncHook>,
+    /// Called where the log does a piece of [`Work`], in the thread doing it (tests record
+    /// which thread that is, and block it).
+    #[cfg(test)]
+    pub(crate) work_hook: Option<WorkHook>,
+}
+
+/// Pieces of work that tests watch through [`LogConfig::work_hook`].
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// Writing a frame (under the writer's lock).
+    WriteFrame,
+    /// An fdatasync of the chunk being written, to make appends durable.
+    Sync,
+    /// Finishing a roll-over: syncing and cutting the old chunk, syncing, renaming and
+    /// fsyncing the new one.
+    FinishRollOver,
+    /// Retention deleting a chunk file.
+    DeleteChunk,
+}
+
+/// See [`LogConfig::work_hook`].
+#[cfg(test)]
+#[derive(Clone)]
+pub(crate) struct WorkHook(pub(crate) Arc<dyn Fn(Work) + Send + Sync>);
+
+#[cfg(test)]
+impl std::fmt::Debug for WorkHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkHook")
+    }
 }
 
 /// See [`LogConfig::sync_hook`].
@@ -176,6 +240,8 @@ impl Default for LogConfig {
             dedupe_hook: None,
             #[cfg(test)]
             sync_hook: None,
+            #[cfg(test)]
+            work_hook: None,
         }
     }
 }
@@ -252,23 +318,26 @@ struct Gather {
 }
 
 /// The task writing the gathered appends. Dropped before it wrote them (its request was
-/// cancelled), it writes them then, so that nobody waits for a leader that is gone.
+/// cancelled), it hands them to the writer thread, so that nobody waits for a leader that
+/// is gone and the dropping thread (a request's) does no writing.
 struct Leader<'a> {
     log: &'a Log,
     written: bool,
 }
 
 impl Leader<'_> {
-    fn write(&mut self) {
-        if !std::mem::replace(&mut self.written, true) {
-            self.log.write_gathered();
-        }
+    /// Write the gathered appends; see [`Log::write_gathered`] for what may come back.
+    fn write(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.written = true;
+        self.log.write_gathered()
     }
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        self.write();
+        if !self.written {
+            self.log.hand_over_gathered();
+        }
     }
 }
 
@@ -316,8 +385,20 @@ impl Default for LogMetrics {
 }
 
 enum Message {
-    /// Groups written under `Always`, waiting for a sync.
+    /// Groups written, waiting for a sync (`Always`) or for their new chunk to be named.
     Unsynced(Unsynced),
+    /// Appends for the writer thread to write: those a cancelled leader had gathered
+    /// (`needed` is `None`), or those refused for the disk budget, to write after retention
+    /// made room for `needed` bytes.
+    Write {
+        group: Vec<Pending>,
+        needed: Option<u64>,
+    },
+    /// Appenders left housekeeping to do ([`Wants`]). With `done`: sync and move dedupe
+    /// keys to disk (the index is nearly full), then answer.
+    Housekeep {
+        done: Option<oneshot::Sender<()>>,
+    },
     Retention {
         done: mpsc::Sender<io::Result<usize>>,
     },
@@ -355,7 +436,8 @@ impl Log {
         }
 
         // A spare chunk being prepared, or a new chunk not yet renamed into place, when
-        // the last process stopped: never data.
+        // the last process stopped: no append written there was answered (answers wait
+        // until the writer thread has named the chunk).
         for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let path = entry.map_err(io_err(&dir))?.path();
             if path.extension().is_some_and(|e| e == "prealloc" || e == "tmp") {
@@ -369,7 +451,7 @@ impl Log {
             let is_last = i + 1 == paths.len();
             let scan = chunk::scan(path).map_err(io_err(path))?;
             if let Some((position, reason)) = scan.corrupt {
-                return Err(OpenError::Corrupt { path: path.clone(), position, reason });
+                return Err(OpenError::Corrupt { path: path.clone(), position, reason: reason.to_string() });
             }
             if scan.torn_bytes > 0 {
                 if !is_last {
@@ -456,7 +538,9 @@ impl Log {
         if self.gather((records, reply)) {
             let mut leader = Leader { log: self, written: false };
             tokio::task::yield_now().await;
-            leader.write();
+            if let Some(room) = leader.write() {
+                let _ = room.await;
+            }
         }
         answer.await.map_err(|_| AppendError::Closed)?
     }
@@ -467,8 +551,10 @@ impl Log {
     /// the writer's lock, what every thread queued meanwhile.
     pub fn append_blocking(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        if self.gather((records, reply)) {
-            self.write_gathered();
+        if self.gather((records, reply))
+            && let Some(room) = self.write_gathered()
+        {
+            let _ = room.blocking_recv();
         }
         answer.blocking_recv().map_err(|_| AppendError::Closed)?
     }
@@ -482,21 +568,56 @@ impl Log {
     }
 
     /// Write the gathered appends in this thread, taking them once it holds the writer's
-    /// lock (appends arriving meanwhile join them); under `Always`, hand their answers to
-    /// the writer thread, which sends them once a sync covers the frames.
-    fn write_gathered(&self) {
-        let mut writer = lock(&self.writer);
+    /// lock (appends arriving meanwhile join them). Answers that must wait (under
+    /// `Always` for a sync, under any policy for a new chunk to be named) go to the writer
+    /// thread, which sends them; so do appends the disk budget has no room for, which it
+    /// writes after retention. Returns, when the dedupe index is nearly full under
+    /// `Interval`, what resolves once the writer thread has synced and made room in it:
+    /// the caller waits for that (outside the lock) before appending more.
+    fn write_gathered(&self) -> Option<oneshot::Receiver<()>> {
+        let mut writer = lock_writer(&self.writer);
         let group = {
             let mut gather = lock(&self.gather);
             gather.leader = false;
             std::mem::take(&mut gather.pending)
         };
-        let unsynced = writer.store(group);
+        let stored = writer.store(group, Budget::HandOver);
         drop(writer);
-        let Some(unsynced) = unsynced else { return };
-        if let Err(mpsc::SendError(Message::Unsynced(unsynced))) = self.tx.send(Message::Unsynced(unsynced)) {
+        if let Some(unsynced) = stored.unsynced
+            && let Err(mpsc::SendError(Message::Unsynced(unsynced))) = self.tx.send(Message::Unsynced(unsynced))
+        {
             // The writer thread is gone: nothing says these frames are durable.
             unsynced.fail(&AppendError::Closed);
+        }
+        if let Some((group, needed)) = stored.over_budget {
+            // If the writer thread is gone, dropping the group answers it `Closed`.
+            let _ = self.tx.send(Message::Write { group, needed: Some(needed) });
+        }
+        match stored.housekeep {
+            Housekeep::Nothing => None,
+            Housekeep::Nudge => {
+                let _ = self.tx.send(Message::Housekeep { done: None });
+                None
+            }
+            Housekeep::MakeRoom => {
+                let (done, room) = oneshot::channel();
+                self.tx.send(Message::Housekeep { done: Some(done) }).ok()?;
+                Some(room)
+            }
+        }
+    }
+
+    /// Hand the gathered appends to the writer thread, which writes them: their leader
+    /// was dropped before it wrote them.
+    fn hand_over_gathered(&self) {
+        let group = {
+            let mut gather = lock(&self.gather);
+            gather.leader = false;
+            std::mem::take(&mut gather.pending)
+        };
+        if !group.is_empty() {
+            // If the writer thread is gone, dropping the group answers it `Closed`.
+            let _ = self.tx.send(Message::Write { group, needed: None });
         }
     }
 
@@ -648,8 +769,10 @@ struct RetentionPass {
 
 /// Delete chunks that every cursor and the dedupe pin have passed and that are old enough
 /// (or the log is over its budget, counting `needed` more bytes). Never the chunk being
-/// written. Only the writer thread calls this. `dedupe_pin_ms`: no dedupe key appended
-/// before this time is held only in memory.
+/// written, nor the last named one (while the next is not named yet, it is where a
+/// restart finds the next offset). Only the writer thread calls this, without the
+/// writer's lock. `dedupe_pin_ms`: no dedupe key appended before this time is held only in
+/// memory.
 fn retention(shared: &Shared, needed: Option<u64>, dedupe_pin_ms: u64) -> io::Result<RetentionPass> {
     let only_for_budget = needed.is_some();
     let now = (shared.config.clock)();
@@ -665,7 +788,7 @@ fn retention(shared: &Shared, needed: Option<u64>, dedupe_pin_ms: u64) -> io::Re
             let total: u64 = chunks.iter().map(|c| c.len).sum();
             let over_budget = total + needed.unwrap_or(0) > shared.config.max_disk_bytes;
             match chunks.first() {
-                Some(first) if chunks.len() > 1 => {
+                Some(first) if chunks[1..].iter().any(|c| c.named) => {
                     let passed = min_cursor.is_none_or(|m| first.end_offset() <= m);
                     let old = !only_for_budget && first.last_append_ms() + keep_ms < now;
                     let wanted = passed && (old || over_budget);
@@ -680,6 +803,10 @@ fn retention(shared: &Shared, needed: Option<u64>, dedupe_pin_ms: u64) -> io::Re
             }
         };
         let Some(path) = victim else { return Ok(pass) };
+        #[cfg(test)]
+        if let Some(hook) = &shared.config.work_hook {
+            (hook.0)(Work::DeleteChunk);
+        }
         std::fs::remove_file(&path)?;
         tracing::info!(file = %path.display(), "retention deleted a log chunk");
         shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?.remove(0);
@@ -699,28 +826,104 @@ struct Writer {
     /// Frames written so far: a sync outside the lock clears `dirty_since` only if no
     /// frame was written meanwhile.
     frames_written: u64,
-    /// How many of them a successful sync covers (under `Never`, none).
+    /// How many of them are durable (and in named chunks): a sync covered them, or under
+    /// `Never`, the writer thread finished the roll-over before them.
     frames_synced: u64,
-    last_retention: Instant,
     /// The append time of the newest frame (ms).
     last_append_ms: u64,
-    /// The next chunk file, being zero-filled in the background.
+    /// The current chunk not yet named: an appender switched to it, the writer thread
+    /// finishes the roll-over.
+    roll_over: Option<Arc<RollOver>>,
+    /// An empty file for the next chunk, made by the writer thread ahead of need.
+    next: Option<NextFile>,
+    /// The next chunk file, being zero-filled in the background (used instead of `next`
+    /// once ready).
     spare: Option<std::thread::JoinHandle<io::Result<File>>>,
     /// Whether the current chunk file extends past `file_len` (preallocated).
     file_preallocated: bool,
+    /// Housekeeping the appenders asked the writer thread for.
+    wants: Wants,
+    /// Whether an append asked for housekeeping since the last store, so that its
+    /// appender wakes the writer thread.
+    nudge: bool,
     /// The directory lock; released before `close` reports done.
     lock: Option<File>,
     /// Its zstd context and buffers, kept for the writer's life.
     encoder: format::Encoder,
-    /// Set when the writer thread has stopped: appends in other threads fail.
+    /// Set when the log is closing: appends fail from then on.
     closed: bool,
+    /// Set when the writer thread has stopped: nothing is synced any more.
+    stopped: bool,
+}
+
+/// A roll-over begun by an appender: it switched to a new chunk file (its header written,
+/// not synced) under a temporary name. The writer thread finishes it outside the writer's
+/// lock: sync the old chunk and cut its preallocated space, sync the new one and rename it
+/// into place, fsync the directory. Until then the new chunk's records are neither shown
+/// to readers nor answered, and a restart deletes the file.
+struct RollOver {
+    /// The chunk before, written no more.
+    old: Arc<File>,
+    old_len: u64,
+    old_preallocated: bool,
+    /// The new chunk: its offset, its file, and the file's temporary name.
+    base_offset: u64,
+    new: Arc<File>,
+    temporary: PathBuf,
+}
+
+/// A file for the next chunk, made ready ahead of the roll-over.
+struct NextFile {
+    file: File,
+    path: PathBuf,
+    /// Zero-filled to the chunk size.
+    preallocated: bool,
+}
+
+/// Work the appenders leave to the writer thread.
+#[derive(Debug, Default)]
+struct Wants {
+    /// Start zero-filling the next chunk (the current one is half full).
+    spare: bool,
+    /// Run retention ahead of need (a new chunk began with the disk budget nearly spent).
+    retention: bool,
+}
+
+/// What a store left to do outside the writer's lock.
+struct Stored {
+    /// Answers that wait for the writer thread.
+    unsynced: Option<Unsynced>,
+    /// Appends the disk budget had no room for, for the writer thread to write after
+    /// retention, and the bytes of the frame that did not fit.
+    over_budget: Option<(Vec<Pending>, u64)>,
+    housekeep: Housekeep,
+}
+
+/// Whether to wake the writer thread for housekeeping.
+enum Housekeep {
+    Nothing,
+    /// Wake it for [`Wants`].
+    Nudge,
+    /// Have it sync and make room in the nearly full dedupe index, and wait for that.
+    MakeRoom,
+}
+
+/// What a store does with a frame the disk budget has no room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    /// Hand it (and the rest of the group) back, for the writer thread to retry after
+    /// retention: an appender never deletes chunks.
+    HandOver,
+    /// Refuse it with `DiskFull`: retention has run.
+    Refuse,
 }
 
 type Reply = oneshot::Sender<Result<Vec<Appended>, AppendError>>;
 type Pending = (Vec<Record>, Reply);
 
-/// The answers to groups written under `Always`, to send once a sync covers the first
-/// `through` frames the writer wrote.
+/// The answers to groups written under `Always`, or while a new chunk is not named yet, to
+/// send once a sync (or, under `Never`, the roll-over) covers the first `through` frames
+/// the writer wrote.
 struct Unsynced {
     through: u64,
     replies: Vec<(Reply, Vec<Appended>)>,
@@ -755,12 +958,67 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The writer thread: the syncs that answer `Always` appends (each covers every group
-/// written before it started, so one sync answers all groups waiting), the periodic sync
-/// of `Interval`, and retention. Appends are written by their callers.
+/// The writer's lock held. In tests it also counts, per thread, that it is held, so that
+/// tests can check that no slow work runs under it.
+struct WriterGuard<'a>(std::sync::MutexGuard<'a, Writer>);
+
+fn lock_writer(writer: &Mutex<Writer>) -> WriterGuard<'_> {
+    let guard = lock(writer);
+    #[cfg(test)]
+    HOLDING_WRITER.with(|held| held.set(held.get() + 1));
+    WriterGuard(guard)
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Writer;
+
+    fn deref(&self) -> &Writer {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        &mut self.0
+    }
+}
+
+#[cfg(test)]
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        HOLDING_WRITER.with(|held| held.set(held.get() - 1));
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many guards of a writer's lock this thread holds.
+    static HOLDING_WRITER: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread holds a writer's lock (tests).
+#[cfg(test)]
+fn holds_writer_lock() -> bool {
+    HOLDING_WRITER.with(|held| held.get() > 0)
+}
+
+/// Tell the test hook about a piece of work, in the thread doing it.
+#[cfg(test)]
+fn work(shared: &Shared, work: Work) {
+    if let Some(hook) = &shared.config.work_hook {
+        (hook.0)(work);
+    }
+}
+
+/// The writer thread: the syncs that answer appends waiting for one (each covers every
+/// group written before it started, so one sync answers all groups waiting), the periodic
+/// sync of `Interval`, finishing the roll-overs appenders begin, retention, and writing
+/// the appends handed to it (a cancelled leader's, and those the disk budget had no room
+/// for). It does this work without holding the writer's lock, so appends go on meanwhile.
+/// Appends are written by their callers.
 fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
     let (sync, shared) = {
-        let w = lock(writer);
+        let w = lock_writer(writer);
         (w.shared.config.sync, w.shared.clone())
     };
     // Wake at least this often to sync (`Interval`) and run retention.
@@ -769,6 +1027,7 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
         SyncPolicy::Always | SyncPolicy::Never => RETENTION_EVERY,
     };
     let mut last_tick = Instant::now();
+    let mut last_retention = Instant::now();
     loop {
         let first = match rx.recv_timeout(tick.saturating_sub(last_tick.elapsed())) {
             Ok(message) => Some(message),
@@ -780,19 +1039,37 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
             if matches!(sync, SyncPolicy::Interval(_)) {
                 sync_written(writer, &shared);
             }
-            lock(writer).retention_if_due();
+            if last_retention.elapsed() >= RETENTION_EVERY {
+                last_retention = Instant::now();
+                retention_logged(writer, &shared, None);
+            }
         }
         let Some(first) = first else { continue };
         let mut waiting = Vec::new();
         let mut close = None;
+        let mut wanted = false;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 Message::Unsynced(unsynced) => waiting.push(unsynced),
+                Message::Write { group, needed } => {
+                    answer_when_synced(writer, &shared, std::mem::take(&mut waiting));
+                    write_handed(writer, &shared, group, needed);
+                    // Its stores may have asked for housekeeping too.
+                    wanted = true;
+                }
+                Message::Housekeep { done } => {
+                    wanted = true;
+                    if let Some(done) = done {
+                        // The dedupe index is nearly full: a sync lets keys move to disk.
+                        sync_written(writer, &shared);
+                        let _ = done.send(());
+                    }
+                }
                 Message::Retention { done } => {
                     // After the groups so far are answered, as their keys may move to runs.
                     answer_when_synced(writer, &shared, std::mem::take(&mut waiting));
-                    let _ = done.send(lock(writer).retention(None, u64::MAX));
+                    let _ = done.send(retention_pass(writer, &shared, None));
                 }
                 Message::Close { done } => {
                     close = Some(done);
@@ -802,25 +1079,37 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
             next = rx.try_recv().ok();
         }
         answer_when_synced(writer, &shared, waiting);
+        if wanted {
+            housekeep(writer, &shared);
+        }
         if let Some(done) = close {
-            lock(writer).stop();
-            // Groups written before the stop are synced by it.
+            stop(writer, &shared);
+            // Groups written before the stop are synced by it. Appends handed over now
+            // are dropped, which answers them `Closed`.
             answer_when_synced(writer, &shared, rx.try_iter().filter_map(Message::into_unsynced).collect());
             let _ = done.send(());
             return;
         }
     }
-    lock(writer).stop();
+    stop(writer, &shared);
 }
 
-/// Sync (unless a sync since already covers them) and answer groups written under
-/// `Always`; if the log is poisoned or closed instead, tell them so.
+/// Sync (unless a sync since already covers them) and answer groups waiting for the
+/// writer thread; if the log is poisoned or closed instead, tell them so.
 fn answer_when_synced(writer: &Mutex<Writer>, shared: &Shared, waiting: Vec<Unsynced>) {
     let Some(through) = waiting.iter().map(|u| u.through).max() else { return };
-    if lock(writer).frames_synced < through {
+    if lock_writer(writer).frames_synced < through {
         sync_written(writer, shared);
     }
-    let synced = lock(writer).frames_synced;
+    let (synced, retention_ahead) = {
+        let mut w = lock_writer(writer);
+        (w.frames_synced, std::mem::take(&mut w.wants.retention))
+    };
+    // Retention ahead of the budget (a new chunk began near it) runs before the answers,
+    // so that an append returns only once the retention it set off is done.
+    if retention_ahead {
+        retention_logged(writer, shared, Some(retention_headroom(&shared.config)));
+    }
     // Not synced: a sync failed, or the writer stopped without syncing them.
     let failure = match shared.poison_reason() {
         Some(reason) => AppendError::Poisoned(reason),
@@ -832,22 +1121,35 @@ fn answer_when_synced(writer: &Mutex<Writer>, shared: &Shared, waiting: Vec<Unsy
 }
 
 /// Sync what appends wrote since the last sync, without holding the writer's lock during
-/// the fdatasync (appends go on meanwhile; what they write is synced next time). Then, as
-/// the keys inserted before the sync are durable, start moving dedupe keys to disk if the
-/// index wants room: here, not in the appends, so that no request waits for this sync.
+/// the fdatasync (appends go on meanwhile; what they write is synced next time), first
+/// finishing a roll-over an appender began: frames in a new chunk count as durable only
+/// once it is named. Then, as the keys inserted before the sync are durable, start moving
+/// dedupe keys to disk if the index wants room: here, not in the appends, so that no
+/// request waits for this sync.
 ///
-/// `dirty_since` stays set until the sync has succeeded, so that an append meanwhile
-/// that needs its frames durable (a roll-over, or a nearly full dedupe index) syncs them
-/// itself rather than count on this sync.
-fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
-    let (file, through, frames, offset) = {
-        let w = lock(writer);
-        if w.closed || w.poisoned() {
-            return;
+/// Returns the dedupe index's insert position ([`dedupe::Dedupe::inserted`]) before which
+/// every key's record is now durable, or `None` if the log is poisoned or stopped.
+fn sync_written(writer: &Mutex<Writer>, shared: &Shared) -> Option<u64> {
+    let (roll_over, file, through, frames, offset) = {
+        let w = lock_writer(writer);
+        if w.stopped || w.poisoned() {
+            return None;
         }
-        (w.dirty_since.map(|_| w.file.clone()), w.dedupe.inserted(), w.frames_written, w.next_offset)
+        let file = w.dirty_since.map(|_| w.file.clone());
+        (w.roll_over.clone(), file, w.dedupe.inserted(), w.frames_written, w.next_offset)
     };
-    if let Some(file) = file {
+    if let Some(roll_over) = &roll_over
+        && let Err(error) = finish_roll_over(writer, shared, roll_over)
+    {
+        poison(shared, format!("starting a new chunk failed: {error}"));
+        return None;
+    }
+    // Finishing the roll-over synced the new chunk after the frames counted here were
+    // written to it.
+    let synced_by_roll_over = |file: &Arc<File>| roll_over.as_ref().is_some_and(|r| Arc::ptr_eq(&r.new, file));
+    if let Some(file) = file.filter(|file| !synced_by_roll_over(file)) {
+        #[cfg(test)]
+        work(shared, Work::Sync);
         #[cfg(test)]
         if let Some(hook) = &shared.config.sync_hook {
             (hook.0)();
@@ -855,16 +1157,211 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) {
         let started = Instant::now();
         if let Err(error) = file.sync_data() {
             poison(shared, format!("fdatasync failed: {error}"));
-            return;
+            return None;
         }
         shared.metrics.fsync_seconds.observe_duration(started.elapsed());
     }
-    let mut w = lock(writer);
+    let mut w = lock_writer(writer);
     w.synced(frames, offset);
     if !w.closed && !w.poisoned() && w.dedupe.over_cap() {
         w.dedupe.make_room_through(through);
         w.publish_dedupe_state();
     }
+    Some(through)
+}
+
+/// Finish a roll-over an appender began ([`RollOver`]), outside the writer's lock: sync
+/// the old chunk and cut its preallocated space, sync the new one (header and frames so
+/// far) and only then rename it into place and fsync the directory, so that a named chunk
+/// always has a durable header and every chunk but the last is whole. Then make a file
+/// ready for the next roll-over.
+fn finish_roll_over(writer: &Mutex<Writer>, shared: &Shared, roll_over: &Arc<RollOver>) -> io::Result<()> {
+    #[cfg(test)]
+    work(shared, Work::FinishRollOver);
+    #[cfg(test)]
+    if let Some(hook) = &shared.config.sync_hook {
+        (hook.0)();
+    }
+    if shared.config.sync != SyncPolicy::Never {
+        let started = Instant::now();
+        roll_over.old.sync_data()?;
+        shared.metrics.fsync_seconds.observe_duration(started.elapsed());
+    }
+    if roll_over.old_preallocated {
+        roll_over.old.set_len(roll_over.old_len)?;
+        roll_over.old.sync_all()?;
+    }
+    let started = Instant::now();
+    roll_over.new.sync_data()?;
+    shared.metrics.fsync_seconds.observe_duration(started.elapsed());
+    std::fs::rename(&roll_over.temporary, chunk::chunk_path(&shared.dir, roll_over.base_offset))?;
+    File::open(&shared.dir)?.sync_all()?;
+    let next = match lock_writer(writer).next.is_some() {
+        true => None,
+        false => Some(prepare_next(&shared.dir)?),
+    };
+    let spare_wanted = {
+        let mut w = lock_writer(writer);
+        if w.roll_over.as_ref().is_some_and(|r| Arc::ptr_eq(r, roll_over)) {
+            w.roll_over = None;
+        }
+        if w.next.is_none() {
+            w.next = next;
+        }
+        let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+        if let Some(chunk) = chunks.iter_mut().rev().find(|c| c.base_offset == roll_over.base_offset) {
+            chunk.named = true;
+        }
+        std::mem::take(&mut w.wants.spare)
+    };
+    if spare_wanted {
+        start_spare(writer, shared);
+    }
+    Ok(())
+}
+
+/// The housekeeping appenders asked for ([`Wants`]).
+fn housekeep(writer: &Mutex<Writer>, shared: &Shared) {
+    let wants = std::mem::take(&mut lock_writer(writer).wants);
+    if wants.spare {
+        start_spare(writer, shared);
+    }
+    if wants.retention {
+        retention_logged(writer, shared, Some(retention_headroom(&shared.config)));
+    }
+}
+
+/// Start zero-filling the next chunk in a background thread (the current one is half
+/// full), so that it is ready at the roll-over and its writes overlap the appends. Not
+/// while a roll-over is being finished: the new chunk may still be the last spare, under
+/// the name the next one is written to; the want stays, and finishing the roll-over
+/// starts it.
+fn start_spare(writer: &Mutex<Writer>, shared: &Shared) {
+    {
+        let mut w = lock_writer(writer);
+        if !shared.config.preallocate || w.closed || w.spare.is_some() {
+            return;
+        }
+        if w.roll_over.is_some() {
+            w.wants.spare = true;
+            return;
+        }
+    }
+    let (dir, bytes) = (shared.dir.clone(), shared.config.chunk_bytes);
+    match background::spawn("ferry-log-spare", background::Priority::Lowest, move || {
+        prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND))
+    }) {
+        Ok(handle) => lock_writer(writer).spare = Some(handle),
+        Err(error) => tracing::warn!(%error, "cannot start preallocating the next log chunk"),
+    }
+}
+
+/// How far below the disk budget the writer thread starts deleting chunks when a new chunk
+/// begins, so that appends seldom find the budget spent: a chunk (a quarter of the budget
+/// if that is less).
+fn retention_headroom(config: &LogConfig) -> u64 {
+    config.chunk_bytes.min(config.max_disk_bytes / 4)
+}
+
+/// [`retention_pass`], logging a failure.
+fn retention_logged(writer: &Mutex<Writer>, shared: &Shared, needed: Option<u64>) {
+    if let Err(error) = retention_pass(writer, shared, needed) {
+        tracing::warn!(%error, "log retention failed");
+    }
+}
+
+/// Run retention (see [`retention`]; `needed`: delete for the budget only, until that many
+/// more bytes fit), in the writer thread and without the writer's lock. Where only the
+/// dedupe pin holds a chunk back, sync, move its keys to a dedupe run and go on. Returns
+/// how many chunks were deleted.
+fn retention_pass(writer: &Mutex<Writer>, shared: &Shared, needed: Option<u64>) -> io::Result<usize> {
+    let mut deleted = 0;
+    loop {
+        // Keys in memory were appended at or after the oldest one (the writer's clock
+        // never goes back), so chunks older than it hold none. It only moves on while
+        // the lock is not held, so deciding on an older value is safe.
+        let pin = {
+            let w = lock_writer(writer);
+            if w.closed {
+                return Ok(deleted);
+            }
+            w.dedupe.oldest_in_memory_ms().unwrap_or(u64::MAX)
+        };
+        let pass = retention(shared, needed, pin)?;
+        deleted += pass.deleted;
+        let Some(ms) = pass.blocked_by_dedupe else { return Ok(deleted) };
+        // Keys move to a run only once their records are durable.
+        let Some(durable) = sync_written(writer, shared) else { return Ok(deleted) };
+        if !spill_through(writer, ms, durable) {
+            return Ok(deleted);
+        }
+        lock_writer(writer).publish_dedupe_state();
+        tracing::info!(through_ms = ms, "moved dedupe keys to disk so that retention can delete a chunk");
+    }
+}
+
+/// Move the dedupe keys appended at or before `ms` to a run, if they were all inserted
+/// before `durable` (see [`dedupe::Dedupe::start_spill_through`]), waiting for the run
+/// without the writer's lock. Whether they are in durable runs now.
+fn spill_through(writer: &Mutex<Writer>, ms: u64, durable: u64) -> bool {
+    loop {
+        let step = lock_writer(writer).dedupe.start_spill_through(ms, durable);
+        match step {
+            dedupe::SpillThrough::Done(moved) => return moved,
+            dedupe::SpillThrough::Wait(done) => done.wait(),
+        }
+    }
+}
+
+/// Write appends handed to the writer thread, and answer them: a cancelled leader's
+/// (`needed` is `None`), or those the disk budget had no room for `needed` bytes of, after
+/// retention; refused with `DiskFull` when retention can delete nothing more.
+fn write_handed(writer: &Mutex<Writer>, shared: &Shared, mut group: Vec<Pending>, mut needed: Option<u64>) {
+    loop {
+        let budget = match needed {
+            None => Budget::HandOver,
+            Some(bytes) => match retention_pass(writer, shared, Some(bytes)) {
+                Ok(0) => Budget::Refuse,
+                Ok(_) => Budget::HandOver,
+                Err(error) => {
+                    tracing::warn!(%error, "log retention failed");
+                    Budget::Refuse
+                }
+            },
+        };
+        let stored = lock_writer(writer).store(group, budget);
+        if let Some(unsynced) = stored.unsynced {
+            answer_when_synced(writer, shared, vec![unsynced]);
+        }
+        if matches!(stored.housekeep, Housekeep::MakeRoom) {
+            sync_written(writer, shared);
+        }
+        let Some((rest, bytes)) = stored.over_budget else { return };
+        (group, needed) = (rest, Some(bytes));
+    }
+}
+
+/// Close the log: appends fail from now on; finish a roll-over, sync, let background work
+/// finish and release the directory lock. The last thing the writer thread does.
+fn stop(writer: &Mutex<Writer>, shared: &Shared) {
+    let spare = {
+        let mut w = lock_writer(writer);
+        if w.stopped {
+            return;
+        }
+        w.closed = true;
+        w.spare.take()
+    };
+    sync_written(writer, shared);
+    // Wait for a spare chunk being zero-filled (before the directory lock goes, so that
+    // a next process never shares the file with this one's thread).
+    if let Some(handle) = spare {
+        let _ = handle.join();
+    }
+    let mut w = lock_writer(writer);
+    w.dedupe.finish();
+    drop(w.lock.take());
+    w.stopped = true;
 }
 
 impl Shared {
@@ -886,6 +1383,8 @@ enum CommitError {
     /// The writer thread has stopped.
     Closed,
     DiskFull,
+    /// Over the disk budget by this frame's bytes: for the writer thread ([`Budget`]).
+    OverBudget(u64),
     Poisoned(String),
 }
 
@@ -893,7 +1392,9 @@ impl CommitError {
     fn to_append_error(&self) -> AppendError {
         match self {
             CommitError::Closed => AppendError::Closed,
-            CommitError::DiskFull => AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER },
+            CommitError::DiskFull | CommitError::OverBudget(_) => {
+                AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER }
+            }
             CommitError::Poisoned(reason) => AppendError::Poisoned(reason.clone()),
         }
     }
@@ -922,6 +1423,7 @@ impl Writer {
                 (file, len, preallocated)
             }
         };
+        let next = prepare_next(&shared.dir)?;
         let encoder = format::Encoder::new(shared.config.compress_min_bytes)?;
         Ok(Writer {
             shared,
@@ -932,53 +1434,18 @@ impl Writer {
             dirty_since: None,
             frames_written: 0,
             frames_synced: 0,
-            last_retention: Instant::now(),
             last_append_ms,
+            roll_over: None,
+            next: Some(next),
             spare: None,
             file_preallocated,
+            wants: Wants::default(),
+            nudge: false,
             lock: Some(lock),
             encoder,
             closed: false,
+            stopped: false,
         })
-    }
-
-    /// Sync, let background work finish and release the directory lock: the last thing
-    /// the writer does.
-    fn stop(&mut self) {
-        if self.closed {
-            return;
-        }
-        self.sync_if_due(true);
-        self.finish_spare();
-        self.dedupe.finish();
-        drop(self.lock.take());
-        self.closed = true;
-    }
-
-    /// Wait for a spare chunk being zero-filled (before the directory lock goes, so that
-    /// a next process never shares the file with this one's thread).
-    fn finish_spare(&mut self) {
-        if let Some(handle) = self.spare.take() {
-            let _ = handle.join();
-        }
-    }
-
-    fn sync_if_due(&mut self, force: bool) {
-        let Some(since) = self.dirty_since else { return };
-        let due = match self.shared.config.sync {
-            SyncPolicy::Interval(every) => force || since.elapsed() >= every,
-            _ => force,
-        };
-        if !due || self.shared.config.sync == SyncPolicy::Never {
-            return;
-        }
-        let started = Instant::now();
-        if let Err(error) = self.file.sync_data() {
-            self.poison(format!("fdatasync failed: {error}"));
-            return;
-        }
-        self.shared.metrics.fsync_seconds.observe_duration(started.elapsed());
-        self.synced(self.frames_written, self.next_offset);
     }
 
     /// A sync that started when `frames` frames were written, ending at `offset`, has
@@ -1002,10 +1469,13 @@ impl Writer {
     }
 
     /// Store a group of requests (as one frame, or several past [`MAX_GROUP_BYTES`]) and
-    /// answer each, then do the dedupe index's upkeep. Under `Always` the answers that
-    /// need a sync are returned instead, for the writer thread.
-    fn store(&mut self, mut group: Vec<Pending>) -> Option<Unsynced> {
+    /// answer each, then do the dedupe index's upkeep. The answers that must wait for the
+    /// writer thread (under `Always` for a sync, under any policy for a new chunk to be
+    /// named) are returned instead, with what the disk budget had no room for and whether
+    /// to wake the writer thread.
+    fn store(&mut self, mut group: Vec<Pending>, budget: Budget) -> Stored {
         let mut unsynced = Unsynced { through: 0, replies: Vec::new() };
+        let mut over_budget = None;
         while !group.is_empty() {
             let mut bytes = 0;
             let take = group
@@ -1019,12 +1489,10 @@ impl Writer {
             let rest = group.split_off(take);
             let (requests, replies): (Vec<Vec<Record>>, Vec<_>) =
                 std::mem::replace(&mut group, rest).into_iter().unzip();
-            match self.commit_records(&requests) {
-                // Every answer waits for the sync, duplicates too: the record they repeat
-                // may be in a frame not yet synced.
-                Ok(answers)
-                    if self.shared.config.sync == SyncPolicy::Always && self.frames_synced < self.frames_written =>
-                {
+            match self.commit_records(&requests, budget) {
+                // Every answer waits, duplicates too: the record they repeat may be in a
+                // frame not yet synced, or in a chunk not yet named.
+                Ok(answers) if self.answers_wait() => {
                     unsynced.through = self.frames_written;
                     unsynced.replies.extend(replies.into_iter().zip(answers));
                 }
@@ -1033,6 +1501,11 @@ impl Writer {
                         let _ = reply.send(Ok(answer));
                     }
                 }
+                Err(CommitError::OverBudget(needed)) => {
+                    let mut refused: Vec<Pending> = requests.into_iter().zip(replies).collect();
+                    refused.append(&mut group);
+                    over_budget = Some((refused, needed));
+                }
                 Err(error) => {
                     for reply in replies {
                         let _ = reply.send(Err(error.to_append_error()));
@@ -1040,34 +1513,54 @@ impl Writer {
                 }
             }
         }
-        self.upkeep();
-        (!unsynced.replies.is_empty()).then_some(unsynced)
+        let make_room = self.upkeep();
+        let housekeep = match (make_room, std::mem::take(&mut self.nudge)) {
+            (true, _) => Housekeep::MakeRoom,
+            (false, true) => Housekeep::Nudge,
+            (false, false) => Housekeep::Nothing,
+        };
+        Stored { unsynced: (!unsynced.replies.is_empty()).then_some(unsynced), over_budget, housekeep }
+    }
+
+    /// Whether the answers to what was just committed wait for the writer thread: under
+    /// `Always` until a sync covers it, under any policy while the chunk it went to is not
+    /// named yet (a crash would lose it, and readers must not see it before).
+    fn answers_wait(&self) -> bool {
+        (self.shared.config.sync == SyncPolicy::Always && self.frames_synced < self.frames_written)
+            || self.roll_over.is_some()
     }
 
     /// Bounded upkeep of the dedupe index after a commit (spills and filter rebuilds run in
     /// background threads). A new spill starts only once the keys' records are durable:
     /// with `Always` and `Interval` the writer thread starts it after its next sync
-    /// (`sync_written`), unless the index cannot wait that long; with `Never` here, after
-    /// a sync.
-    fn upkeep(&mut self) {
+    /// (`sync_written`); with `Never` here. Returns true when the index is so near full
+    /// under `Interval` that room cannot wait for the periodic sync: the caller then has
+    /// the writer thread sync and make room now, and waits for it.
+    fn upkeep(&mut self) -> bool {
         self.dedupe.maintain();
-        let now = match self.shared.config.sync {
-            SyncPolicy::Always | SyncPolicy::Interval(_) => self.dedupe.over_cap_urgently(),
-            SyncPolicy::Never => self.dedupe.over_cap(),
-        };
-        // A poisoned log's last frames may not be durable: no key moves to a run.
-        if now && !self.closed && !self.poisoned() {
-            self.sync_if_due(true);
-            if !self.poisoned() {
-                self.dedupe.make_room();
+        let make_room = match self.shared.config.sync {
+            SyncPolicy::Never => {
+                if self.dedupe.over_cap() && self.may_move_keys() {
+                    self.dedupe.make_room();
+                }
+                false
             }
-        }
+            // The sync that answers this group moves the keys.
+            SyncPolicy::Always => false,
+            SyncPolicy::Interval(_) => self.dedupe.over_cap_urgently() && self.may_move_keys(),
+        };
         self.publish_dedupe_state();
+        make_room
+    }
+
+    /// A poisoned log's last frames may not be durable: no key moves to a run.
+    fn may_move_keys(&self) -> bool {
+        !self.closed && !self.poisoned()
     }
 
     /// Store the records of several requests as one frame: what became of each record,
     /// request by request.
-    fn commit_records(&mut self, requests: &[Vec<Record>]) -> Result<Vec<Vec<Appended>>, CommitError> {
+    fn commit_records(&mut self, requests: &[Vec<Record>], budget: Budget) -> Result<Vec<Vec<Appended>>, CommitError> {
         if self.closed {
             return Err(CommitError::Closed);
         }
@@ -1111,13 +1604,14 @@ impl Writer {
             answers.push(answer);
         }
 
-        let result = if payloads.is_empty() { Ok(()) } else { self.write_frame(now, &keys, &payloads) };
+        let result = if payloads.is_empty() { Ok(()) } else { self.write_frame(now, &keys, &payloads, budget) };
         match result {
             Ok(()) => {
                 self.next_offset = offset;
                 self.publish_dedupe_state();
-                // Under `Always` readers see the records once they are synced (`synced`).
-                if self.shared.config.sync != SyncPolicy::Always {
+                // Under `Always` readers see the records once they are synced (`synced`),
+                // and under any policy not before their chunk is named.
+                if self.shared.config.sync != SyncPolicy::Always && self.roll_over.is_none() {
                     self.shared.visible.send_replace(offset);
                 }
                 Ok(answers)
@@ -1129,20 +1623,10 @@ impl Writer {
                 }
                 match error {
                     WriteError::DiskFull => Err(CommitError::DiskFull),
+                    WriteError::OverBudget(needed) => Err(CommitError::OverBudget(needed)),
                     WriteError::Io(_) => Err(CommitError::Poisoned(self.shared.poison_reason().unwrap_or_default())),
                 }
             }
-        }
-    }
-
-    /// Retention every [`RETENTION_EVERY`].
-    fn retention_if_due(&mut self) {
-        if self.closed || self.last_retention.elapsed() < RETENTION_EVERY {
-            return;
-        }
-        self.last_retention = Instant::now();
-        if let Err(error) = self.retention(None, u64::MAX) {
-            tracing::warn!(%error, "log retention failed");
         }
     }
 
@@ -1151,64 +1635,51 @@ impl Writer {
         self.shared.dedupe_evicted.store(self.dedupe.evicted_early(), Ordering::Relaxed);
     }
 
-    /// Run retention; where only the dedupe pin holds a chunk back, move its keys to a
-    /// dedupe run (never keys appended at or after `spill_before_ms`, which may not be
-    /// durable yet) and go on.
-    fn retention(&mut self, needed: Option<u64>, spill_before_ms: u64) -> io::Result<usize> {
-        let mut deleted = 0;
-        loop {
-            // Keys in memory were appended at or after the oldest one (the writer's clock
-            // never goes back), so chunks older than it hold none.
-            let pin = self.dedupe.oldest_in_memory_ms().unwrap_or(u64::MAX);
-            let pass = retention(&self.shared, needed, pin)?;
-            deleted += pass.deleted;
-            let Some(ms) = pass.blocked_by_dedupe else { return Ok(deleted) };
-            if ms >= spill_before_ms {
-                return Ok(deleted);
-            }
-            self.sync_if_due(true);
-            if self.poisoned() || !self.dedupe.spill_through(ms) {
-                return Ok(deleted);
-            }
-            self.publish_dedupe_state();
-            tracing::info!(through_ms = ms, "moved dedupe keys to disk so that retention can delete a chunk");
-        }
-    }
-
-    fn write_frame(&mut self, now: u64, keys: &[Option<u128>], payloads: &[&[u8]]) -> Result<(), WriteError> {
+    fn write_frame(
+        &mut self,
+        now: u64,
+        keys: &[Option<u128>],
+        payloads: &[&[u8]],
+        budget: Budget,
+    ) -> Result<(), WriteError> {
         let frame = self.encoder.encode(self.next_offset, now, keys, payloads)?;
-        let result = self.store_frame(now, payloads, &frame);
+        let result = self.store_frame(payloads, &frame, budget);
         self.encoder.recycle(frame);
         result
     }
 
-    /// Write an encoded frame at the end of the current chunk (rolling over first when it
-    /// does not fit) and record it; the writer thread syncs it.
-    fn store_frame(&mut self, now: u64, payloads: &[&[u8]], frame: &[u8]) -> Result<(), WriteError> {
-        // The disk budget: make room, or refuse.
+    /// Write an encoded frame at the end of the current chunk (switching to the next chunk
+    /// first when it does not fit) and record it; the writer thread syncs it. Over the
+    /// disk budget it writes nothing: the writer thread makes room ([`Budget`]).
+    fn store_frame(&mut self, payloads: &[&[u8]], frame: &[u8], budget: Budget) -> Result<(), WriteError> {
+        let frame_len = frame.len() as u64;
+        let max_disk_bytes = self.shared.config.max_disk_bytes;
         let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);
-        if used + frame.len() as u64 > self.shared.config.max_disk_bytes {
-            self.retention(Some(frame.len() as u64), now)?;
-            let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);
-            if used + frame.len() as u64 > self.shared.config.max_disk_bytes {
-                self.shared.full.store(true, Ordering::Relaxed);
-                return Err(WriteError::DiskFull);
+        if used + frame_len > max_disk_bytes {
+            if budget == Budget::HandOver {
+                return Err(WriteError::OverBudget(frame_len));
             }
+            self.shared.full.store(true, Ordering::Relaxed);
+            return Err(WriteError::DiskFull);
         }
         self.shared.full.store(false, Ordering::Relaxed);
 
-        if self.file_len + frame.len() as u64 > self.shared.config.chunk_bytes
+        if self.file_len + frame_len > self.shared.config.chunk_bytes
             && self.file_len > format::CHUNK_HEADER_LEN as u64
+            && self.begin_roll_over()?
+            && used + frame_len + retention_headroom(&self.shared.config) > max_disk_bytes
         {
-            self.roll_over()?;
+            self.want(|wants| &mut wants.retention);
         }
+        #[cfg(test)]
+        work(&self.shared, Work::WriteFrame);
         self.file.write_all_at(frame, self.file_len)?;
         let records = payloads.len() as u64;
         self.shared.metrics.frames.inc();
         self.frames_written += 1;
         self.shared.metrics.records.add(records);
         self.shared.metrics.payload_bytes.add(payloads.iter().map(|p| p.len() as u64).sum());
-        self.shared.metrics.frame_bytes.add(frame.len() as u64);
+        self.shared.metrics.frame_bytes.add(frame_len);
         self.shared.metrics.group_records.observe(records as f64);
         if self.shared.config.sync != SyncPolicy::Never {
             // The writer thread syncs it (`sync_written`).
@@ -1217,8 +1688,11 @@ impl Writer {
         let header = format::FrameHeader::decode(frame[..format::FRAME_HEADER_LEN].try_into().unwrap_or(&[0; 36]))
             .ok_or_else(|| io::Error::other("encoded frame does not decode"))?;
         let meta = FrameMeta { pos: self.file_len, header };
-        self.file_len += frame.len() as u64;
-        self.maybe_start_spare();
+        self.file_len += frame_len;
+        if self.shared.config.preallocate && self.spare.is_none() && self.file_len > self.shared.config.chunk_bytes / 2
+        {
+            self.want(|wants| &mut wants.spare);
+        }
         let mut chunks = self.shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
         if let Some(last) = chunks.last_mut() {
             last.frames.push(meta);
@@ -1226,52 +1700,61 @@ impl Writer {
         }
         Ok(())
     }
-}
 
-impl Writer {
-    /// Close the current chunk (cut its unused preallocated space) and start the next, in
-    /// the spare file if it is ready.
-    fn roll_over(&mut self) -> io::Result<()> {
-        self.sync_if_due(true);
-        if self.file_preallocated {
-            self.file.set_len(self.file_len)?;
-            self.file.sync_all()?;
+    /// Begin a roll-over: switch to the file made ready for the next chunk (its header
+    /// written, not synced) and leave the rest to the writer thread ([`RollOver`]). While
+    /// the last roll-over is not finished, or no file is ready, frames go on into the
+    /// current chunk instead. Returns whether it switched.
+    fn begin_roll_over(&mut self) -> io::Result<bool> {
+        if self.roll_over.is_some() {
+            return Ok(false);
         }
-        let spare = match self.spare.take() {
-            Some(handle) if handle.is_finished() => match handle.join() {
-                Ok(Ok(file)) => Some(file),
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "cannot preallocate a log chunk; appending without");
-                    None
-                }
-                Err(_) => None,
-            },
-            // Not ready: do not wait for it; the next roll-over may use it.
-            other => {
-                self.spare = other;
-                None
-            }
-        };
-        let used_spare = spare.is_some();
-        let (file, len) = new_chunk(&self.shared, self.next_offset, spare)?;
-        self.file = Arc::new(file);
-        self.file_len = len;
-        self.file_preallocated = used_spare;
-        Ok(())
+        let Some(next) = self.take_next() else { return Ok(false) };
+        let base_offset = self.next_offset;
+        let created_ms = (self.shared.config.clock)();
+        next.file.write_all_at(&format::encode_chunk_header(base_offset, created_ms), 0)?;
+        let new = Arc::new(next.file);
+        let old = std::mem::replace(&mut self.file, new.clone());
+        self.roll_over = Some(Arc::new(RollOver {
+            old,
+            old_len: self.file_len,
+            old_preallocated: self.file_preallocated,
+            base_offset,
+            new,
+            temporary: next.path,
+        }));
+        self.file_len = format::CHUNK_HEADER_LEN as u64;
+        self.file_preallocated = next.preallocated;
+        let path = chunk::chunk_path(&self.shared.dir, base_offset);
+        let len = self.file_len;
+        let mut chunks = self.shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+        chunks.push(Chunk { path, base_offset, created_ms, frames: Vec::new(), len, named: false });
+        Ok(true)
     }
 
-    /// Start zero-filling the next chunk once the current one is half full, so that it is
-    /// ready at the roll-over and its writes overlap the appends.
-    fn maybe_start_spare(&mut self) {
-        if self.shared.config.preallocate && self.spare.is_none() && self.file_len > self.shared.config.chunk_bytes / 2
+    /// The file for the next chunk: the zero-filled spare if it is ready (not waiting for
+    /// it: the next roll-over may use it), else the empty one the writer thread made.
+    fn take_next(&mut self) -> Option<NextFile> {
+        if self.spare.as_ref().is_some_and(|handle| handle.is_finished())
+            && let Some(handle) = self.spare.take()
         {
-            let (dir, bytes) = (self.shared.dir.clone(), self.shared.config.chunk_bytes);
-            match background::spawn("ferry-log-spare", background::Priority::Lowest, move || {
-                prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND))
-            }) {
-                Ok(handle) => self.spare = Some(handle),
-                Err(error) => tracing::warn!(%error, "cannot start preallocating the next log chunk"),
+            match handle.join() {
+                Ok(Ok(file)) => {
+                    return Some(NextFile { file, path: self.shared.dir.join(SPARE_NAME), preallocated: true });
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "cannot preallocate a log chunk; appending without"),
+                Err(_) => {}
             }
+        }
+        self.next.take()
+    }
+
+    /// Ask the writer thread for housekeeping, once until it has done it.
+    fn want(&mut self, wanted: fn(&mut Wants) -> &mut bool) {
+        let flag = wanted(&mut self.wants);
+        if !*flag {
+            *flag = true;
+            self.nudge = true;
         }
     }
 }
@@ -1312,6 +1795,7 @@ pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Re
 
 enum WriteError {
     DiskFull,
+    OverBudget(u64),
     Io(io::Error),
 }
 
@@ -1321,9 +1805,21 @@ impl From<io::Error> for WriteError {
     }
 }
 
-/// Create the chunk file for `base_offset`, durable (file and directory entry): its header
-/// is written and synced under a temporary name (or into the zero-filled `spare`) and then
-/// renamed into place, so a chunk file never lacks its header.
+/// The empty file the writer thread makes ready for the next chunk (when no zero-filled
+/// spare is ready at the roll-over).
+const NEXT_NAME: &str = "next.tmp";
+
+/// Create (empty) `<dir>/next.tmp`, the file for the next chunk.
+fn prepare_next(dir: &Path) -> io::Result<NextFile> {
+    let path = dir.join(NEXT_NAME);
+    let file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    Ok(NextFile { file, path, preallocated: false })
+}
+
+/// Create the first chunk file (at open) for `base_offset`, durable (file and directory
+/// entry): its header is written and synced under a temporary name (or into the
+/// zero-filled `spare`) and then renamed into place, so a chunk file never lacks its
+/// header.
 fn new_chunk(shared: &Shared, base_offset: u64, spare: Option<File>) -> io::Result<(File, u64)> {
     let path = chunk::chunk_path(&shared.dir, base_offset);
     let created = (shared.config.clock)();
@@ -1341,7 +1837,7 @@ fn new_chunk(shared: &Shared, base_offset: u64, spare: Option<File>) -> io::Resu
     File::open(&shared.dir)?.sync_all()?;
     let len = format::CHUNK_HEADER_LEN as u64;
     let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
-    chunks.push(Chunk { path, base_offset, created_ms: created, frames: Vec::new(), len });
+    chunks.push(Chunk { path, base_offset, created_ms: created, frames: Vec::new(), len, named: true });
     Ok((file, len))
 }
 

@@ -555,6 +555,215 @@ fn follow_wakes_on_append() {
     assert_eq!(waiter.join().unwrap(), vec![(0, b"wake".to_vec())]);
 }
 
+/// Where each piece of [`Work`] ran: its thread's name, and whether that thread held the
+/// writer's lock.
+type Seen = Arc<Mutex<Vec<(Work, Option<String>, bool)>>>;
+
+fn watch_work() -> (WorkHook, Seen) {
+    let seen = Seen::default();
+    let record = seen.clone();
+    let hook = WorkHook(Arc::new(move |work| {
+        let thread = std::thread::current().name().map(str::to_owned);
+        record.lock().unwrap().push((work, thread, holds_writer_lock()));
+    }));
+    (hook, seen)
+}
+
+/// How many times `work` was done; asserts that each time it ran in the log's writer
+/// thread, and (unless it is writing a frame) not under the writer's lock.
+fn done_by_the_writer_thread(seen: &Seen, work: Work) -> usize {
+    let seen = seen.lock().unwrap();
+    let mut times = 0;
+    for (done, thread, held) in seen.iter().filter(|(done, _, _)| *done == work) {
+        assert_eq!(thread.as_deref(), Some("ferry-log-writer"), "{done:?} ran in an appending thread");
+        assert!(work == Work::WriteFrame || !held, "{done:?} ran under the writer's lock");
+        times += 1;
+    }
+    times
+}
+
+/// A chunk's roll-over (syncing and cutting the old chunk, syncing, renaming and fsyncing
+/// the new one) runs in the writer thread without the writer's lock, under every policy,
+/// with and without preallocation; appends find every record, and so does a restart.
+#[test]
+fn roll_overs_run_in_the_writer_thread_outside_the_lock() {
+    let policies = [SyncPolicy::Always, SyncPolicy::Interval(Duration::from_millis(5)), SyncPolicy::Never];
+    for (sync, preallocate) in policies.into_iter().flat_map(|sync| [(sync, false), (sync, true)]) {
+        let dir = tempfile::tempdir().unwrap();
+        let (hook, seen) = watch_work();
+        let cfg = LogConfig { sync, preallocate, work_hook: Some(hook), ..config(dir.path()) };
+        let (log, _) = Log::open(cfg.clone()).unwrap();
+        // About two frames of 1.5 KB fit a chunk of 4 KiB.
+        for i in 0..12u64 {
+            assert_eq!(log.append_blocking(vec![rec(None, &payload(i, 1500))]).unwrap(), [Appended::At(i)]);
+        }
+        let rolled = done_by_the_writer_thread(&seen, Work::FinishRollOver);
+        assert!(rolled >= 4, "{sync:?}, preallocate {preallocate}: {rolled} roll-overs");
+        done_by_the_writer_thread(&seen, Work::Sync);
+        // An append that went into a new chunk returned only once it was named.
+        assert_eq!(chunk::list_chunks(dir.path()).unwrap().len(), rolled + 1);
+        assert_eq!(log.read(0, 100).unwrap().len(), 12);
+        log.close();
+        let (log, report) = Log::open(LogConfig { work_hook: None, ..cfg }).unwrap();
+        assert_eq!(report.truncated_bytes, 0);
+        let read: Vec<_> = log.read(0, 100).unwrap();
+        assert_eq!(read, (0..12u64).map(|i| (i, payload(i, 1500))).collect::<Vec<_>>());
+        assert!(inspect::verify(dir.path(), &mut |_, _| {}).unwrap().is_clean());
+    }
+}
+
+/// While the writer thread finishes a roll-over, appends are still written (they wait
+/// only for their answers): nothing holds the writer's lock meanwhile. The new chunk's
+/// records are answered, shown and named only once the roll-over is done.
+#[test]
+fn appends_are_written_while_a_roll_over_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started_tx, released) = (Mutex::new(started_tx), Mutex::new(released));
+    let hook = WorkHook(Arc::new(move |work| {
+        if work == Work::FinishRollOver {
+            let _ = started_tx.lock().unwrap().send(());
+            // Held until `release` is dropped (a minute at most, so a failure cannot hang).
+            let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(60));
+        }
+    }));
+    let cfg = LogConfig { sync: SyncPolicy::Always, preallocate: false, work_hook: Some(hook), ..config(dir.path()) };
+    let (log, _) = Log::open(cfg).unwrap();
+    let append = |i: u64| {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_blocking(vec![rec(None, &payload(i, 1500))]))
+    };
+    for i in 0..2 {
+        assert_eq!(append(i).join().unwrap().unwrap(), [Appended::At(i)]);
+    }
+    // The third frame does not fit the chunk: its appender switches to the next one.
+    let third = append(2);
+    started.recv_timeout(Duration::from_secs(60)).expect("the writer thread began finishing the roll-over");
+    let fourth = append(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.metrics().frames.get() < 4 {
+        assert!(Instant::now() < deadline, "an append could not write while a roll-over was held");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!third.is_finished() && !fourth.is_finished(), "answered before the new chunk was named");
+    assert_eq!(log.next_offset(), 2, "a reader was shown a record of a chunk not named yet");
+    assert_eq!(chunk::list_chunks(dir.path()).unwrap().len(), 1);
+    drop(release);
+    assert_eq!(third.join().unwrap().unwrap(), [Appended::At(2)]);
+    assert_eq!(fourth.join().unwrap().unwrap(), [Appended::At(3)]);
+    assert_eq!(chunk::list_chunks(dir.path()).unwrap().len(), 2);
+    assert_eq!(log.read(0, 10).unwrap().len(), 4);
+}
+
+/// Retention deletes chunks in the writer thread, without the writer's lock: when the
+/// disk budget is spent (an appender hands its append to the writer thread instead of
+/// deleting), ahead of it, every 10 s and when asked.
+#[test]
+fn retention_deletes_in_the_writer_thread_outside_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, seen) = watch_work();
+    let cfg = LogConfig { max_disk_bytes: 3000, chunk_bytes: 1000, work_hook: Some(hook), ..config(dir.path()) };
+    let (log, _) = Log::open(cfg).unwrap();
+    for i in 0..40u32 {
+        let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), &[i as u8; 300])]).unwrap();
+        assert_eq!(answer, [Appended::At(u64::from(i))]);
+    }
+    assert!(log.disk_bytes() <= 3000);
+    let for_budget = done_by_the_writer_thread(&seen, Work::DeleteChunk);
+    assert!(for_budget > 0, "retention deleted nothing");
+    // Old enough (100 ms) for time-based retention, which a caller asks for.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(log.run_retention().unwrap() > 0);
+    assert!(done_by_the_writer_thread(&seen, Work::DeleteChunk) > for_budget);
+    done_by_the_writer_thread(&seen, Work::Sync);
+    for i in 0..40u32 {
+        let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), b"again")]).unwrap();
+        assert_eq!(answer, [Appended::Duplicate], "id-{i} forgotten");
+    }
+}
+
+/// When retention must first move dedupe keys to a run (the dedupe pin), the writer
+/// thread waits for that run without the writer's lock: appends go on meanwhile.
+#[test]
+fn appends_go_on_while_retention_waits_for_a_dedupe_spill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, gate) = dedupe::tests::gate(dedupe::Job::Spill);
+    let (log, _) = Log::open(LogConfig { dedupe_hook: Some(hook), ..config(dir.path()) }).unwrap();
+    for i in 0..10u32 {
+        log.append_blocking(vec![rec(Some(&format!("id-{i}")), &[i as u8; 1500])]).unwrap();
+    }
+    // Past the 100 ms retention, but the keys are only in memory: their chunks are pinned.
+    std::thread::sleep(Duration::from_millis(200));
+    let retention = {
+        let log = log.clone();
+        std::thread::spawn(move || log.run_retention())
+    };
+    gate.started.recv_timeout(Duration::from_secs(60)).expect("retention started a dedupe spill");
+    let append = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append_blocking(vec![rec(Some("late"), b"late")]))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !append.is_finished() {
+        assert!(Instant::now() < deadline, "an append waited for retention's dedupe spill");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(append.join().unwrap().unwrap(), [Appended::At(10)]);
+    drop(gate.release);
+    assert!(retention.join().unwrap().unwrap() > 0, "retention deleted nothing");
+    assert!(!gate.timed_out.load(Ordering::SeqCst));
+    assert_eq!(log.append_blocking(vec![rec(Some("id-0"), b"again")]).unwrap(), [Appended::Duplicate]);
+}
+
+/// A cancelled leader's appends are written by the writer thread, not by whichever thread
+/// drops the cancelled request.
+#[test]
+fn a_cancelled_leaders_appends_are_written_by_the_writer_thread() {
+    use std::future::Future;
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, seen) = watch_work();
+    let (log, _) = Log::open(LogConfig { work_hook: Some(hook), ..config(dir.path()) }).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async move {
+        let mut first = Box::pin(log.append(vec![rec(Some("a"), b"a")]));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        let follower = tokio::spawn({
+            let log = log.clone();
+            async move { log.append(vec![rec(Some("b"), b"b")]).await }
+        });
+        tokio::task::yield_now().await;
+        drop(first);
+        assert_eq!(follower.await.unwrap().unwrap(), [Appended::At(1)]);
+        assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+    });
+    assert_eq!(done_by_the_writer_thread(&seen, Work::WriteFrame), 1);
+}
+
+/// Under `Interval`, when the dedupe index is nearly full, the writer thread syncs so that
+/// keys can move to disk; the appender waits for it but does not sync itself.
+#[test]
+fn interval_appends_leave_the_sync_for_a_nearly_full_index_to_the_writer_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, seen) = watch_work();
+    let cfg = LogConfig {
+        sync: SyncPolicy::Interval(Duration::from_secs(3600)),
+        dedupe_max_ids: 1000,
+        chunk_bytes: 1 << 20,
+        work_hook: Some(hook),
+        ..config(dir.path())
+    };
+    let (log, _) = Log::open(cfg).unwrap();
+    for b in 0..40u32 {
+        let records = (b * 50..(b + 1) * 50).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect();
+        assert!(log.append_blocking(records).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
+        assert!(log.dedupe_stats().0 <= 1000);
+    }
+    assert!(done_by_the_writer_thread(&seen, Work::Sync) >= 1, "no sync made room");
+}
+
 /// Golden files: what version 1 looks like on disk. Regenerate with `UPDATE_EXPECT=1` only
 /// when adding a new version (then keep the old file and a test that still reads it).
 #[test]

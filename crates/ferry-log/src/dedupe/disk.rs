@@ -11,7 +11,6 @@
 //! is done the writer swaps it in and drops `frozen`. Deleting a run removes nothing from
 //! the filters (its keys are no longer found in any run); the next rebuild leaves them out.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -35,8 +34,6 @@ const ENTRY_LEN_V2: usize = 20;
 const SPARSE_EVERY: usize = 256;
 /// The smallest filter: keys.
 pub(crate) const MIN_FILTER_KEYS: usize = 1 << 16;
-/// Expired run files deleted per call of [`DiskLayer::poll`].
-const DELETES_PER_POLL: usize = 8;
 /// Homeless fingerprints a built filter may have before it is built again larger.
 const MAX_STASH: usize = 16;
 /// How long to wait before retrying a failed rebuild.
@@ -87,7 +84,9 @@ pub(crate) struct DiskLayer {
     cancel: Arc<AtomicBool>,
     retry_rebuild_at: Option<Instant>,
     /// Run files of deleted runs, still to unlink.
-    doomed: VecDeque<PathBuf>,
+    doomed: Vec<PathBuf>,
+    /// The thread unlinking them (never the writer: it may hold the log writer's lock).
+    deleting: Option<JoinHandle<()>>,
     min_filter_keys: usize,
     pub(crate) rebuilds: u64,
     hook: Option<Hook>,
@@ -155,7 +154,8 @@ impl DiskLayer {
             rebuild: None,
             cancel: Arc::new(AtomicBool::new(false)),
             retry_rebuild_at: None,
-            doomed: VecDeque::new(),
+            doomed: Vec::new(),
+            deleting: None,
             min_filter_keys,
             rebuilds: 0,
             hook: None,
@@ -235,8 +235,8 @@ impl DiskLayer {
         }
     }
 
-    /// Delete the runs whose keys are all older than `horizon_ms` (their files a few at a
-    /// time, in [`DiskLayer::poll`]).
+    /// Delete the runs whose keys are all older than `horizon_ms` (their files are unlinked
+    /// by a thread [`DiskLayer::poll`] starts).
     pub(crate) fn expire(&mut self, horizon_ms: u64) {
         if self.runs.first().is_none_or(|r| r.max_ms >= horizon_ms) {
             return;
@@ -245,15 +245,15 @@ impl DiskLayer {
         self.runs.retain(|run| {
             let keep = run.max_ms >= horizon_ms;
             if !keep {
-                doomed.push_back(run.path.clone());
+                doomed.push(run.path.clone());
                 *live_keys -= run.count;
             }
             keep
         });
     }
 
-    /// Background work: pick up a rebuild's progress, start one when due, unlink a few
-    /// deleted runs' files. Never blocks.
+    /// Background work: pick up a rebuild's progress, start one when due, have a
+    /// background thread unlink deleted runs' files. Never blocks.
     pub(crate) fn poll(&mut self) {
         self.poll_rebuild();
         if self.rebuild.is_none() && self.retry_rebuild_at.is_none_or(|at| Instant::now() >= at) {
@@ -264,12 +264,17 @@ impl DiskLayer {
                 self.start_rebuild();
             }
         }
-        for _ in 0..DELETES_PER_POLL {
-            let Some(path) = self.doomed.pop_front() else { break };
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => tracing::warn!(file = %path.display(), %error, "cannot delete an expired dedupe run"),
+        if !self.doomed.is_empty() && self.deleting.as_ref().is_none_or(JoinHandle::is_finished) {
+            if let Some(handle) = self.deleting.take() {
+                let _ = handle.join();
+            }
+            let doomed = std::mem::take(&mut self.doomed);
+            // If no thread starts, the files stay until the next open, which deletes them.
+            match crate::background::spawn("ferry-dedupe-delete", crate::background::Priority::Low, move || {
+                delete_runs(&doomed)
+            }) {
+                Ok(handle) => self.deleting = Some(handle),
+                Err(error) => tracing::warn!(%error, "cannot start deleting expired dedupe runs"),
             }
         }
     }
@@ -344,8 +349,11 @@ impl DiskLayer {
         self.retry_rebuild_at = Some(Instant::now() + REBUILD_RETRY);
     }
 
-    /// Stop a rebuild under way (at shutdown).
+    /// Stop a rebuild under way, and wait for deletes (at shutdown).
     pub(crate) fn finish(&mut self) {
+        if let Some(handle) = self.deleting.take() {
+            let _ = handle.join();
+        }
         self.cancel.store(true, Ordering::Relaxed);
         match self.rebuild.take() {
             Some(Rebuild::Preparing { handle, fresh, snapshot }) => {
@@ -413,6 +421,17 @@ fn build_main(runs: &[Arc<Run>], cancel: &AtomicBool) -> RebuildResult {
             return Ok(Some(filter));
         }
         size += size / 4 + 1;
+    }
+}
+
+/// Unlink the files of deleted runs.
+fn delete_runs(paths: &[PathBuf]) {
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(file = %path.display(), %error, "cannot delete an expired dedupe run"),
+        }
     }
 }
 

@@ -37,8 +37,8 @@
 //! layer is rebuilt by the log from the key slots of frames appended at or after
 //! [`Dedupe::disk_covers_until_ms`]. That makes the runs a snapshot that pins retention: the
 //! log deletes a chunk only when its keys are in durable runs or out of the window, and
-//! spills the keys of a chunk it wants to delete first ([`Dedupe::spill_through`], which
-//! waits for the run).
+//! spills the keys of a chunk it wants to delete first ([`Dedupe::start_spill_through`]:
+//! the log's writer thread waits for the run outside the writer's lock).
 //! Without a directory (tests, benchmarks) the index is memory-only and, when full, forgets
 //! its oldest keys early, counting them in [`Dedupe::evicted_early`].
 //!
@@ -68,7 +68,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,51 @@ struct InFlight {
     handle: JoinHandle<SpillResult>,
     /// The spill holds the keys before this sequence number.
     end: u64,
+    /// Set when its thread is done (also if it panicked).
+    done: SpillDone,
+}
+
+/// A spill's end, to wait for without holding the index (nor the log writer's lock).
+#[derive(Clone, Default)]
+pub struct SpillDone(Arc<(Mutex<bool>, Condvar)>);
+
+impl SpillDone {
+    /// Wait until the spill's thread is done.
+    pub fn wait(&self) {
+        let (done, cv) = &*self.0;
+        let mut done = done.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while !*done {
+            done = cv.wait(done).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        *self.0.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self) {
+        let (done, cv) = &*self.0;
+        *done.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        cv.notify_all();
+    }
+}
+
+/// Sets a [`SpillDone`] when dropped: at the end of the spill's thread, however it ends.
+struct SetOnDrop(SpillDone);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// What [`Dedupe::start_spill_through`] found or did.
+pub enum SpillThrough {
+    /// The keys through that time are in durable runs (true), or cannot be moved now (false:
+    /// no disk layer, a run failed, or some of them are not durable yet).
+    Done(bool),
+    /// A spill is being written: wait for it, then ask again.
+    Wait(SpillDone),
 }
 
 /// The run written and its keys sorted, or nothing when every key had expired.
@@ -401,11 +446,31 @@ impl Dedupe {
     /// them may be deleted; waits for the run. Only for keys whose records are durable.
     /// Returns false if there is no disk layer or the run could not be written.
     pub fn spill_through(&mut self, ms: u64) -> bool {
-        if self.disk.is_none() {
-            return false;
+        loop {
+            match self.start_spill_through(ms, u64::MAX) {
+                SpillThrough::Done(moved) => return moved,
+                SpillThrough::Wait(done) => done.wait(),
+            }
         }
-        if let Some(spill) = self.spill.take() {
-            self.finish_spill(spill);
+    }
+
+    /// [`Dedupe::spill_through`] a step at a time, for a caller that waits for the run
+    /// without holding the index: start moving the keys appended at or before `ms` (only if
+    /// they were all inserted before `durable_through`, an earlier [`Dedupe::inserted`]
+    /// whose keys' records are durable), or say that it is done.
+    pub fn start_spill_through(&mut self, ms: u64, durable_through: u64) -> SpillThrough {
+        if self.disk.is_none() {
+            return SpillThrough::Done(false);
+        }
+        if let Some(spill) = &self.spill {
+            if !spill.done.is_set() && !spill.handle.is_finished() {
+                return SpillThrough::Wait(spill.done.clone());
+            }
+            if let Some(spill) = self.spill.take()
+                && !self.finish_spill(spill)
+            {
+                return SpillThrough::Done(false);
+            }
         }
         // Keys are in append order, so the run covers everything before `ms + 1`.
         let (mut low, mut high) = (self.spilled, self.memory.tail());
@@ -414,10 +479,18 @@ impl Dedupe {
             if self.memory.entry(mid).at <= ms { low = mid + 1 } else { high = mid }
         }
         if low == self.spilled {
-            return self.installed == self.spilled;
+            return SpillThrough::Done(self.installed == self.spilled);
+        }
+        if low > durable_through {
+            return SpillThrough::Done(false);
         }
         self.durable = self.durable.max(low);
-        self.spill_now(low)
+        self.start_spill(low);
+        match &self.spill {
+            Some(spill) => SpillThrough::Wait(spill.done.clone()),
+            // Written in this thread (no thread could be started).
+            None => SpillThrough::Done(self.installed == self.spilled),
+        }
     }
 
     /// Undo the last `n` inserts (their records could not be written).
@@ -597,14 +670,17 @@ impl Dedupe {
         let Some(input) = self.spill_input(end) else { return };
         self.spilled = end;
         let (tx, rx) = std::sync::mpsc::channel();
+        let done = SpillDone::default();
+        let set_on_drop = SetOnDrop(done.clone());
         let spawned = crate::background::spawn("ferry-dedupe-spill", crate::background::Priority::Low, move || {
+            let _set_on_drop = set_on_drop;
             let input = rx.recv().map_err(|_| io::Error::other("spill input lost"))?;
             write_spill(input)
         });
         match spawned {
             Ok(handle) => {
                 let _ = tx.send(input);
-                self.spill = Some(InFlight { handle, end });
+                self.spill = Some(InFlight { handle, end, done });
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot start a dedupe spill thread; spilling in the writer");
@@ -624,9 +700,12 @@ impl Dedupe {
         ok
     }
 
-    fn finish_spill(&mut self, spill: InFlight) {
+    /// Wait for a spill's thread and install its run; false if it failed.
+    fn finish_spill(&mut self, spill: InFlight) -> bool {
         let result = spill.handle.join().unwrap_or_else(|_| Err(io::Error::other("dedupe spill thread panicked")));
+        let written = result.is_ok();
         self.install(spill.end, result);
+        written
     }
 
     fn install(&mut self, end: u64, result: SpillResult) {

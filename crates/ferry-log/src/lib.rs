@@ -638,10 +638,19 @@ impl Log {
     /// oldest chunk (deleted by retention) are skipped.
     pub fn read(&self, from: u64, max: usize) -> io::Result<Vec<(u64, Vec<u8>)>> {
         let end = self.next_offset();
-        let chunks = self.shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
-        let needed = chunk::select(&chunks, from, end, max);
-        drop(chunks);
-        chunk::read_records(&needed, from, end, max)
+        let mut attempts = 0;
+        loop {
+            let chunks = self.shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+            let needed = chunk::select(&chunks, from, end, max);
+            drop(chunks);
+            match chunk::read_records(&needed, from, end, max) {
+                // Retention deleted a chunk between the selection and the read: what it
+                // held is gone, so select again (a few times; a reader racing a busy
+                // retention that often is told so).
+                Err(error) if error.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                result => return result,
+            }
+        }
     }
 
     /// Wait until a record at `offset` (or later) is visible. Wakes on appends; no polling.

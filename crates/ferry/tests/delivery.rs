@@ -1,7 +1,8 @@
 //! Delivery end to end, through the real binary: events sent over HTTP land in the
 //! embedded SQLite warehouse (and PostgreSQL, when `FERRY_TEST_POSTGRES_URL` is set);
 //! dead letters are listed, shown and redriven with `ferry dlq`; `ferry replay` restores
-//! rows, beside a running server, without duplicating any.
+//! rows, beside a running server, without duplicating any. Each runs on both logs, the
+//! embedded one and JetStream (the files destination only on the embedded log).
 
 mod support;
 
@@ -9,7 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::{
-    Server, basic, eventually, ferry, http, postgres_url, sqlite_rows, temp_dir, terminate, unique, webhook_receiver,
+    BOTH, Backend, Server, backend_config, basic, eventually, ferry, http, postgres_url, sqlite_rows, temp_dir,
+    terminate, unique, webhook_receiver,
 };
 
 fn send_batch(server: &Server, write_key: &str, items: &[String]) {
@@ -33,8 +35,16 @@ fn write_config(dir: &Path, text: &str) -> String {
 
 #[test]
 fn events_reach_the_embedded_warehouse_in_seconds() {
+    for backend in BOTH {
+        events_reach_the_embedded_warehouse_on(backend);
+    }
+}
+
+fn events_reach_the_embedded_warehouse_on(backend: Backend) {
     let dir = temp_dir();
-    let server = Server::start(dir.path(), &[]);
+    let (_nats, log_section) = backend_config(backend, dir.path());
+    let config = write_config(dir.path(), &log_section);
+    let server = Server::start(dir.path(), &["--config", &config]);
     let started = Instant::now();
     let mut items: Vec<String> = (0..40)
         .map(|i| {
@@ -78,13 +88,20 @@ fn events_reach_the_embedded_warehouse_in_seconds() {
 
 #[test]
 fn postgres_destination_receives_every_event() {
+    for backend in BOTH {
+        postgres_destination_receives_every_event_on(backend);
+    }
+}
+
+fn postgres_destination_receives_every_event_on(backend: Backend) {
     let Some(url) = postgres_url("postgres destination") else { return };
     let dir = temp_dir();
+    let (_nats, log_section) = backend_config(backend, dir.path());
     let source = unique("e2e");
     let config = write_config(
         dir.path(),
         &format!(
-            "[[sources]]\nid = \"{source}\"\nwrite_keys = [\"wk_pg\"]\n\n[[destinations]]\nname = \"pg\"\ntype = \"postgres\"\nurl = \"{url}\"\nbatch_ms = 100\n"
+            "{log_section}[[sources]]\nid = \"{source}\"\nwrite_keys = [\"wk_pg\"]\n\n[[destinations]]\nname = \"pg\"\ntype = \"postgres\"\nurl = \"{url}\"\nbatch_ms = 100\n"
         ),
     );
     let server = Server::start(dir.path(), &["--config", &config]);
@@ -116,13 +133,20 @@ fn postgres_destination_receives_every_event() {
 
 #[test]
 fn dead_letters_are_listed_shown_and_redriven() {
+    for backend in BOTH {
+        dead_letters_are_listed_shown_and_redriven_on(backend);
+    }
+}
+
+fn dead_letters_are_listed_shown_and_redriven_on(backend: Backend) {
     let Some(url) = postgres_url("dead letters and redrive") else { return };
     let dir = temp_dir();
+    let (_nats, log_section) = backend_config(backend, dir.path());
     let data = dir.path().to_str().unwrap().to_owned();
     let source = unique("dlq");
     let config_for = |url: &str| {
         format!(
-            "[[sources]]\nid = \"{source}\"\nwrite_keys = [\"wk_dlq\"]\n\n[[destinations]]\nname = \"pg\"\ntype = \"postgres\"\nurl = \"{url}\"\nbatch_ms = 50\nmax_age_seconds = 1\nretry_initial_ms = 100\nretry_max_ms = 200\n"
+            "{log_section}[[sources]]\nid = \"{source}\"\nwrite_keys = [\"wk_dlq\"]\n\n[[destinations]]\nname = \"pg\"\ntype = \"postgres\"\nurl = \"{url}\"\nbatch_ms = 50\nmax_age_seconds = 1\nretry_initial_ms = 100\nretry_max_ms = 200\n"
         )
     };
     // A database that is not there: every attempt fails until the maximum age.
@@ -174,9 +198,17 @@ fn dead_letters_are_listed_shown_and_redriven() {
 
 #[test]
 fn replay_restores_rows_beside_a_running_server_without_duplicates() {
+    for backend in BOTH {
+        replay_restores_rows_on(backend);
+    }
+}
+
+fn replay_restores_rows_on(backend: Backend) {
     let dir = temp_dir();
+    let (_nats, log_section) = backend_config(backend, dir.path());
+    let config = write_config(dir.path(), &log_section);
     let data = dir.path().to_str().unwrap().to_owned();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), &["--config", &config]);
     let items: Vec<String> =
         (0..30).map(|i| track(&format!("r{i}"), "Signed Up", &format!(r#"{{"n": {i}}}"#), "{}")).collect();
     send_batch(&server, "wk_replay", &items);
@@ -189,21 +221,35 @@ fn replay_restores_rows_beside_a_running_server_without_duplicates() {
     let conn = rusqlite::Connection::open(dir.path().join("warehouse.db")).unwrap();
     conn.execute(&format!("delete from \"{table}\" where n >= 10"), []).unwrap();
     drop(conn);
-    let (ok, out, err) = ferry(&["replay", "--destination", "warehouse", "--since", "1h", "--data-dir", &data]);
+    let (ok, out, err) =
+        ferry(&["replay", "--destination", "warehouse", "--since", "1h", "--data-dir", &data, "--config", &config]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("delivered 30 events"), "{out}");
     assert!(err.contains("30/30"), "progress is shown: {err}");
     let rows = sqlite_rows(dir.path(), &format!("select count(*), count(distinct id) from \"{table}\""));
     assert_eq!(rows, [["30", "30"]]);
     // Again: nothing changes.
-    let (ok, _, _) = ferry(&["replay", "--destination", "warehouse", "--since", "1h", "--data-dir", &data]);
+    let (ok, _, _) =
+        ferry(&["replay", "--destination", "warehouse", "--since", "1h", "--data-dir", &data, "--config", &config]);
     assert!(ok);
     assert_eq!(sqlite_rows(dir.path(), &format!("select count(*) from \"{table}\"")), [["30"]]);
     // A range before the events replays nothing; an unknown destination is a clear error.
-    let (ok, out, _) =
-        ferry(&["replay", "--destination", "warehouse", "--since", "3h", "--until", "2h", "--data-dir", &data]);
+    let (ok, out, _) = ferry(&[
+        "replay",
+        "--destination",
+        "warehouse",
+        "--since",
+        "3h",
+        "--until",
+        "2h",
+        "--data-dir",
+        &data,
+        "--config",
+        &config,
+    ]);
     assert!(ok && out.contains("delivered 0 events"), "{out}");
-    let (ok, _, err) = ferry(&["replay", "--destination", "nope", "--since", "1h", "--data-dir", &data]);
+    let (ok, _, err) =
+        ferry(&["replay", "--destination", "nope", "--since", "1h", "--data-dir", &data, "--config", &config]);
     assert!(!ok && err.contains("no destination named \"nope\"") && err.contains("warehouse"), "{err}");
     terminate(server);
 }

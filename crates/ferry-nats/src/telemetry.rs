@@ -34,14 +34,14 @@ pub fn render(out: &mut Writer, cluster: &Cluster) {
     for (reason, value) in [("unavailable", m.unavailable.get()), ("full", m.full.get())] {
         out.counter(
             NATS_REFUSED,
-            "Requests refused: jetstream unavailable or too slow (503), stream full (429).",
+            "Appends refused (a request makes one for its events and one for its quarantined items): jetstream unavailable or too slow (503), stream full (429).",
             &[("reason", reason)],
             value,
         );
     }
     out.histogram(
         NATS_PUBLISH_SECONDS,
-        "How long a request's publishes took until the last acknowledgement.",
+        "How long an append's publishes took until the last acknowledgement.",
         &[],
         &m.publish_seconds,
     );

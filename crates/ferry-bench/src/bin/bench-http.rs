@@ -67,6 +67,10 @@ struct Args {
     /// Keep the data directory (and the servers' stderr logs) afterwards.
     #[arg(long)]
     keep: bool,
+    /// Another build's `ferry` binary, for the `baseline-always` and `baseline-interval`
+    /// servers: two builds measured in one run, taking turns with the rest.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +86,10 @@ enum Kind {
     /// (nats-server on the load generator's core; `$FERRY_BENCH_NATS_SERVER`, else
     /// `nats-server` on the PATH or in /usr/sbin).
     FerryNats,
+    /// `--baseline`'s ferry, sync=always.
+    BaselineAlways,
+    /// `--baseline`'s ferry, sync=interval.
+    BaselineInterval,
 }
 
 impl Kind {
@@ -93,6 +101,8 @@ impl Kind {
             Kind::FerryInterval => "ferry sync=interval",
             Kind::FerryWatched => "ferry sync=interval, debugger open",
             Kind::FerryNats => "ferry collector, JetStream",
+            Kind::BaselineAlways => "baseline sync=always",
+            Kind::BaselineInterval => "baseline sync=interval",
         }
     }
     fn slug(self) -> &'static str {
@@ -103,6 +113,8 @@ impl Kind {
             Kind::FerryInterval => "ferry-interval",
             Kind::FerryWatched => "ferry-watched",
             Kind::FerryNats => "ferry-nats",
+            Kind::BaselineAlways => "baseline-always",
+            Kind::BaselineInterval => "baseline-interval",
         }
     }
 }
@@ -111,11 +123,17 @@ impl Kind {
 struct Launcher {
     pin: bool,
     bin_dir: PathBuf,
+    /// The other build's `ferry`, for the baseline servers.
+    baseline: Option<PathBuf>,
 }
 
 impl Launcher {
     fn command(&self, core: usize, program: &str) -> Command {
         let program = self.bin_dir.join(program);
+        self.command_of(core, program)
+    }
+
+    fn command_of(&self, core: usize, program: PathBuf) -> Command {
         if self.pin {
             let mut command = Command::new("taskset");
             command.arg("-c").arg(core.to_string()).arg(program);
@@ -197,15 +215,26 @@ impl Server {
                 c.arg("--file").arg(data.join("log.bin"));
                 c
             }
-            Kind::FerryAlways | Kind::FerryInterval | Kind::FerryWatched => {
+            Kind::FerryAlways
+            | Kind::FerryInterval
+            | Kind::FerryWatched
+            | Kind::BaselineAlways
+            | Kind::BaselineInterval => {
                 // The ingest path alone: delivery (the embedded warehouse by default) would
                 // share the pinned core; it has its own benchmark (ferry-delivery's
                 // `warehouse` bench).
                 let config = work.join("ferry-bench.toml");
                 std::fs::write(&config, "destinations = []\n")?;
-                let mut c = launcher.command(0, "ferry");
+                let mut c = match kind {
+                    Kind::BaselineAlways | Kind::BaselineInterval => {
+                        let baseline = launcher.baseline.clone().context("the baseline servers need --baseline")?;
+                        launcher.command_of(0, baseline)
+                    }
+                    _ => launcher.command(0, "ferry"),
+                };
                 c.arg("--config").arg(&config).arg("--data-dir").arg(&data).arg("serve");
-                c.args(["--sync", if kind == Kind::FerryAlways { "always" } else { "interval" }]);
+                let always = matches!(kind, Kind::FerryAlways | Kind::BaselineAlways);
+                c.args(["--sync", if always { "always" } else { "interval" }]);
                 c
             }
             Kind::FerryNats => {
@@ -467,7 +496,7 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::current_exe()?.parent().context("no binary directory")?.to_path_buf(),
     };
-    let launcher = Launcher { pin: !args.no_pin && pinning_works(), bin_dir };
+    let launcher = Launcher { pin: !args.no_pin && pinning_works(), bin_dir, baseline: args.baseline.clone() };
     if !launcher.pin && !args.no_pin {
         eprintln!("warning: cannot pin to cores (needs `taskset` from util-linux and 2 cores); running unpinned");
     }
@@ -765,24 +794,17 @@ fn report(
         ));
     }
     if let (Some(open), Some(closed)) = (find(Kind::FerryWatched), interval) {
-        let _ = writeln!(out, "\nThe debugger's cost (sync=interval, open ÷ closed):\n");
-        let _ = writeln!(out, "| shape | open | closed | ratio |");
-        let _ = writeln!(out, "|---|---:|---:|---:|");
-        for (shape, key) in [("single", "rps"), ("batch", "eps")] {
-            let pick = |m: &Measured| median_of(if shape == "single" { &m.single } else { &m.batch }, key);
-            let (a, b) = (pick(open), pick(closed));
-            let _ = writeln!(out, "| {shape} {key} | {a:.0} | {b:.0} | {:.2}× |", a / b);
+        side_by_side(out, "The debugger's cost (sync=interval, open ÷ closed)", ("open", open), ("closed", closed));
+    }
+    for (this, baseline) in [(Kind::FerryAlways, Kind::BaselineAlways), (Kind::FerryInterval, Kind::BaselineInterval)] {
+        if let (Some(this), Some(baseline)) = (find(this), find(baseline)) {
+            let title = format!("This build against the baseline ({} ÷ {})", this.kind.label(), baseline.kind.label());
+            side_by_side(out, &title, ("this build", this), ("baseline", baseline));
         }
     }
     if let (Some(cluster), Some(embedded)) = (find(Kind::FerryNats), find(Kind::FerryAlways)) {
-        let _ = writeln!(out, "\nCluster mode's cost (a collector publishing to JetStream ÷ embedded sync=always):\n");
-        let _ = writeln!(out, "| shape | collector | embedded | ratio |");
-        let _ = writeln!(out, "|---|---:|---:|---:|");
-        for (shape, key) in [("single", "rps"), ("batch", "eps")] {
-            let pick = |m: &Measured| median_of(if shape == "single" { &m.single } else { &m.batch }, key);
-            let (a, b) = (pick(cluster), pick(embedded));
-            let _ = writeln!(out, "| {shape} {key} | {a:.0} | {b:.0} | {:.2}× |", a / b);
-        }
+        let title = "Cluster mode's cost (a collector publishing to JetStream ÷ embedded sync=always)";
+        side_by_side(out, title, ("collector", cluster), ("embedded", embedded));
         for shape in ["single", "batch"] {
             let pick = |m: &Measured| {
                 median_of(if shape == "single" { &m.single } else { &m.batch }, "server_events_per_cpu_s")
@@ -812,5 +834,19 @@ fn report(
         for (name, measured, target, ok) in goals {
             let _ = writeln!(out, "| {name} | {measured} | {target} | {} |", if ok { "met" } else { "**missed**" });
         }
+    }
+}
+
+/// Two servers' medians side by side, as a markdown table: requests and events a second,
+/// and the server CPU per event.
+fn side_by_side(out: &mut String, title: &str, (label_a, a): (&str, &Measured), (label_b, b): (&str, &Measured)) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "\n{title}:\n");
+    let _ = writeln!(out, "| shape | {label_a} | {label_b} | ratio |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    for (shape, key) in [("single", "rps"), ("batch", "eps")] {
+        let pick = |m: &Measured| median_of(if shape == "single" { &m.single } else { &m.batch }, key);
+        let (x, y) = (pick(a), pick(b));
+        let _ = writeln!(out, "| {shape} {key} | {x:.0} | {y:.0} | {:.2}× |", x / y);
     }
 }

@@ -22,6 +22,8 @@ pub(crate) struct Logs {
     pub(crate) quarantine: Arc<dyn Log>,
     /// The log's own metrics: the embedded log's writers, or this node's JetStream traffic.
     pub(crate) render: Arc<dyn Fn(&mut Writer) + Send + Sync>,
+    /// Whether the log can be reached at all (JetStream: connected), whatever its budget.
+    pub(crate) reachable: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// Open the configured log for `ferry serve`. `consumers` are the destinations this
@@ -36,8 +38,10 @@ pub(crate) async fn open(config: &Config, consumers: &[String], tap: &Arc<ferry_
             cluster.bridge_tap(tap.clone());
             let events = Arc::new(cluster.events().await?);
             let quarantine = Arc::new(cluster.quarantine().await?);
+            let connected = cluster.clone();
+            let reachable = Arc::new(move || connected.connected());
             let render = Arc::new(move |out: &mut Writer| ferry_nats::telemetry::render(out, &cluster));
-            Ok(Logs { events, quarantine, render })
+            Ok(Logs { events, quarantine, render, reachable })
         }
     }
 }
@@ -68,7 +72,7 @@ fn open_embedded(config: &Config, consumers: &[String]) -> anyhow::Result<Logs> 
     let render = Arc::new(move |out: &mut Writer| {
         ferry_log::telemetry::render(out, &[("events", &logs.0), ("quarantine", &logs.1)]);
     });
-    Ok(Logs { events: Arc::new(events), quarantine: Arc::new(quarantine), render })
+    Ok(Logs { events: Arc::new(events), quarantine: Arc::new(quarantine), render, reachable: Arc::new(|| true) })
 }
 
 /// The embedded log's settings from `[log]`, for the log in `<data_dir>/<sub_dir>`.
@@ -210,7 +214,12 @@ impl Ingest for LogIngest {
         Box::pin(self.ingest_inner(batch))
     }
 
+    /// A node that takes events is ready when both logs can take them; one that refuses
+    /// them (a worker) while it reaches its log.
     fn ready(&self) -> bool {
-        self.logs.events.writable() && (self.refuse.is_some() || self.logs.quarantine.writable())
+        match self.refuse {
+            Some(_) => (self.logs.reachable)(),
+            None => self.logs.events.writable() && self.logs.quarantine.writable(),
+        }
     }
 }

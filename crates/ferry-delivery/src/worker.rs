@@ -333,15 +333,21 @@ impl Worker {
                 Some(batch) => self.deliver(batch, &mut shutdown).await,
                 None => Finished::Abandoned,
             };
-            if let Some(keep) = keep {
-                keep.abort();
-            }
+            // The lease is kept until the batch is settled or given back: a settle that
+            // takes a while must not let the batch go to another worker meanwhile.
+            let stop_keeping = || {
+                if let Some(keep) = &keep {
+                    keep.abort();
+                }
+            };
             match finished {
                 Finished::Done(tally) => {
                     self.settle(lease.as_ref(), &mut shutdown).await;
+                    stop_keeping();
                     self.count(&tally, last + 1);
                 }
                 Finished::Abandoned => {
+                    stop_keeping();
                     if let Err(error) = lease.release().await {
                         tracing::warn!(destination = %name, %error, "cannot give a batch back; it comes again after a restart or once its lease runs out");
                     }

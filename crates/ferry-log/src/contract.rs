@@ -11,7 +11,8 @@
 //!   (`delivery-batch.<name>`), so after a crash the same batch comes again.
 //! - [`ReadOnly`] is a log directory read beside the process that writes it.
 //!
-//! The log's own calls block (file I/O): here they run on tokio's blocking threads.
+//! The log's own calls block (file I/O): here they run on tokio's blocking threads, but for
+//! [`ReadOnly`], which the commands read on a runtime of their own.
 
 use std::io;
 use std::path::Path;
@@ -213,11 +214,13 @@ impl Inner {
         };
         let (Some(&(first, _)), Some(&(last, _))) = (records.first(), records.last()) else { return Ok(None) };
         let end = last + 1;
-        if let Some(batch_cursor) = &self.batch_cursor
-            && self.log.cursor(batch_cursor) != Some(end)
-        {
+        if let Some(batch_cursor) = &self.batch_cursor {
+            // The cursor lock is held while another consumer's commit syncs: not here.
             let (log, batch_cursor) = (self.log.clone(), batch_cursor.clone());
-            blocking(move || log.commit_cursor(&batch_cursor, end)).await?;
+            blocking(move || {
+                if log.cursor(&batch_cursor) == Some(end) { Ok(()) } else { log.commit_cursor(&batch_cursor, end) }
+            })
+            .await?;
         }
         handed.next = end;
         handed.again_until = None;

@@ -232,7 +232,9 @@ impl Cluster {
     pub async fn connect(config: NatsConfig) -> Result<Cluster, ClusterError> {
         let urls = config.urls.join(",");
         let metrics = Arc::new(NatsMetrics::default());
-        let events = metrics.clone();
+        // Weak: the client's event task outlives the cluster only as long as a clone of
+        // the client does, and must not keep the metrics (which end `watch_stream`) alive.
+        let events = Arc::downgrade(&metrics);
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("ferry {}", config.node))
             .retry_on_initial_connect()
@@ -246,7 +248,9 @@ impl Cluster {
                 async move {
                     match event {
                         async_nats::Event::Disconnected => {
-                            events.disconnects.inc();
+                            if let Some(metrics) = events.upgrade() {
+                                metrics.disconnects.inc();
+                            }
                             tracing::warn!("disconnected from nats; reconnecting");
                         }
                         async_nats::Event::Connected => tracing::info!("connected to nats"),

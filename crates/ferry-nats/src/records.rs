@@ -3,7 +3,7 @@
 //! request; runs of records come from an ephemeral consumer that is kept while the reads
 //! go on in order.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::RawMessageErrorKind;
@@ -15,8 +15,9 @@ use crate::SubjectLog;
 /// An ephemeral consumer left unused this long is removed by the server.
 const INACTIVE: Duration = Duration::from_secs(60);
 
-/// The ephemeral consumer of the last run of reads, and the sequence it delivers next.
-pub(crate) type Run = Option<(pull::Stream, u64)>;
+/// The ephemeral consumer of the last run of reads, the sequence it delivers next, and
+/// when it was last read (the server removes it after [`INACTIVE`]).
+pub(crate) type Run = Option<(pull::Stream, u64, Instant)>;
 
 impl SubjectLog {
     /// Look up where the stream ends now.
@@ -36,7 +37,7 @@ impl SubjectLog {
             return self.one(from).await.map(|r| r.into_iter().collect());
         }
         let mut run = self.run.lock().await;
-        let reuse = matches!(&*run, Some((_, next)) if *next == from);
+        let reuse = matches!(&*run, Some((_, next, used)) if *next == from && used.elapsed() < INACTIVE / 2);
         if !reuse {
             *run = None;
             let config = pull::Config {
@@ -54,13 +55,31 @@ impl SubjectLog {
                 .messages()
                 .await
                 .map_err(std::io::Error::other)?;
-            *run = Some((messages, from));
+            *run = Some((messages, from, Instant::now()));
         }
-        let Some((messages, next)) = run.as_mut() else { return Ok(Vec::new()) };
-        // Ask the stream where it ends only once the end known so far is reached.
-        let mut end = self.end.lock().map(|e| *e).unwrap_or(0);
+        let result =
+            Self::read_run(&mut run, max, || self.refresh_end(), self.end.lock().map(|e| *e).unwrap_or(0)).await;
+        match &result {
+            // A failed or empty read starts over next time (the consumer may be gone).
+            Ok(out) if !out.is_empty() => {}
+            _ => *run = None,
+        }
+        result
+    }
+
+    /// Up to `max` records from the run, asking where the stream ends (`refresh`) only once
+    /// the end known so far (`known_end`) is reached.
+    async fn read_run<F: std::future::Future<Output = std::io::Result<u64>>>(
+        run: &mut Run,
+        max: usize,
+        refresh: impl FnOnce() -> F,
+        known_end: u64,
+    ) -> std::io::Result<Vec<Positioned>> {
+        let Some((messages, next, used)) = run.as_mut() else { return Ok(Vec::new()) };
+        *used = Instant::now();
+        let mut end = known_end;
         if *next >= end {
-            end = self.refresh_end().await?;
+            end = refresh().await?;
         }
         let mut out = Vec::new();
         while out.len() < max && *next < end {
@@ -72,9 +91,6 @@ impl SubjectLog {
             let sequence = message.info().map_err(std::io::Error::other)?.stream_sequence;
             *next = sequence + 1;
             out.push((sequence, message.payload.to_vec()));
-        }
-        if out.is_empty() {
-            *run = None;
         }
         Ok(out)
     }

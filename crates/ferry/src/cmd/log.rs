@@ -127,8 +127,10 @@ fn cat(config: &Config, from: u64, follow: bool, limit: Option<u64>) -> anyhow::
     let mut next = from;
     let mut printed = 0u64;
     loop {
+        // Without --follow, up to the end as it was at the start.
+        let end = if follow { u64::MAX } else { view.end()? };
         loop {
-            let records = view.read(next, 1024)?;
+            let records = view.read_before(next, end, 1024)?;
             let Some(last) = records.last() else { break };
             next = last.0 + 1;
             for (offset, record) in &records {

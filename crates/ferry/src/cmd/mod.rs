@@ -38,6 +38,23 @@ impl Pages {
     pub(crate) fn read(&self, from: u64, max: usize) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
         Ok(self.runtime.block_on(self.reader.read(from, max))?)
     }
+
+    /// Up to `max` records at positions `>= from` and `< end`: a command that pages to the
+    /// end as it was when it started stops there, however fast the log grows.
+    pub(crate) fn read_before(&self, from: u64, end: u64, max: usize) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+        let max = max.min(usize::try_from(end.saturating_sub(from)).unwrap_or(usize::MAX));
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut records = self.read(from, max)?;
+        records.retain(|(position, _)| *position < end);
+        Ok(records)
+    }
+
+    /// One past the last position, as of now.
+    pub(crate) fn end(&self) -> anyhow::Result<u64> {
+        Ok(self.runtime.block_on(self.reader.end())?)
+    }
 }
 
 /// A time on the command line: ISO-8601 (`2026-11-28T10:00:00Z`, `2026-11-28` for

@@ -175,8 +175,9 @@ fn list(config: &Config, from: u64, limit: Option<usize>) -> anyhow::Result<()> 
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut next = from;
     let mut left = limit.unwrap_or(usize::MAX);
+    let end = view.end()?;
     while left > 0 {
-        let records = view.read(next, left.min(1024))?;
+        let records = view.read_before(next, end, left.min(1024))?;
         let Some(last) = records.last() else { break };
         next = last.0 + 1;
         for (offset, record) in &records {

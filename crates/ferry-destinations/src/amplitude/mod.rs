@@ -25,17 +25,8 @@ use crate::{BoxFuture, Destination, Event, Outcome};
 
 mod config;
 
-pub use config::Settings;
+pub use config::AmplitudeConfig;
 use ferry_event::CallType;
-
-/// How to reach an Amplitude project.
-#[derive(Debug, Clone)]
-pub struct AmplitudeConfig {
-    /// `https://api2.amplitude.com`, or `https://api.eu.amplitude.com` for EU residency.
-    pub api_url: String,
-    pub api_key: String,
-    pub timeout: Duration,
-}
 
 const MAX_PER_REQUEST: usize = 1000;
 const MAX_REQUEST_BYTES: usize = 1_000_000;

@@ -109,7 +109,7 @@ pub enum StartAt {
 
 impl Settings {
     /// The settings as their type answers for them.
-    fn of_type(&self) -> &dyn DestinationSettings {
+    pub fn of_type(&self) -> &dyn DestinationSettings {
         match self {
             Settings::Sqlite(s) => s,
             Settings::Postgres(s) => s,
@@ -124,26 +124,6 @@ impl Settings {
     /// The type's name, as in `type = "..."`.
     pub fn name(&self) -> &'static str {
         self.of_type().kind()
-    }
-
-    /// See [`DestinationSettings::problems`].
-    pub fn problems(&self) -> Vec<String> {
-        self.of_type().problems()
-    }
-
-    /// See [`DestinationSettings::defaults`].
-    pub fn defaults(&self) -> Defaults {
-        self.of_type().defaults()
-    }
-
-    /// See [`DestinationSettings::target`].
-    pub fn target(&self, context: &Context<'_>) -> String {
-        self.of_type().target(context)
-    }
-
-    /// See [`DestinationSettings::build`].
-    pub fn build(&self, context: &Context<'_>) -> Result<Arc<dyn Destination>, BuildError> {
-        self.of_type().build(context)
     }
 }
 

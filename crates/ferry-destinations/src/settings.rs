@@ -39,8 +39,10 @@ pub trait DestinationSettings {
     fn kind(&self) -> &'static str;
 
     /// What is wrong with the settings, each a phrase for `ferry check` (which puts
-    /// `destination <name>: ` before it); empty when nothing is.
-    fn problems(&self) -> Vec<String>;
+    /// `destination <name>: ` before it).
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// How the type is delivered to where `[[destinations]]` does not say.
     fn defaults(&self) -> Defaults;

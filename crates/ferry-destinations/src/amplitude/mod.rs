@@ -54,11 +54,8 @@ impl Amplitude {
         if config.api_key.is_empty() {
             return Err(Error::MissingKey);
         }
-        let client = HttpClient::new()?;
-        Ok(Amplitude {
-            config: AmplitudeConfig { api_url: config.api_url.trim_end_matches('/').to_owned(), ..config },
-            client,
-        })
+        let api_url = config.api_url.trim_end_matches('/').to_owned();
+        Ok(Amplitude { config: AmplitudeConfig { api_url, ..config }, client: HttpClient::new()? })
     }
 
     async fn post(&self, events: &[Value]) -> Result<Reply, HttpError> {

@@ -135,8 +135,8 @@ impl Ga4 {
         if config.measurement_id.is_empty() || config.api_secret.is_empty() {
             return Err(Error::MissingCredentials);
         }
-        let client = HttpClient::new()?;
-        Ok(Ga4 { config: Ga4Config { api_url: config.api_url.trim_end_matches('/').to_owned(), ..config }, client })
+        let api_url = config.api_url.trim_end_matches('/').to_owned();
+        Ok(Ga4 { config: Ga4Config { api_url, ..config }, client: HttpClient::new()? })
     }
 }
 

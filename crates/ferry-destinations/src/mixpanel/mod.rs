@@ -64,11 +64,8 @@ impl Mixpanel {
         if config.project_token.is_empty() {
             return Err(Error::MissingToken);
         }
-        let client = HttpClient::new()?;
-        Ok(Mixpanel {
-            config: MixpanelConfig { api_url: config.api_url.trim_end_matches('/').to_owned(), ..config },
-            client,
-        })
+        let api_url = config.api_url.trim_end_matches('/').to_owned();
+        Ok(Mixpanel { config: MixpanelConfig { api_url, ..config }, client: HttpClient::new()? })
     }
 
     /// What an event becomes.

@@ -1,9 +1,9 @@
 //! A destination's settings as written in `ferry.toml`: a `[[destinations]]` table is one
-//! [`Settings`] variant, chosen by its `type`. Each type's folder owns its settings in its
-//! `config.rs` (the keys it takes, each documented; what `ferry check` says about them;
-//! how it is delivered to by default; how the start-up log names its target; building it)
-//! by implementing [`DestinationSettings`]. The keys every destination takes (`name`,
-//! `start`, batching, retries, `timeout_ms`) are the delivery's, read by the binary.
+//! [`Settings`] variant, chosen by its `type`. Each type's folder owns its keys in its
+//! `config.rs` by implementing [`DestinationSettings`] for them: for most types they are the
+//! config its constructor takes (what is not a key is filled in from the [`Context`]). The
+//! keys every destination takes (`name`, `start`, batching, retries, `timeout_ms`) are the
+//! delivery's, read by the binary.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,17 +20,17 @@ pub enum Settings {
     /// The embedded SQLite warehouse (Segment's schema; tables prefixed by source).
     Sqlite(warehouse::sqlite::Settings),
     /// A PostgreSQL warehouse (Segment's schema; one schema per source).
-    Postgres(warehouse::postgres::Settings),
+    Postgres(warehouse::PostgresConfig),
     /// Segment-compatible webhooks: each event's JSON to one to five URLs.
     Webhook(webhook::Settings),
     /// gzip JSON Lines files in `source=/type=/date=/hour=` partitions (a data lake).
     Files(files::Settings),
     /// Mixpanel's ingestion API (events, People transactions for revenue, profiles).
-    Mixpanel(mixpanel::Settings),
+    Mixpanel(mixpanel::MixpanelConfig),
     /// Amplitude's HTTP V2 API.
-    Amplitude(amplitude::Settings),
+    Amplitude(amplitude::AmplitudeConfig),
     /// Google Analytics 4's Measurement Protocol.
-    Ga4(ga4::Settings),
+    Ga4(ga4::Ga4Config),
 }
 
 /// What a destination type answers about its settings.
@@ -39,8 +39,10 @@ pub trait DestinationSettings {
     fn kind(&self) -> &'static str;
 
     /// What is wrong with the settings, each a phrase for `ferry check` (which puts
-    /// `destination <name>: ` before it); empty when nothing is.
-    fn problems(&self) -> Vec<String>;
+    /// `destination <name>: ` before it).
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// How the type is delivered to where `[[destinations]]` does not say.
     fn defaults(&self) -> Defaults;
@@ -109,7 +111,7 @@ pub enum StartAt {
 
 impl Settings {
     /// The settings as their type answers for them.
-    fn of_type(&self) -> &dyn DestinationSettings {
+    pub fn of_type(&self) -> &dyn DestinationSettings {
         match self {
             Settings::Sqlite(s) => s,
             Settings::Postgres(s) => s,
@@ -125,26 +127,6 @@ impl Settings {
     pub fn name(&self) -> &'static str {
         self.of_type().kind()
     }
-
-    /// See [`DestinationSettings::problems`].
-    pub fn problems(&self) -> Vec<String> {
-        self.of_type().problems()
-    }
-
-    /// See [`DestinationSettings::defaults`].
-    pub fn defaults(&self) -> Defaults {
-        self.of_type().defaults()
-    }
-
-    /// See [`DestinationSettings::target`].
-    pub fn target(&self, context: &Context<'_>) -> String {
-        self.of_type().target(context)
-    }
-
-    /// See [`DestinationSettings::build`].
-    pub fn build(&self, context: &Context<'_>) -> Result<Arc<dyn Destination>, BuildError> {
-        self.of_type().build(context)
-    }
 }
 
 /// Mixpanel, Amplitude and GA4: batches of a thousand events a second, from now on; a
@@ -159,22 +141,24 @@ pub(crate) const ANALYTICS_DEFAULTS: Defaults = Defaults {
 };
 
 /// One request of Mixpanel, Amplitude or GA4 without `timeout_ms`.
-pub(crate) const ANALYTICS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `type <kind> needs `<key>`` when a required text is missing or empty.
-pub(crate) fn require(kind: &str, key: &str, value: Option<&str>, problems: &mut Vec<String>) {
-    if value.is_none_or(str::is_empty) {
-        problems.push(format!("type {kind} needs `{key}`"));
-    }
+pub(crate) fn analytics_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
-/// An `api_url` must be an HTTP URL.
-pub(crate) fn check_api_url(api_url: Option<&str>, problems: &mut Vec<String>) {
-    if let Some(url) = api_url
-        && !is_http(url)
-    {
-        problems.push(format!("api_url {url:?} must start with http:// or https://"));
+/// What is wrong with an analytics tool's settings: each `(key, value)` of `required` that
+/// is empty, and an `api_url` that is not an HTTP URL.
+pub(crate) fn analytics_problems(kind: &str, required: &[(&str, &str)], api_url: &str) -> Vec<String> {
+    let mut problems: Vec<String> = required.iter().filter_map(|(key, value)| require(kind, key, value)).collect();
+    if !is_http(api_url) {
+        problems.push(format!("api_url {api_url:?} must start with http:// or https://"));
     }
+    problems
+}
+
+/// `type <kind> needs `<key>`` when a required text is empty (or missing: it defaults to
+/// empty).
+pub(crate) fn require(kind: &str, key: &str, value: &str) -> Option<String> {
+    value.is_empty().then(|| format!("type {kind} needs `{key}`"))
 }
 
 /// Whether `url` starts with `http://` or `https://`.

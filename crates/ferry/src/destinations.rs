@@ -35,7 +35,7 @@ pub(crate) fn configured(config: &Config) -> Vec<DestinationConfig> {
 /// the worker's.
 pub(crate) fn worker_config(d: &DestinationConfig) -> WorkerConfig {
     let defaults_for_all = WorkerConfig::new(&d.name);
-    let defaults = d.kind.defaults();
+    let defaults = d.kind.of_type().defaults();
     let timeout = match defaults.timeout_ms {
         TimeoutMs::Send => d.timeout_ms.map_or(defaults.send_timeout, Duration::from_millis),
         // The destination bounds each request with it; the worker allows a whole batch.
@@ -68,9 +68,10 @@ pub(crate) fn build(config: &Config, d: &DestinationConfig) -> anyhow::Result<Bu
         batch_events: worker.batch_events,
         batch_bytes: worker.batch_bytes,
     };
+    let kind = d.kind.of_type();
     let destination =
-        d.kind.build(&context).map_err(anyhow::Error::from_boxed).with_context(|| format!("destination {}", d.name))?;
-    Ok(Built { worker, destination, target: d.kind.target(&context) })
+        kind.build(&context).map_err(anyhow::Error::from_boxed).with_context(|| format!("destination {}", d.name))?;
+    Ok(Built { worker, destination, target: kind.target(&context) })
 }
 
 #[cfg(test)]

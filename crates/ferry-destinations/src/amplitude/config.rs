@@ -1,42 +1,41 @@
-//! `type = "amplitude"`: an Amplitude project's settings.
+//! `type = "amplitude"`: how to reach an Amplitude project.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Amplitude, AmplitudeConfig};
+use super::Amplitude;
 use crate::Destination;
 use crate::settings::{self, BuildError, Context, Defaults, DestinationSettings};
 
-/// `type = "amplitude"`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How to reach an Amplitude project (`type = "amplitude"`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub struct AmplitudeConfig {
     /// The API's base URL (default `https://api2.amplitude.com`;
     /// `https://api.eu.amplitude.com` for EU residency, or a proxy).
-    #[serde(default)]
-    pub api_url: Option<String>,
+    #[serde(default = "api_url")]
+    pub api_url: String,
     /// The project's API key.
     #[serde(default)]
-    pub api_key: Option<String>,
+    pub api_key: String,
+    /// Each request's limit: `timeout_ms`, else 10 s.
+    #[serde(skip, default = "settings::analytics_timeout")]
+    pub timeout: Duration,
 }
 
-impl Settings {
-    fn api_url(&self) -> String {
-        self.api_url.clone().unwrap_or_else(|| "https://api2.amplitude.com".to_owned())
-    }
+fn api_url() -> String {
+    "https://api2.amplitude.com".to_owned()
 }
 
-impl DestinationSettings for Settings {
+impl DestinationSettings for AmplitudeConfig {
     fn kind(&self) -> &'static str {
         "amplitude"
     }
 
     fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        settings::require(self.kind(), "api_key", self.api_key.as_deref(), &mut problems);
-        settings::check_api_url(self.api_url.as_deref(), &mut problems);
-        problems
+        settings::analytics_problems(self.kind(), &[("api_key", &self.api_key)], &self.api_url)
     }
 
     fn defaults(&self) -> Defaults {
@@ -44,15 +43,11 @@ impl DestinationSettings for Settings {
     }
 
     fn target(&self, _: &Context<'_>) -> String {
-        self.api_url()
+        self.api_url.clone()
     }
 
     fn build(&self, context: &Context<'_>) -> Result<Arc<dyn Destination>, BuildError> {
-        let amplitude = Amplitude::new(AmplitudeConfig {
-            api_url: self.api_url(),
-            api_key: self.api_key.clone().unwrap_or_default(),
-            timeout: context.timeout.unwrap_or(settings::ANALYTICS_REQUEST_TIMEOUT),
-        })?;
-        Ok(Arc::new(amplitude))
+        let timeout = context.timeout.unwrap_or(self.timeout);
+        Ok(Arc::new(Amplitude::new(AmplitudeConfig { timeout, ..self.clone() })?))
     }
 }

@@ -25,17 +25,8 @@ use crate::{BoxFuture, Destination, Event, Outcome};
 
 mod config;
 
-pub use config::Settings;
+pub use config::AmplitudeConfig;
 use ferry_event::CallType;
-
-/// How to reach an Amplitude project.
-#[derive(Debug, Clone)]
-pub struct AmplitudeConfig {
-    /// `https://api2.amplitude.com`, or `https://api.eu.amplitude.com` for EU residency.
-    pub api_url: String,
-    pub api_key: String,
-    pub timeout: Duration,
-}
 
 const MAX_PER_REQUEST: usize = 1000;
 const MAX_REQUEST_BYTES: usize = 1_000_000;
@@ -63,11 +54,8 @@ impl Amplitude {
         if config.api_key.is_empty() {
             return Err(Error::MissingKey);
         }
-        let client = HttpClient::new()?;
-        Ok(Amplitude {
-            config: AmplitudeConfig { api_url: config.api_url.trim_end_matches('/').to_owned(), ..config },
-            client,
-        })
+        let api_url = config.api_url.trim_end_matches('/').to_owned();
+        Ok(Amplitude { config: AmplitudeConfig { api_url, ..config }, client: HttpClient::new()? })
     }
 
     async fn post(&self, events: &[Value]) -> Result<Reply, HttpError> {

@@ -12,13 +12,11 @@ use crate::settings::{BuildError, Context, Defaults, DestinationSettings, StartA
 
 /// `type = "files"`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// The root directory (default `<data_dir>/files`).
-    #[serde(default)]
     pub path: Option<PathBuf>,
     /// gzip level, 1 (fastest) to 9 (smallest); default 6.
-    #[serde(default)]
     pub level: Option<u32>,
 }
 

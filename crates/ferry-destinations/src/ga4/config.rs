@@ -1,46 +1,45 @@
-//! `type = "ga4"`: a Google Analytics 4 data stream's settings.
+//! `type = "ga4"`: how to reach a Google Analytics 4 data stream.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Ga4, Ga4Config};
+use super::Ga4;
 use crate::Destination;
 use crate::settings::{self, BuildError, Context, Defaults, DestinationSettings};
 
-/// `type = "ga4"`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How to reach a GA4 property's data stream (`type = "ga4"`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub struct Ga4Config {
     /// The API's base URL (default `https://www.google-analytics.com`;
     /// `https://region1.google-analytics.com` for the EU, or a proxy).
-    #[serde(default)]
-    pub api_url: Option<String>,
+    #[serde(default = "api_url")]
+    pub api_url: String,
     /// The data stream's measurement id (`G-...`).
     #[serde(default)]
-    pub measurement_id: Option<String>,
+    pub measurement_id: String,
     /// A Measurement Protocol API secret of the stream.
     #[serde(default)]
-    pub api_secret: Option<String>,
+    pub api_secret: String,
+    /// Each request's limit: `timeout_ms`, else 10 s.
+    #[serde(skip, default = "settings::analytics_timeout")]
+    pub timeout: Duration,
 }
 
-impl Settings {
-    fn api_url(&self) -> String {
-        self.api_url.clone().unwrap_or_else(|| "https://www.google-analytics.com".to_owned())
-    }
+fn api_url() -> String {
+    "https://www.google-analytics.com".to_owned()
 }
 
-impl DestinationSettings for Settings {
+impl DestinationSettings for Ga4Config {
     fn kind(&self) -> &'static str {
         "ga4"
     }
 
     fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        settings::require(self.kind(), "measurement_id", self.measurement_id.as_deref(), &mut problems);
-        settings::require(self.kind(), "api_secret", self.api_secret.as_deref(), &mut problems);
-        settings::check_api_url(self.api_url.as_deref(), &mut problems);
-        problems
+        let required = [("measurement_id", self.measurement_id.as_str()), ("api_secret", &self.api_secret)];
+        settings::analytics_problems(self.kind(), &required, &self.api_url)
     }
 
     fn defaults(&self) -> Defaults {
@@ -48,16 +47,11 @@ impl DestinationSettings for Settings {
     }
 
     fn target(&self, _: &Context<'_>) -> String {
-        self.api_url()
+        self.api_url.clone()
     }
 
     fn build(&self, context: &Context<'_>) -> Result<Arc<dyn Destination>, BuildError> {
-        let ga4 = Ga4::new(Ga4Config {
-            api_url: self.api_url(),
-            measurement_id: self.measurement_id.clone().unwrap_or_default(),
-            api_secret: self.api_secret.clone().unwrap_or_default(),
-            timeout: context.timeout.unwrap_or(settings::ANALYTICS_REQUEST_TIMEOUT),
-        })?;
-        Ok(Arc::new(ga4))
+        let timeout = context.timeout.unwrap_or(self.timeout);
+        Ok(Arc::new(Ga4::new(Ga4Config { timeout, ..self.clone() })?))
     }
 }

@@ -27,7 +27,6 @@
 //!   no counterpart.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::header::HeaderValue;
 use serde_json::{Value, json};
@@ -38,18 +37,8 @@ use crate::{BoxFuture, Destination, Event, Outcome};
 
 mod config;
 
-pub use config::Settings;
+pub use config::Ga4Config;
 use ferry_event::CallType;
-
-/// How to reach a GA4 property's data stream.
-#[derive(Debug, Clone)]
-pub struct Ga4Config {
-    /// `https://www.google-analytics.com` (or `https://region1.google-analytics.com`).
-    pub api_url: String,
-    pub measurement_id: String,
-    pub api_secret: String,
-    pub timeout: Duration,
-}
 
 const MAX_EVENTS_PER_REQUEST: usize = 25;
 const MAX_PARAMS: usize = 25;
@@ -146,8 +135,8 @@ impl Ga4 {
         if config.measurement_id.is_empty() || config.api_secret.is_empty() {
             return Err(Error::MissingCredentials);
         }
-        let client = HttpClient::new()?;
-        Ok(Ga4 { config: Ga4Config { api_url: config.api_url.trim_end_matches('/').to_owned(), ..config }, client })
+        let api_url = config.api_url.trim_end_matches('/').to_owned();
+        Ok(Ga4 { config: Ga4Config { api_url, ..config }, client: HttpClient::new()? })
     }
 }
 

@@ -1,27 +1,31 @@
-//! `type = "mixpanel"`: a Mixpanel project's settings.
+//! `type = "mixpanel"`: how to reach a Mixpanel project.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Mixpanel, MixpanelConfig};
+use super::Mixpanel;
 use crate::Destination;
 use crate::settings::{self, BuildError, Context, Defaults, DestinationSettings};
 
-/// `type = "mixpanel"`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How to reach a Mixpanel project (`type = "mixpanel"`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub struct MixpanelConfig {
     /// The API's base URL (default `https://api.mixpanel.com`; `https://api-eu.mixpanel.com`
     /// for EU residency, or a proxy).
-    #[serde(default)]
-    pub api_url: Option<String>,
+    #[serde(default = "api_url")]
+    pub api_url: String,
     /// The project token.
     #[serde(default)]
-    pub project_token: Option<String>,
+    pub project_token: String,
     /// A service account for `/import` instead of the token.
     #[serde(default)]
     pub service_account: Option<ServiceAccount>,
+    /// Each request's limit: `timeout_ms`, else 10 s.
+    #[serde(skip, default = "settings::analytics_timeout")]
+    pub timeout: Duration,
 }
 
 /// A Mixpanel service account (`[destinations.service_account]`).
@@ -36,22 +40,17 @@ pub struct ServiceAccount {
     pub project_id: String,
 }
 
-impl Settings {
-    fn api_url(&self) -> String {
-        self.api_url.clone().unwrap_or_else(|| "https://api.mixpanel.com".to_owned())
-    }
+fn api_url() -> String {
+    "https://api.mixpanel.com".to_owned()
 }
 
-impl DestinationSettings for Settings {
+impl DestinationSettings for MixpanelConfig {
     fn kind(&self) -> &'static str {
         "mixpanel"
     }
 
     fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        settings::require(self.kind(), "project_token", self.project_token.as_deref(), &mut problems);
-        settings::check_api_url(self.api_url.as_deref(), &mut problems);
-        problems
+        settings::analytics_problems(self.kind(), &[("project_token", &self.project_token)], &self.api_url)
     }
 
     fn defaults(&self) -> Defaults {
@@ -59,19 +58,11 @@ impl DestinationSettings for Settings {
     }
 
     fn target(&self, _: &Context<'_>) -> String {
-        self.api_url()
+        self.api_url.clone()
     }
 
     fn build(&self, context: &Context<'_>) -> Result<Arc<dyn Destination>, BuildError> {
-        let mixpanel = Mixpanel::new(MixpanelConfig {
-            api_url: self.api_url(),
-            project_token: self.project_token.clone().unwrap_or_default(),
-            service_account: self
-                .service_account
-                .as_ref()
-                .map(|a| (a.user.clone(), a.secret.clone(), a.project_id.clone())),
-            timeout: context.timeout.unwrap_or(settings::ANALYTICS_REQUEST_TIMEOUT),
-        })?;
-        Ok(Arc::new(mixpanel))
+        let timeout = context.timeout.unwrap_or(self.timeout);
+        Ok(Arc::new(Mixpanel::new(MixpanelConfig { timeout, ..self.clone() })?))
     }
 }

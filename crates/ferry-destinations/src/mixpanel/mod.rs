@@ -18,7 +18,6 @@
 //! Mixpanel: an event retried after its transaction was taken may append it twice.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::HeaderValue;
@@ -30,20 +29,8 @@ use crate::{BoxFuture, Destination, Event, Outcome};
 
 mod config;
 
-pub use config::Settings;
+pub use config::{MixpanelConfig, ServiceAccount};
 use ferry_event::CallType;
-
-/// How to reach a Mixpanel project.
-#[derive(Debug, Clone)]
-pub struct MixpanelConfig {
-    /// `https://api.mixpanel.com`, or `https://api-eu.mixpanel.com` for EU residency.
-    pub api_url: String,
-    pub project_token: String,
-    /// A service account (user, secret) and the project id, instead of the token, for
-    /// `/import`.
-    pub service_account: Option<(String, String, String)>,
-    pub timeout: Duration,
-}
 
 /// Events per `/import` (and `/engage`) request: Mixpanel's limit.
 const MAX_PER_REQUEST: usize = 2000;
@@ -77,11 +64,8 @@ impl Mixpanel {
         if config.project_token.is_empty() {
             return Err(Error::MissingToken);
         }
-        let client = HttpClient::new()?;
-        Ok(Mixpanel {
-            config: MixpanelConfig { api_url: config.api_url.trim_end_matches('/').to_owned(), ..config },
-            client,
-        })
+        let api_url = config.api_url.trim_end_matches('/').to_owned();
+        Ok(Mixpanel { config: MixpanelConfig { api_url, ..config }, client: HttpClient::new()? })
     }
 
     /// What an event becomes.
@@ -185,9 +169,9 @@ impl Mixpanel {
         let mut url = format!("{}{path}", self.config.api_url);
         if path.starts_with("/import") {
             let auth = match &self.config.service_account {
-                Some((user, secret, project)) => {
-                    url.push_str(&format!("&project_id={project}"));
-                    mapping::basic_auth(user, secret)
+                Some(account) => {
+                    url.push_str(&format!("&project_id={}", account.project_id));
+                    mapping::basic_auth(&account.user, &account.secret)
                 }
                 None => mapping::basic_auth(&self.config.project_token, ""),
             };
@@ -372,6 +356,8 @@ impl Destination for Mixpanel {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

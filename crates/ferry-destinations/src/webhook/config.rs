@@ -12,28 +12,20 @@ use crate::settings::{self, BuildError, Context, Defaults, DestinationSettings, 
 
 /// `type = "webhook"`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// One to five URLs; an event is delivered when any of them answers 2xx.
-    #[serde(default)]
     pub urls: Vec<String>,
     /// Extra headers for every request.
-    #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// With a secret, requests carry `X-Signature`, the hex HMAC-SHA1 of the body.
-    #[serde(default)]
     pub shared_secret: Option<String>,
     /// `post` (default), `put` or `patch`.
-    #[serde(default)]
     pub method: Method,
     /// Send each batch as one JSON array (at most `batch_events` events and `batch_bytes`
     /// bytes per request) instead of one request per event.
-    #[serde(default)]
     pub batch: bool,
 }
-
-/// One request without `timeout_ms`: Segment's 5 s.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl DestinationSettings for Settings {
     fn kind(&self) -> &'static str {
@@ -65,14 +57,16 @@ impl DestinationSettings for Settings {
     }
 
     fn build(&self, context: &Context<'_>) -> Result<Arc<dyn Destination>, BuildError> {
+        // One request without `timeout_ms`: the constructor's default (Segment's 5 s).
+        let defaults = WebhookConfig::new(String::new());
         let webhook = Webhook::new(WebhookConfig {
             urls: self.urls.clone(),
-            headers: self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers: self.headers.clone().into_iter().collect(),
             shared_secret: self.shared_secret.clone(),
             method: self.method,
             batch: self.batch.then_some((context.batch_events, context.batch_bytes)),
-            timeout: context.timeout.unwrap_or(REQUEST_TIMEOUT),
-            ..WebhookConfig::new(String::new())
+            timeout: context.timeout.unwrap_or(defaults.timeout),
+            ..defaults
         })?;
         Ok(Arc::new(webhook))
     }

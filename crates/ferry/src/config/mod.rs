@@ -358,7 +358,7 @@ impl Config {
             if !names.insert(d.name.clone()) {
                 problems.push(format!("two destinations are named {}", d.name));
             }
-            for problem in d.kind.problems() {
+            for problem in d.kind.of_type().problems() {
                 problems.push(format!("destination {}: {problem}", d.name));
             }
             for (field, value) in [

@@ -1,32 +1,38 @@
-//! `type = "postgres"`: a PostgreSQL warehouse's settings.
+//! `type = "postgres"`: how to reach a PostgreSQL warehouse.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{PostgresConfig, PostgresWarehouse};
+use super::PostgresWarehouse;
 use crate::Destination;
 use crate::settings::{self, BuildError, Context, Defaults, DestinationSettings};
 
-/// `type = "postgres"`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How to reach the database (`type = "postgres"`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
-    /// The connection URL, e.g. `postgres://user:password@host:5432/analytics` (no TLS yet).
+pub struct PostgresConfig {
+    /// The connection URL, e.g. `postgres://user:password@host:5432/analytics`, or a libpq
+    /// key=value string. No TLS yet: use it on a trusted network or through a local proxy.
     #[serde(default)]
-    pub url: Option<String>,
+    pub url: String,
+    /// Give up connecting after this long: 10 s.
+    #[serde(skip, default = "connect_timeout")]
+    pub connect_timeout: Duration,
 }
 
-impl DestinationSettings for Settings {
+fn connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl DestinationSettings for PostgresConfig {
     fn kind(&self) -> &'static str {
         "postgres"
     }
 
     fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        settings::require(self.kind(), "url", self.url.as_deref(), &mut problems);
-        problems
+        settings::require(self.kind(), "url", &self.url).into_iter().collect()
     }
 
     fn defaults(&self) -> Defaults {
@@ -34,11 +40,10 @@ impl DestinationSettings for Settings {
     }
 
     fn target(&self, _: &Context<'_>) -> String {
-        settings::redact(self.url.as_deref().unwrap_or_default())
+        settings::redact(&self.url)
     }
 
     fn build(&self, _: &Context<'_>) -> Result<Arc<dyn Destination>, BuildError> {
-        let url = self.url.clone().unwrap_or_default();
-        Ok(Arc::new(PostgresWarehouse::new(PostgresConfig { url, connect_timeout: Duration::from_secs(10) })))
+        Ok(Arc::new(PostgresWarehouse::new(self.clone())))
     }
 }

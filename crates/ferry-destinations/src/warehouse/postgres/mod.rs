@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
@@ -29,17 +28,7 @@ use crate::{BoxFuture, Destination, Event, Outcome};
 
 mod config;
 
-pub use config::Settings;
-
-/// How to reach the database.
-#[derive(Debug, Clone)]
-pub struct PostgresConfig {
-    /// A libpq-style URL or key=value string (`postgres://user@host:5432/db`). TLS is not
-    /// supported yet: use it on a trusted network or through a local proxy.
-    pub url: String,
-    /// Give up connecting after this long.
-    pub connect_timeout: Duration,
-}
+pub use config::PostgresConfig;
 
 /// The PostgreSQL warehouse destination.
 pub struct PostgresWarehouse {

@@ -11,10 +11,9 @@ use crate::settings::{BuildError, Context, Defaults, DestinationSettings};
 
 /// `type = "sqlite"`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// The database file (default `<data_dir>/warehouse.db`).
-    #[serde(default)]
     pub path: Option<PathBuf>,
 }
 
@@ -27,10 +26,6 @@ impl Settings {
 impl DestinationSettings for Settings {
     fn kind(&self) -> &'static str {
         "sqlite"
-    }
-
-    fn problems(&self) -> Vec<String> {
-        Vec::new()
     }
 
     fn defaults(&self) -> Defaults {

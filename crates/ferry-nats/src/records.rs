@@ -37,32 +37,34 @@ impl SubjectLog {
             return self.one(from).await.map(|r| r.into_iter().collect());
         }
         let mut run = self.run.lock().await;
-        let reuse = matches!(&*run, Some((_, next, used)) if *next == from && used.elapsed() < INACTIVE / 2);
-        if !reuse {
-            *run = None;
-            let config = pull::Config {
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
-                ack_policy: AckPolicy::None,
-                filter_subject: self.subject.to_string(),
-                inactive_threshold: INACTIVE,
-                ..pull::Config::default()
-            };
-            let consumer = self.stream.create_consumer(config).await.map_err(std::io::Error::other)?;
-            let messages = consumer
-                .stream()
-                .max_messages_per_batch(max.min(1000))
-                .expires(Duration::from_secs(2))
-                .messages()
-                .await
-                .map_err(std::io::Error::other)?;
-            *run = Some((messages, from, Instant::now()));
+        let known_end = || self.end.lock().map(|e| *e).unwrap_or(0);
+        if matches!(&*run, Some((_, next, used)) if *next == from && used.elapsed() < INACTIVE / 2) {
+            let result = Self::read_run(&mut run, max, || self.refresh_end(), known_end()).await;
+            if matches!(&result, Ok(out) if !out.is_empty()) {
+                return result;
+            }
+            // Nothing, or an error: the server may have removed the consumer; start over.
         }
-        let result =
-            Self::read_run(&mut run, max, || self.refresh_end(), self.end.lock().map(|e| *e).unwrap_or(0)).await;
-        match &result {
-            // A failed or empty read starts over next time (the consumer may be gone).
-            Ok(out) if !out.is_empty() => {}
-            _ => *run = None,
+        *run = None;
+        let config = pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+            ack_policy: AckPolicy::None,
+            filter_subject: self.subject.to_string(),
+            inactive_threshold: INACTIVE,
+            ..pull::Config::default()
+        };
+        let consumer = self.stream.create_consumer(config).await.map_err(std::io::Error::other)?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(max.min(1000))
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .map_err(std::io::Error::other)?;
+        *run = Some((messages, from, Instant::now()));
+        let result = Self::read_run(&mut run, max, || self.refresh_end(), known_end()).await;
+        if !matches!(&result, Ok(out) if !out.is_empty()) {
+            *run = None;
         }
         result
     }

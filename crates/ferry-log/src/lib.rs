@@ -831,9 +831,7 @@ struct Writer {
     /// The current chunk; shared with a sync running outside the writer's lock.
     file: Arc<File>,
     file_len: u64,
-    dirty_since: Option<Instant>,
-    /// Frames written so far: a sync outside the lock clears `dirty_since` only if no
-    /// frame was written meanwhile.
+    /// Frames written so far.
     frames_written: u64,
     /// How many of them are durable (and in named chunks): a sync covered them, or under
     /// `Never`, the writer thread finished the roll-over before them.
@@ -861,8 +859,6 @@ struct Writer {
     encoder: format::Encoder,
     /// Set when the log is closing: appends fail from then on.
     closed: bool,
-    /// Set when the writer thread has stopped: nothing is synced any more.
-    stopped: bool,
 }
 
 /// A roll-over begun by an appender: it switched to a new chunk file (its header written,
@@ -1137,14 +1133,17 @@ fn answer_when_synced(writer: &Mutex<Writer>, shared: &Shared, waiting: Vec<Unsy
 /// request waits for this sync.
 ///
 /// Returns the dedupe index's insert position ([`dedupe::Dedupe::inserted`]) before which
-/// every key's record is now durable, or `None` if the log is poisoned or stopped.
+/// every key's record is now durable, or `None` if the log is poisoned.
 fn sync_written(writer: &Mutex<Writer>, shared: &Shared) -> Option<u64> {
     let (roll_over, file, through, frames, offset) = {
         let w = lock_writer(writer);
-        if w.stopped || w.poisoned() {
+        if w.poisoned() {
             return None;
         }
-        let file = w.dirty_since.map(|_| w.file.clone());
+        // While a roll-over is pending the current file is its new chunk, which finishing
+        // the roll-over syncs after the frames counted here were written to it.
+        let dirty = w.shared.config.sync != SyncPolicy::Never && w.frames_synced < w.frames_written;
+        let file = (dirty && w.roll_over.is_none()).then(|| w.file.clone());
         (w.roll_over.clone(), file, w.dedupe.inserted(), w.frames_written, w.next_offset)
     };
     if let Some(roll_over) = &roll_over
@@ -1153,10 +1152,7 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) -> Option<u64> {
         poison(shared, format!("starting a new chunk failed: {error}"));
         return None;
     }
-    // Finishing the roll-over synced the new chunk after the frames counted here were
-    // written to it.
-    let synced_by_roll_over = |file: &Arc<File>| roll_over.as_ref().is_some_and(|r| Arc::ptr_eq(&r.new, file));
-    if let Some(file) = file.filter(|file| !synced_by_roll_over(file)) {
+    if let Some(file) = file {
         #[cfg(test)]
         work(shared, Work::Sync);
         #[cfg(test)]
@@ -1355,9 +1351,6 @@ fn write_handed(writer: &Mutex<Writer>, shared: &Shared, mut group: Vec<Pending>
 fn stop(writer: &Mutex<Writer>, shared: &Shared) {
     let spare = {
         let mut w = lock_writer(writer);
-        if w.stopped {
-            return;
-        }
         w.closed = true;
         w.spare.take()
     };
@@ -1370,7 +1363,6 @@ fn stop(writer: &Mutex<Writer>, shared: &Shared) {
     let mut w = lock_writer(writer);
     w.dedupe.finish();
     drop(w.lock.take());
-    w.stopped = true;
 }
 
 impl Shared {
@@ -1440,7 +1432,6 @@ impl Writer {
             next_offset,
             file: Arc::new(file),
             file_len,
-            dirty_since: None,
             frames_written: 0,
             frames_synced: 0,
             last_append_ms,
@@ -1453,16 +1444,12 @@ impl Writer {
             lock: Some(lock),
             encoder,
             closed: false,
-            stopped: false,
         })
     }
 
     /// A sync that started when `frames` frames were written, ending at `offset`, has
     /// succeeded. Under `Always`, readers see records only now.
     fn synced(&mut self, frames: u64, offset: u64) {
-        if self.frames_written == frames {
-            self.dirty_since = None;
-        }
         self.frames_synced = self.frames_synced.max(frames);
         if offset > *self.shared.visible.borrow() {
             self.shared.visible.send_replace(offset);
@@ -1690,10 +1677,6 @@ impl Writer {
         self.shared.metrics.payload_bytes.add(payloads.iter().map(|p| p.len() as u64).sum());
         self.shared.metrics.frame_bytes.add(frame_len);
         self.shared.metrics.group_records.observe(records as f64);
-        if self.shared.config.sync != SyncPolicy::Never {
-            // The writer thread syncs it (`sync_written`).
-            self.dirty_since.get_or_insert_with(Instant::now);
-        }
         let header = format::FrameHeader::decode(frame[..format::FRAME_HEADER_LEN].try_into().unwrap_or(&[0; 36]))
             .ok_or_else(|| io::Error::other("encoded frame does not decode"))?;
         let meta = FrameMeta { pos: self.file_len, header };

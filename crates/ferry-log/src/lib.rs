@@ -768,61 +768,6 @@ fn write_cursors(dir: &Path, cursors: &BTreeMap<String, u64>) -> io::Result<()> 
     File::open(dir)?.sync_all()
 }
 
-/// What one retention pass did.
-struct RetentionPass {
-    deleted: usize,
-    /// The oldest chunk could go but for the dedupe pin: spill the dedupe keys appended up
-    /// to this time (ms) to run files and try again.
-    blocked_by_dedupe: Option<u64>,
-}
-
-/// Delete chunks that every cursor and the dedupe pin have passed and that are old enough
-/// (or the log is over its budget, counting `needed` more bytes). Never the chunk being
-/// written, nor the last named one (while the next is not named yet, it is where a
-/// restart finds the next offset). Only the writer thread calls this, without the
-/// writer's lock. `dedupe_pin_ms`: no dedupe key appended before this time is held only in
-/// memory.
-fn retention(shared: &Shared, needed: Option<u64>, dedupe_pin_ms: u64) -> io::Result<RetentionPass> {
-    let only_for_budget = needed.is_some();
-    let now = (shared.config.clock)();
-    let min_cursor =
-        shared.cursors.lock().map_err(|_| io::Error::other("cursor lock poisoned"))?.values().copied().min();
-    let keep_ms = shared.config.retention.as_millis() as u64;
-    let window_ms = shared.config.dedupe_window.as_millis() as u64;
-    let mut pass = RetentionPass { deleted: 0, blocked_by_dedupe: None };
-    loop {
-        let dedupe_safe_before = dedupe_pin_ms.max(now.saturating_sub(window_ms));
-        let victim = {
-            let chunks = shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
-            let total: u64 = chunks.iter().map(|c| c.len).sum();
-            let over_budget = total + needed.unwrap_or(0) > shared.config.max_disk_bytes;
-            match chunks.first() {
-                Some(first) if chunks[1..].iter().any(|c| c.named) => {
-                    let passed = min_cursor.is_none_or(|m| first.end_offset() <= m);
-                    let old = !only_for_budget && first.last_append_ms() + keep_ms < now;
-                    let wanted = passed && (old || over_budget);
-                    if wanted && first.last_append_ms() >= dedupe_safe_before {
-                        pass.blocked_by_dedupe = Some(first.last_append_ms());
-                        None
-                    } else {
-                        wanted.then(|| first.path.clone())
-                    }
-                }
-                _ => None,
-            }
-        };
-        let Some(path) = victim else { return Ok(pass) };
-        #[cfg(test)]
-        if let Some(hook) = &shared.config.work_hook {
-            (hook.0)(Work::DeleteChunk);
-        }
-        std::fs::remove_file(&path)?;
-        tracing::info!(file = %path.display(), "retention deleted a log chunk");
-        shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?.remove(0);
-        pass.deleted += 1;
-    }
-}
-
 /// The single writer: owns the open chunk and the dedupe index.
 struct Writer {
     shared: Arc<Shared>,
@@ -1275,16 +1220,18 @@ fn retention_logged(writer: &Mutex<Writer>, shared: &Shared, needed: Option<u64>
     }
 }
 
-/// Run retention (see [`retention`]; `needed`: delete for the budget only, until that many
-/// more bytes fit), in the writer thread and without the writer's lock. Where only the
-/// dedupe pin holds a chunk back, sync, move its keys to a dedupe run and go on. Returns
-/// how many chunks were deleted.
+/// Delete the chunks that every cursor and the dedupe pin have passed and that are old
+/// enough, or (with `needed`) only for the budget, until that many more bytes fit. Never
+/// the chunk being written, nor the last named one (while the next is not named yet, it is
+/// where a restart finds the next offset). Runs in the writer thread, without the writer's
+/// lock; where only the dedupe pin holds a chunk back, it syncs, moves the chunk's keys to
+/// a dedupe run and goes on. Returns how many chunks were deleted.
 fn retention_pass(writer: &Mutex<Writer>, shared: &Shared, needed: Option<u64>) -> io::Result<usize> {
+    let config = &shared.config;
     let mut deleted = 0;
     loop {
         // Keys in memory were appended at or after the oldest one (the writer's clock
-        // never goes back), so chunks older than it hold none. It only moves on while
-        // the lock is not held, so deciding on an older value is safe.
+        // never goes back), so chunks older than it hold none.
         let pin = {
             let w = lock_writer(writer);
             if w.closed {
@@ -1292,29 +1239,45 @@ fn retention_pass(writer: &Mutex<Writer>, shared: &Shared, needed: Option<u64>) 
             }
             w.dedupe.oldest_in_memory_ms().unwrap_or(u64::MAX)
         };
-        let pass = retention(shared, needed, pin)?;
-        deleted += pass.deleted;
-        let Some(ms) = pass.blocked_by_dedupe else { return Ok(deleted) };
-        // Keys move to a run only once their records are durable.
-        let Some(durable) = sync_written(writer, shared) else { return Ok(deleted) };
-        if !spill_through(writer, ms, durable) {
-            return Ok(deleted);
+        let now = (config.clock)();
+        let cursors = shared.cursors.lock().map_err(|_| io::Error::other("cursor lock poisoned"))?;
+        let min_cursor = cursors.values().copied().min();
+        drop(cursors);
+        let (path, last_ms) = {
+            let chunks = shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+            let Some(first) = chunks.first().filter(|_| chunks[1..].iter().any(|c| c.named)) else {
+                return Ok(deleted);
+            };
+            let total: u64 = chunks.iter().map(|c| c.len).sum();
+            let over_budget = total + needed.unwrap_or(0) > config.max_disk_bytes;
+            let old = needed.is_none() && first.last_append_ms() + (config.retention.as_millis() as u64) < now;
+            let passed = min_cursor.is_none_or(|m| first.end_offset() <= m);
+            if !passed || !(old || over_budget) {
+                return Ok(deleted);
+            }
+            (first.path.clone(), first.last_append_ms())
+        };
+        if last_ms >= pin.max(now.saturating_sub(config.dedupe_window.as_millis() as u64)) {
+            // Its keys are only in memory: move them to a run once their records are durable.
+            let Some(durable) = sync_written(writer, shared) else { return Ok(deleted) };
+            loop {
+                let step = lock_writer(writer).dedupe.start_spill_through(last_ms, durable);
+                match step {
+                    dedupe::SpillThrough::Done(true) => break,
+                    dedupe::SpillThrough::Done(false) => return Ok(deleted),
+                    dedupe::SpillThrough::Wait(done) => done.wait(),
+                }
+            }
+            lock_writer(writer).publish_dedupe_state();
+            tracing::info!(through_ms = last_ms, "moved dedupe keys to disk so that retention can delete a chunk");
+            continue;
         }
-        lock_writer(writer).publish_dedupe_state();
-        tracing::info!(through_ms = ms, "moved dedupe keys to disk so that retention can delete a chunk");
-    }
-}
-
-/// Move the dedupe keys appended at or before `ms` to a run, if they were all inserted
-/// before `durable` (see [`dedupe::Dedupe::start_spill_through`]), waiting for the run
-/// without the writer's lock. Whether they are in durable runs now.
-fn spill_through(writer: &Mutex<Writer>, ms: u64, durable: u64) -> bool {
-    loop {
-        let step = lock_writer(writer).dedupe.start_spill_through(ms, durable);
-        match step {
-            dedupe::SpillThrough::Done(moved) => return moved,
-            dedupe::SpillThrough::Wait(done) => done.wait(),
-        }
+        #[cfg(test)]
+        work(shared, Work::DeleteChunk);
+        std::fs::remove_file(&path)?;
+        tracing::info!(file = %path.display(), "retention deleted a log chunk");
+        shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?.remove(0);
+        deleted += 1;
     }
 }
 

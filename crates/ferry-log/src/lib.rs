@@ -317,26 +317,19 @@ struct Gather {
     leader: bool,
 }
 
-/// The task writing the gathered appends. Dropped before it wrote them (its request was
-/// cancelled), it hands them to the writer thread, so that nobody waits for a leader that
-/// is gone and the dropping thread (a request's) does no writing.
-struct Leader<'a> {
-    log: &'a Log,
-    written: bool,
-}
-
-impl Leader<'_> {
-    /// Write the gathered appends; see [`Log::write_gathered`] for what may come back.
-    fn write(&mut self) -> Option<oneshot::Receiver<()>> {
-        self.written = true;
-        self.log.write_gathered()
-    }
-}
+/// The task to write the gathered appends, until it starts to. Dropped before (its request
+/// was cancelled), it hands them to the writer thread, so that nobody waits for a leader
+/// that is gone and the dropping thread (a request's) does no writing.
+struct Leader<'a>(Option<&'a Log>);
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        if !self.written {
-            self.log.hand_over_gathered();
+        if let Some(log) = self.0 {
+            let group = log.take_gathered();
+            if !group.is_empty() {
+                // If the writer thread is gone, dropping the group answers it `Closed`.
+                let _ = log.tx.send(Message::Write(group));
+            }
         }
     }
 }
@@ -387,13 +380,9 @@ impl Default for LogMetrics {
 enum Message {
     /// Groups written, waiting for a sync (`Always`) or for their new chunk to be named.
     Unsynced(Unsynced),
-    /// Appends for the writer thread to write: those a cancelled leader had gathered
-    /// (`needed` is `None`), or those refused for the disk budget, to write after retention
-    /// made room for `needed` bytes.
-    Write {
-        group: Vec<Pending>,
-        needed: Option<u64>,
-    },
+    /// Appends for the writer thread to write: those a cancelled leader had gathered, or
+    /// those the disk budget had no room for (it runs retention for them).
+    Write(Vec<Pending>),
     /// Appenders left housekeeping to do ([`Wants`]). With `done`: sync and move dedupe
     /// keys to disk (the index is nearly full), then answer.
     Housekeep {
@@ -536,9 +525,10 @@ impl Log {
     pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
         let (reply, answer) = oneshot::channel();
         if self.gather((records, reply)) {
-            let mut leader = Leader { log: self, written: false };
+            let mut leader = Leader(Some(self));
             tokio::task::yield_now().await;
-            if let Some(room) = leader.write() {
+            leader.0 = None;
+            if let Some(room) = self.write_gathered() {
                 let _ = room.await;
             }
         }
@@ -576,11 +566,7 @@ impl Log {
     /// the caller waits for that (outside the lock) before appending more.
     fn write_gathered(&self) -> Option<oneshot::Receiver<()>> {
         let mut writer = lock_writer(&self.writer);
-        let group = {
-            let mut gather = lock(&self.gather);
-            gather.leader = false;
-            std::mem::take(&mut gather.pending)
-        };
+        let group = self.take_gathered();
         let stored = writer.store(group, Budget::HandOver);
         drop(writer);
         if let Some(unsynced) = stored.unsynced
@@ -589,9 +575,9 @@ impl Log {
             // The writer thread is gone: nothing says these frames are durable.
             unsynced.fail(&AppendError::Closed);
         }
-        if let Some((group, needed)) = stored.over_budget {
+        if let Some((group, _)) = stored.over_budget {
             // If the writer thread is gone, dropping the group answers it `Closed`.
-            let _ = self.tx.send(Message::Write { group, needed: Some(needed) });
+            let _ = self.tx.send(Message::Write(group));
         }
         match stored.housekeep {
             Housekeep::Nothing => None,
@@ -607,18 +593,11 @@ impl Log {
         }
     }
 
-    /// Hand the gathered appends to the writer thread, which writes them: their leader
-    /// was dropped before it wrote them.
-    fn hand_over_gathered(&self) {
-        let group = {
-            let mut gather = lock(&self.gather);
-            gather.leader = false;
-            std::mem::take(&mut gather.pending)
-        };
-        if !group.is_empty() {
-            // If the writer thread is gone, dropping the group answers it `Closed`.
-            let _ = self.tx.send(Message::Write { group, needed: None });
-        }
+    /// Take the gathered appends (the next append becomes the leader of the next ones).
+    fn take_gathered(&self) -> Vec<Pending> {
+        let mut gather = lock(&self.gather);
+        gather.leader = false;
+        std::mem::take(&mut gather.pending)
     }
 
     /// Stop the writer after what is queued, sync, and release the directory lock.
@@ -893,15 +872,6 @@ impl Unsynced {
     }
 }
 
-impl Message {
-    fn into_unsynced(self) -> Option<Unsynced> {
-        match self {
-            Message::Unsynced(unsynced) => Some(unsynced),
-            _ => None,
-        }
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves nothing half-done that matters more than
     // stopping: a frame is either written whole or the log is poisoned.
@@ -1002,9 +972,9 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
         while let Some(message) = next.take() {
             match message {
                 Message::Unsynced(unsynced) => waiting.push(unsynced),
-                Message::Write { group, needed } => {
+                Message::Write(group) => {
                     answer_when_synced(writer, &shared, std::mem::take(&mut waiting));
-                    write_handed(writer, &shared, group, needed);
+                    write_handed(writer, &shared, group);
                     // Its stores may have asked for housekeeping too.
                     wanted = true;
                 }
@@ -1036,7 +1006,11 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
             stop(writer, &shared);
             // Groups written before the stop are synced by it. Appends handed over now
             // are dropped, which answers them `Closed`.
-            answer_when_synced(writer, &shared, rx.try_iter().filter_map(Message::into_unsynced).collect());
+            let unsynced = rx.try_iter().filter_map(|message| match message {
+                Message::Unsynced(unsynced) => Some(unsynced),
+                _ => None,
+            });
+            answer_when_synced(writer, &shared, unsynced.collect());
             let _ = done.send(());
             return;
         }
@@ -1281,22 +1255,12 @@ fn retention_pass(writer: &Mutex<Writer>, shared: &Shared, needed: Option<u64>) 
     }
 }
 
-/// Write appends handed to the writer thread, and answer them: a cancelled leader's
-/// (`needed` is `None`), or those the disk budget had no room for `needed` bytes of, after
-/// retention; refused with `DiskFull` when retention can delete nothing more.
-fn write_handed(writer: &Mutex<Writer>, shared: &Shared, mut group: Vec<Pending>, mut needed: Option<u64>) {
+/// Write appends handed to the writer thread, and answer them. What the disk budget has no
+/// room for is written after retention, or refused with `DiskFull` when retention can
+/// delete nothing more.
+fn write_handed(writer: &Mutex<Writer>, shared: &Shared, mut group: Vec<Pending>) {
+    let mut budget = Budget::HandOver;
     loop {
-        let budget = match needed {
-            None => Budget::HandOver,
-            Some(bytes) => match retention_pass(writer, shared, Some(bytes)) {
-                Ok(0) => Budget::Refuse,
-                Ok(_) => Budget::HandOver,
-                Err(error) => {
-                    tracing::warn!(%error, "log retention failed");
-                    Budget::Refuse
-                }
-            },
-        };
         let stored = lock_writer(writer).store(group, budget);
         if let Some(unsynced) = stored.unsynced {
             answer_when_synced(writer, shared, vec![unsynced]);
@@ -1304,8 +1268,16 @@ fn write_handed(writer: &Mutex<Writer>, shared: &Shared, mut group: Vec<Pending>
         if matches!(stored.housekeep, Housekeep::MakeRoom) {
             sync_written(writer, shared);
         }
-        let Some((rest, bytes)) = stored.over_budget else { return };
-        (group, needed) = (rest, Some(bytes));
+        let Some((rest, needed)) = stored.over_budget else { return };
+        budget = match retention_pass(writer, shared, Some(needed)) {
+            Ok(0) => Budget::Refuse,
+            Ok(_) => Budget::HandOver,
+            Err(error) => {
+                tracing::warn!(%error, "log retention failed");
+                Budget::Refuse
+            }
+        };
+        group = rest;
     }
 }
 
@@ -1350,6 +1322,14 @@ enum CommitError {
     /// Over the disk budget by this frame's bytes: for the writer thread ([`Budget`]).
     OverBudget(u64),
     Poisoned(String),
+    /// A write failed (`commit_records` poisons the log and answers `Poisoned`).
+    Io(io::Error),
+}
+
+impl From<io::Error> for CommitError {
+    fn from(error: io::Error) -> Self {
+        CommitError::Io(error)
+    }
 }
 
 impl CommitError {
@@ -1360,6 +1340,7 @@ impl CommitError {
                 AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER }
             }
             CommitError::Poisoned(reason) => AppendError::Poisoned(reason.clone()),
+            CommitError::Io(error) => AppendError::Io(io::Error::new(error.kind(), error.to_string())),
         }
     }
 }
@@ -1417,10 +1398,6 @@ impl Writer {
         if offset > *self.shared.visible.borrow() {
             self.shared.visible.send_replace(offset);
         }
-    }
-
-    fn poison(&self, reason: String) {
-        poison(&self.shared, reason);
     }
 
     fn poisoned(&self) -> bool {
@@ -1577,14 +1554,9 @@ impl Writer {
             }
             Err(error) => {
                 self.dedupe.rollback(inserted);
-                if let WriteError::Io(error) = &error {
-                    self.poison(format!("write failed: {error}"));
-                }
-                match error {
-                    WriteError::DiskFull => Err(CommitError::DiskFull),
-                    WriteError::OverBudget(needed) => Err(CommitError::OverBudget(needed)),
-                    WriteError::Io(_) => Err(CommitError::Poisoned(self.shared.poison_reason().unwrap_or_default())),
-                }
+                let CommitError::Io(error) = error else { return Err(error) };
+                poison(&self.shared, format!("write failed: {error}"));
+                Err(CommitError::Poisoned(self.shared.poison_reason().unwrap_or_default()))
             }
         }
     }
@@ -1600,7 +1572,7 @@ impl Writer {
         keys: &[Option<u128>],
         payloads: &[&[u8]],
         budget: Budget,
-    ) -> Result<(), WriteError> {
+    ) -> Result<(), CommitError> {
         let frame = self.encoder.encode(self.next_offset, now, keys, payloads)?;
         let result = self.store_frame(payloads, &frame, budget);
         self.encoder.recycle(frame);
@@ -1610,16 +1582,16 @@ impl Writer {
     /// Write an encoded frame at the end of the current chunk (switching to the next chunk
     /// first when it does not fit) and record it; the writer thread syncs it. Over the
     /// disk budget it writes nothing: the writer thread makes room ([`Budget`]).
-    fn store_frame(&mut self, payloads: &[&[u8]], frame: &[u8], budget: Budget) -> Result<(), WriteError> {
+    fn store_frame(&mut self, payloads: &[&[u8]], frame: &[u8], budget: Budget) -> Result<(), CommitError> {
         let frame_len = frame.len() as u64;
         let max_disk_bytes = self.shared.config.max_disk_bytes;
         let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);
         if used + frame_len > max_disk_bytes {
             if budget == Budget::HandOver {
-                return Err(WriteError::OverBudget(frame_len));
+                return Err(CommitError::OverBudget(frame_len));
             }
             self.shared.full.store(true, Ordering::Relaxed);
-            return Err(WriteError::DiskFull);
+            return Err(CommitError::DiskFull);
         }
         self.shared.full.store(false, Ordering::Relaxed);
 
@@ -1746,18 +1718,6 @@ pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Re
     }
     file.sync_all()?;
     Ok(file)
-}
-
-enum WriteError {
-    DiskFull,
-    OverBudget(u64),
-    Io(io::Error),
-}
-
-impl From<io::Error> for WriteError {
-    fn from(error: io::Error) -> Self {
-        WriteError::Io(error)
-    }
 }
 
 /// The empty file the writer thread makes ready for the next chunk (when no zero-filled

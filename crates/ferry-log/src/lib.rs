@@ -776,7 +776,6 @@ struct Writer {
     wants: Wants,
     /// Whether an append asked for housekeeping since the last store, so that its
     /// appender wakes the writer thread.
-    nudge: bool,
     /// The directory lock; released before `close` reports done.
     lock: Option<File>,
     /// Its zstd context and buffers, kept for the writer's life.
@@ -809,8 +808,8 @@ struct NextFile {
     preallocated: bool,
 }
 
-/// Work the appenders leave to the writer thread.
-#[derive(Debug, Default)]
+/// Work the appenders leave to the writer thread; a store that sets a flag wakes it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Wants {
     /// Start zero-filling the next chunk (the current one is half full).
     spare: bool,
@@ -967,7 +966,6 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
         let Some(first) = first else { continue };
         let mut waiting = Vec::new();
         let mut close = None;
-        let mut wanted = false;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
@@ -975,11 +973,8 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
                 Message::Write(group) => {
                     answer_when_synced(writer, &shared, std::mem::take(&mut waiting));
                     write_handed(writer, &shared, group);
-                    // Its stores may have asked for housekeeping too.
-                    wanted = true;
                 }
                 Message::Housekeep { done } => {
-                    wanted = true;
                     if let Some(done) = done {
                         // The dedupe index is nearly full: a sync lets keys move to disk.
                         sync_written(writer, &shared);
@@ -999,9 +994,6 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
             next = rx.try_recv().ok();
         }
         answer_when_synced(writer, &shared, waiting);
-        if wanted {
-            housekeep(writer, &shared);
-        }
         if let Some(done) = close {
             stop(writer, &shared);
             // Groups written before the stop are synced by it. Appends handed over now
@@ -1019,21 +1011,16 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
 }
 
 /// Sync (unless a sync since already covers them) and answer groups waiting for the
-/// writer thread; if the log is poisoned or closed instead, tell them so.
+/// writer thread; if the log is poisoned or closed instead, tell them so. The housekeeping
+/// the appenders asked for runs first, so that an append returns only once the retention it
+/// set off (a new chunk began near the budget) is done.
 fn answer_when_synced(writer: &Mutex<Writer>, shared: &Shared, waiting: Vec<Unsynced>) {
-    let Some(through) = waiting.iter().map(|u| u.through).max() else { return };
+    let through = waiting.iter().map(|u| u.through).max().unwrap_or(0);
     if lock_writer(writer).frames_synced < through {
         sync_written(writer, shared);
     }
-    let (synced, retention_ahead) = {
-        let mut w = lock_writer(writer);
-        (w.frames_synced, std::mem::take(&mut w.wants.retention))
-    };
-    // Retention ahead of the budget (a new chunk began near it) runs before the answers,
-    // so that an append returns only once the retention it set off is done.
-    if retention_ahead {
-        retention_logged(writer, shared, Some(retention_headroom(&shared.config)));
-    }
+    housekeep(writer, shared);
+    let synced = lock_writer(writer).frames_synced;
     // Not synced: a sync failed, or the writer stopped without syncing them.
     let failure = match shared.poison_reason() {
         Some(reason) => AppendError::Poisoned(reason),
@@ -1124,22 +1111,16 @@ fn finish_roll_over(writer: &Mutex<Writer>, shared: &Shared, roll_over: &Arc<Rol
         true => None,
         false => Some(prepare_next(&shared.dir)?),
     };
-    let spare_wanted = {
-        let mut w = lock_writer(writer);
-        if w.roll_over.as_ref().is_some_and(|r| Arc::ptr_eq(r, roll_over)) {
-            w.roll_over = None;
-        }
-        if w.next.is_none() {
-            w.next = next;
-        }
-        let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
-        if let Some(chunk) = chunks.iter_mut().rev().find(|c| c.base_offset == roll_over.base_offset) {
-            chunk.named = true;
-        }
-        std::mem::take(&mut w.wants.spare)
-    };
-    if spare_wanted {
-        start_spare(writer, shared);
+    let mut w = lock_writer(writer);
+    if w.roll_over.as_ref().is_some_and(|r| Arc::ptr_eq(r, roll_over)) {
+        w.roll_over = None;
+    }
+    if w.next.is_none() {
+        w.next = next;
+    }
+    let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+    if let Some(chunk) = chunks.iter_mut().rev().find(|c| c.base_offset == roll_over.base_offset) {
+        chunk.named = true;
     }
     Ok(())
 }
@@ -1158,8 +1139,8 @@ fn housekeep(writer: &Mutex<Writer>, shared: &Shared) {
 /// Start zero-filling the next chunk in a background thread (the current one is half
 /// full), so that it is ready at the roll-over and its writes overlap the appends. Not
 /// while a roll-over is being finished: the new chunk may still be the last spare, under
-/// the name the next one is written to; the want stays, and finishing the roll-over
-/// starts it.
+/// the name the next one is written to; the want stays for the housekeeping after it (the
+/// roll-over's appends are answered after that).
 fn start_spare(writer: &Mutex<Writer>, shared: &Shared) {
     {
         let mut w = lock_writer(writer);
@@ -1384,7 +1365,6 @@ impl Writer {
             spare: None,
             file_preallocated,
             wants: Wants::default(),
-            nudge: false,
             lock: Some(lock),
             encoder,
             closed: false,
@@ -1410,6 +1390,7 @@ impl Writer {
     /// named) are returned instead, with what the disk budget had no room for and whether
     /// to wake the writer thread.
     fn store(&mut self, mut group: Vec<Pending>, budget: Budget) -> Stored {
+        let wants = self.wants;
         let mut unsynced = Unsynced { through: 0, replies: Vec::new() };
         let mut over_budget = None;
         while !group.is_empty() {
@@ -1450,7 +1431,7 @@ impl Writer {
             }
         }
         let make_room = self.upkeep();
-        let housekeep = match (make_room, std::mem::take(&mut self.nudge)) {
+        let housekeep = match (make_room, self.wants != wants) {
             (true, _) => Housekeep::MakeRoom,
             (false, true) => Housekeep::Nudge,
             (false, false) => Housekeep::Nothing,
@@ -1600,7 +1581,7 @@ impl Writer {
             && self.begin_roll_over()?
             && used + frame_len + retention_headroom(&self.shared.config) > max_disk_bytes
         {
-            self.want(|wants| &mut wants.retention);
+            self.wants.retention = true;
         }
         #[cfg(test)]
         work(&self.shared, Work::WriteFrame);
@@ -1618,7 +1599,7 @@ impl Writer {
         self.file_len += frame_len;
         if self.shared.config.preallocate && self.spare.is_none() && self.file_len > self.shared.config.chunk_bytes / 2
         {
-            self.want(|wants| &mut wants.spare);
+            self.wants.spare = true;
         }
         let mut chunks = self.shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
         if let Some(last) = chunks.last_mut() {
@@ -1674,15 +1655,6 @@ impl Writer {
             }
         }
         self.next.take()
-    }
-
-    /// Ask the writer thread for housekeeping, once until it has done it.
-    fn want(&mut self, wanted: fn(&mut Wants) -> &mut bool) {
-        let flag = wanted(&mut self.wants);
-        if !*flag {
-            *flag = true;
-            self.nudge = true;
-        }
     }
 }
 

@@ -174,10 +174,6 @@ pub struct LogConfig {
     /// Called by the dedupe index's background jobs as they start (tests block it).
     #[cfg(test)]
     pub(crate) dedupe_hook: Option<dedupe::Hook>,
-    /// Called by the writer thread before each fdatasync it runs outside the writer's
-    /// lock (tests block it).
-    #[cfg(test)]
-    pub(crate) sync_hook: Option<SyncHook>,
     /// Called where the log does a piece of [`Work`], in the thread doing it (tests record
     /// which thread that is, and block it).
     #[cfg(test)]
@@ -211,18 +207,6 @@ impl std::fmt::Debug for WorkHook {
     }
 }
 
-/// See [`LogConfig::sync_hook`].
-#[cfg(test)]
-#[derive(Clone)]
-pub(crate) struct SyncHook(pub(crate) Arc<dyn Fn() + Send + Sync>);
-
-#[cfg(test)]
-impl std::fmt::Debug for SyncHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SyncHook")
-    }
-}
-
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -238,8 +222,6 @@ impl Default for LogConfig {
             clock: system_clock_ms,
             #[cfg(test)]
             dedupe_hook: None,
-            #[cfg(test)]
-            sync_hook: None,
             #[cfg(test)]
             work_hook: None,
         }
@@ -1061,10 +1043,6 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) -> Option<u64> {
     if let Some(file) = file {
         #[cfg(test)]
         work(shared, Work::Sync);
-        #[cfg(test)]
-        if let Some(hook) = &shared.config.sync_hook {
-            (hook.0)();
-        }
         let started = Instant::now();
         if let Err(error) = file.sync_data() {
             poison(shared, format!("fdatasync failed: {error}"));
@@ -1089,10 +1067,6 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) -> Option<u64> {
 fn finish_roll_over(writer: &Mutex<Writer>, shared: &Shared, roll_over: &Arc<RollOver>) -> io::Result<()> {
     #[cfg(test)]
     work(shared, Work::FinishRollOver);
-    #[cfg(test)]
-    if let Some(hook) = &shared.config.sync_hook {
-        (hook.0)();
-    }
     if shared.config.sync != SyncPolicy::Never {
         let started = Instant::now();
         roll_over.old.sync_data()?;

@@ -139,15 +139,8 @@ fn dedupe_window_expires() {
 #[test]
 fn always_answers_and_shows_records_only_once_their_sync_succeeded() {
     let dir = tempfile::tempdir().unwrap();
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (started_tx, released) = (Mutex::new(started_tx), Mutex::new(released));
-    let hook = SyncHook(Arc::new(move || {
-        let _ = started_tx.lock().unwrap().send(());
-        // Held until `release` is dropped (a minute at most, so a failure cannot hang).
-        let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(60));
-    }));
-    let cfg = LogConfig { sync: SyncPolicy::Always, sync_hook: Some(hook), ..config(dir.path()) };
+    let (hook, started, release) = hold_work(&[Work::Sync, Work::FinishRollOver]);
+    let cfg = LogConfig { sync: SyncPolicy::Always, work_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg).unwrap();
     let append = |key: &'static str, payload: &'static [u8]| {
         let log = log.clone();
@@ -569,6 +562,22 @@ fn watch_work() -> (WorkHook, Seen) {
     (hook, seen)
 }
 
+/// A hook that holds the thread doing any of `works` until `release` (the third) is dropped
+/// (a minute at most, so that a failure cannot hang), and says on `started` (the second)
+/// each time it begins holding one.
+fn hold_work(works: &'static [Work]) -> (WorkHook, std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started_tx, released) = (Mutex::new(started_tx), Mutex::new(released));
+    let hook = WorkHook(Arc::new(move |work| {
+        if works.contains(&work) {
+            let _ = started_tx.lock().unwrap().send(());
+            let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(60));
+        }
+    }));
+    (hook, started, release)
+}
+
 /// How many times `work` was done; asserts that each time it ran in the log's writer
 /// thread, and (unless it is writing a frame) not under the writer's lock.
 fn done_by_the_writer_thread(seen: &Seen, work: Work) -> usize {
@@ -618,16 +627,7 @@ fn roll_overs_run_in_the_writer_thread_outside_the_lock() {
 #[test]
 fn appends_are_written_while_a_roll_over_is_held() {
     let dir = tempfile::tempdir().unwrap();
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (started_tx, released) = (Mutex::new(started_tx), Mutex::new(released));
-    let hook = WorkHook(Arc::new(move |work| {
-        if work == Work::FinishRollOver {
-            let _ = started_tx.lock().unwrap().send(());
-            // Held until `release` is dropped (a minute at most, so a failure cannot hang).
-            let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(60));
-        }
-    }));
+    let (hook, started, release) = hold_work(&[Work::FinishRollOver]);
     let cfg = LogConfig { sync: SyncPolicy::Always, preallocate: false, work_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg).unwrap();
     let append = |i: u64| {

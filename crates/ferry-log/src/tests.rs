@@ -38,6 +38,16 @@ fn rec(key: Option<&str>, payload: &[u8]) -> Record {
     Record { key: key.map(|k| k.as_bytes().to_vec()), payload: payload.to_vec() }
 }
 
+/// One-byte records with the keys `id-<i>` for `range`.
+fn ids(range: std::ops::Range<u32>) -> Vec<Record> {
+    range.map(|i| rec(Some(&format!("id-{i}")), b"x")).collect()
+}
+
+/// The `b`th batch of 50 [`ids`].
+fn batch(b: u32) -> Vec<Record> {
+    ids(b * 50..(b + 1) * 50)
+}
+
 #[test]
 fn appends_get_increasing_offsets_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,17 +82,16 @@ fn dedupe_beyond_the_memory_cap_is_exact_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig { dedupe_max_ids: 100, chunk_bytes: 1 << 20, ..config(dir.path()) };
     let (log, _) = Log::open(cfg.clone()).unwrap();
-    let records = |range: std::ops::Range<u32>| range.map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
     for chunk in 0..10 {
-        let answers = log.append_blocking(records(chunk * 100..(chunk + 1) * 100)).unwrap();
+        let answers = log.append_blocking(ids(chunk * 100..(chunk + 1) * 100)).unwrap();
         assert!(answers.iter().all(|a| matches!(a, Appended::At(_))));
     }
     assert_eq!(log.dedupe_stats().1, 0, "nothing may be forgotten early with a dedupe directory");
-    assert!(log.append_blocking(records(0..1000)).unwrap().iter().all(|a| *a == Appended::Duplicate));
+    assert!(log.append_blocking(ids(0..1000)).unwrap().iter().all(|a| *a == Appended::Duplicate));
     log.close();
     let (log, _) = Log::open(cfg).unwrap();
-    assert!(log.append_blocking(records(0..1000)).unwrap().iter().all(|a| *a == Appended::Duplicate));
-    assert_eq!(log.append_blocking(records(1000..1001)).unwrap(), [Appended::At(1000)]);
+    assert!(log.append_blocking(ids(0..1000)).unwrap().iter().all(|a| *a == Appended::Duplicate));
+    assert_eq!(log.append_blocking(ids(1000..1001)).unwrap(), [Appended::At(1000)]);
 }
 
 /// A spill of dedupe keys to a run file never holds up appends: with the spill's thread
@@ -95,7 +104,6 @@ fn appends_go_on_while_a_dedupe_spill_is_held() {
     let (hook, gate) = dedupe::tests::gate(dedupe::Job::Spill);
     let cfg = LogConfig { dedupe_max_ids: 1000, chunk_bytes: 1 << 20, dedupe_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg.clone()).unwrap();
-    let batch = |b: u32| (b * 50..(b + 1) * 50).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
     // A spill starts once more than half of the 1,000 ids of memory are taken.
     for b in 0..11 {
         assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
@@ -266,8 +274,7 @@ fn interval_appends_leave_dedupe_spills_to_the_writer_threads_sync() {
     let runs = || std::fs::read_dir(dir.path().join("dedupe")).map_or(0, |d| d.count());
     let syncs = || log.metrics().fsync_seconds.count();
     // 600 of 1,000 ids: over the cap that starts a spill (half), not near full.
-    let records = (0..600).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
-    assert!(log.append_blocking(records).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
+    assert!(log.append_blocking(ids(0..600)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
     let (synced, spilled) = (syncs(), runs());
     assert!(opened.elapsed() < every, "the test needs the open and the append within one interval");
     assert_eq!((synced, spilled), (0, 0), "the append synced or spilled");
@@ -277,8 +284,7 @@ fn interval_appends_leave_dedupe_spills_to_the_writer_threads_sync() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(syncs() >= 1, "a spill started before the keys were synced");
-    let again = (0..600).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
-    assert!(log.append_blocking(again).unwrap().iter().all(|a| *a == Appended::Duplicate));
+    assert!(log.append_blocking(ids(0..600)).unwrap().iter().all(|a| *a == Appended::Duplicate));
 }
 
 /// When the index fills faster than the interval syncs, the append that takes it near
@@ -293,7 +299,6 @@ fn interval_appends_make_room_themselves_when_the_index_is_nearly_full() {
         ..config(dir.path())
     };
     let (log, _) = Log::open(cfg).unwrap();
-    let batch = |b: u32| (b * 50..(b + 1) * 50).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
     let mut most = 0;
     for b in 0..60 {
         assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
@@ -309,15 +314,18 @@ fn interval_appends_make_room_themselves_when_the_index_is_nearly_full() {
 
 /// `body` with a log in a fresh directory, on a single-threaded runtime (so that the order
 /// in which tasks run is the test's).
-fn on_one_thread<F: std::future::Future<Output = ()>>(body: impl FnOnce(Log) -> F) {
+fn on_one_thread<F: std::future::Future<Output = ()>>(
+    cfg: impl FnOnce(&Path) -> LogConfig,
+    body: impl FnOnce(Log) -> F,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(config(dir.path())).unwrap();
+    let (log, _) = Log::open(cfg(dir.path())).unwrap();
     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(body(log));
 }
 
 #[test]
 fn async_appends_ready_together_share_one_frame() {
-    on_one_thread(|log| async move {
+    on_one_thread(config, |log| async move {
         // The first task yields once before it writes: the other 19, ready meanwhile,
         // append into the same frame.
         let tasks: Vec<_> = (0..20)
@@ -347,23 +355,26 @@ fn async_appends_ready_together_share_one_frame() {
 
 #[test]
 fn a_cancelled_append_still_writes_the_appends_that_waited_for_it() {
+    on_one_thread(config, cancel_a_leader);
+}
+
+/// The first of two appends is cancelled (its client went away) before it wrote anything:
+/// the second, which waited for its write, is answered, and both are stored.
+async fn cancel_a_leader(log: Log) {
     use std::future::Future;
-    on_one_thread(|log| async move {
-        // Polled once, the first append takes on the write and yields.
-        let mut first = Box::pin(log.append(vec![rec(Some("a"), b"a")]));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(first.as_mut().poll(&mut cx).is_pending());
-        let follower = tokio::spawn({
-            let log = log.clone();
-            async move { log.append(vec![rec(Some("b"), b"b")]).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!follower.is_finished(), "the follower waits for the first append's write");
-        // The request is dropped (its client went away) before it wrote anything.
-        drop(first);
-        assert_eq!(follower.await.unwrap().unwrap(), [Appended::At(1)]);
-        assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+    // Polled once, the first append takes on the write and yields.
+    let mut first = Box::pin(log.append(vec![rec(Some("a"), b"a")]));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    let follower = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(vec![rec(Some("b"), b"b")]).await }
     });
+    tokio::task::yield_now().await;
+    assert!(!follower.is_finished(), "the follower waits for the first append's write");
+    drop(first);
+    assert_eq!(follower.await.unwrap().unwrap(), [Appended::At(1)]);
+    assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
 }
 
 #[test]
@@ -487,17 +498,27 @@ fn retention_under_budget_pressure_keeps_the_dedupe_keys_of_deleted_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig { max_disk_bytes: 3000, chunk_bytes: 1000, ..config(dir.path()) };
     let (log, _) = Log::open(cfg.clone()).unwrap();
-    // Far more than the budget holds: old chunks must go while their keys are in the window.
-    for i in 0..40u32 {
-        let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), &[i as u8; 300])]).unwrap();
-        assert_eq!(answer, [Appended::At(u64::from(i))]);
-    }
-    assert!(log.disk_bytes() <= 3000);
+    append_past_the_budget(&log);
     assert!(log.read(0, 1).unwrap()[0].0 > 0, "retention deleted nothing");
     assert!(std::fs::read_dir(dir.path().join("dedupe")).unwrap().count() > 0, "no dedupe run written");
     log.close();
     // After a restart every key is still known, also those whose chunks are gone.
     let (log, _) = Log::open(cfg).unwrap();
+    assert_keys_known_past_the_budget(&log);
+}
+
+/// Records `id-0` to `id-39` of 300 bytes each: far more than a budget of 3,000 bytes
+/// holds, so old chunks must go while their keys are in the window.
+fn append_past_the_budget(log: &Log) {
+    for i in 0..40u32 {
+        let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), &[i as u8; 300])]).unwrap();
+        assert_eq!(answer, [Appended::At(u64::from(i))]);
+    }
+    assert!(log.disk_bytes() <= 3000);
+}
+
+/// Every key [`append_past_the_budget`] appended is still known.
+fn assert_keys_known_past_the_budget(log: &Log) {
     for i in 0..40u32 {
         let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), b"again")]).unwrap();
         assert_eq!(answer, [Appended::Duplicate], "id-{i} forgotten");
@@ -666,11 +687,7 @@ fn retention_deletes_in_the_writer_thread_outside_the_lock() {
     let (hook, seen) = watch_work();
     let cfg = LogConfig { max_disk_bytes: 3000, chunk_bytes: 1000, work_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg).unwrap();
-    for i in 0..40u32 {
-        let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), &[i as u8; 300])]).unwrap();
-        assert_eq!(answer, [Appended::At(u64::from(i))]);
-    }
-    assert!(log.disk_bytes() <= 3000);
+    append_past_the_budget(&log);
     let for_budget = done_by_the_writer_thread(&seen, Work::DeleteChunk);
     assert!(for_budget > 0, "retention deleted nothing");
     // Old enough (100 ms) for time-based retention, which a caller asks for.
@@ -678,10 +695,7 @@ fn retention_deletes_in_the_writer_thread_outside_the_lock() {
     assert!(log.run_retention().unwrap() > 0);
     assert!(done_by_the_writer_thread(&seen, Work::DeleteChunk) > for_budget);
     done_by_the_writer_thread(&seen, Work::Sync);
-    for i in 0..40u32 {
-        let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), b"again")]).unwrap();
-        assert_eq!(answer, [Appended::Duplicate], "id-{i} forgotten");
-    }
+    assert_keys_known_past_the_budget(&log);
 }
 
 /// When retention must first move dedupe keys to a run (the dedupe pin), the writer
@@ -721,24 +735,8 @@ fn appends_go_on_while_retention_waits_for_a_dedupe_spill() {
 /// drops the cancelled request.
 #[test]
 fn a_cancelled_leaders_appends_are_written_by_the_writer_thread() {
-    use std::future::Future;
-    let dir = tempfile::tempdir().unwrap();
     let (hook, seen) = watch_work();
-    let (log, _) = Log::open(LogConfig { work_hook: Some(hook), ..config(dir.path()) }).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    runtime.block_on(async move {
-        let mut first = Box::pin(log.append(vec![rec(Some("a"), b"a")]));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(first.as_mut().poll(&mut cx).is_pending());
-        let follower = tokio::spawn({
-            let log = log.clone();
-            async move { log.append(vec![rec(Some("b"), b"b")]).await }
-        });
-        tokio::task::yield_now().await;
-        drop(first);
-        assert_eq!(follower.await.unwrap().unwrap(), [Appended::At(1)]);
-        assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
-    });
+    on_one_thread(|dir| LogConfig { work_hook: Some(hook), ..config(dir) }, cancel_a_leader);
     assert_eq!(done_by_the_writer_thread(&seen, Work::WriteFrame), 1);
 }
 
@@ -757,8 +755,7 @@ fn interval_appends_leave_the_sync_for_a_nearly_full_index_to_the_writer_thread(
     };
     let (log, _) = Log::open(cfg).unwrap();
     for b in 0..40u32 {
-        let records = (b * 50..(b + 1) * 50).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect();
-        assert!(log.append_blocking(records).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
+        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
         assert!(log.dedupe_stats().0 <= 1000);
     }
     assert!(done_by_the_writer_thread(&seen, Work::Sync) >= 1, "no sync made room");

@@ -177,7 +177,7 @@ pub struct LogConfig {
     /// Called where the log does a piece of [`Work`], in the thread doing it (tests record
     /// which thread that is, and block it).
     #[cfg(test)]
-    pub(crate) work_hook: Option<WorkHook>,
+    pub(crate) work_hook: Option<dedupe::Hook<Work>>,
 }
 
 /// Pieces of work that tests watch through [`LogConfig::work_hook`].
@@ -193,18 +193,6 @@ pub(crate) enum Work {
     FinishRollOver,
     /// Retention deleting a chunk file.
     DeleteChunk,
-}
-
-/// See [`LogConfig::work_hook`].
-#[cfg(test)]
-#[derive(Clone)]
-pub(crate) struct WorkHook(pub(crate) Arc<dyn Fn(Work) + Send + Sync>);
-
-#[cfg(test)]
-impl std::fmt::Debug for WorkHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WorkHook")
-    }
 }
 
 impl Default for LogConfig {
@@ -756,8 +744,6 @@ struct Writer {
     file_preallocated: bool,
     /// Housekeeping the appenders asked the writer thread for.
     wants: Wants,
-    /// Whether an append asked for housekeeping since the last store, so that its
-    /// appender wakes the writer thread.
     /// The directory lock; released before `close` reports done.
     lock: Option<File>,
     /// Its zstd context and buffers, kept for the writer's life.

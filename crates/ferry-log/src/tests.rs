@@ -147,7 +147,7 @@ fn dedupe_window_expires() {
 #[test]
 fn always_answers_and_shows_records_only_once_their_sync_succeeded() {
     let dir = tempfile::tempdir().unwrap();
-    let (hook, started, release) = hold_work(&[Work::Sync, Work::FinishRollOver]);
+    let (hook, gate) = dedupe::tests::gate(Work::Sync);
     let cfg = LogConfig { sync: SyncPolicy::Always, work_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg).unwrap();
     let append = |key: &'static str, payload: &'static [u8]| {
@@ -155,7 +155,7 @@ fn always_answers_and_shows_records_only_once_their_sync_succeeded() {
         std::thread::spawn(move || log.append_blocking(vec![rec(Some(key), payload)]))
     };
     let first = append("m1", b"one");
-    started.recv_timeout(Duration::from_secs(60)).expect("the writer thread started a sync");
+    gate.started.recv_timeout(Duration::from_secs(60)).expect("the writer thread started a sync");
     assert_eq!(log.metrics().frames.get(), 1, "the frame is written before the sync");
     let repeat = append("m1", b"one again");
     std::thread::sleep(Duration::from_millis(100));
@@ -163,7 +163,7 @@ fn always_answers_and_shows_records_only_once_their_sync_succeeded() {
     assert!(!repeat.is_finished(), "a repeat of an unsynced record was answered before the sync");
     assert_eq!(log.next_offset(), 0);
     assert!(log.read(0, 10).unwrap().is_empty(), "a reader saw an unsynced record");
-    drop(release);
+    drop(gate.release);
     assert_eq!(first.join().unwrap().unwrap(), [Appended::At(0)]);
     assert_eq!(repeat.join().unwrap().unwrap(), [Appended::Duplicate]);
     assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"one".to_vec())]);
@@ -573,30 +573,14 @@ fn follow_wakes_on_append() {
 /// writer's lock.
 type Seen = Arc<Mutex<Vec<(Work, Option<String>, bool)>>>;
 
-fn watch_work() -> (WorkHook, Seen) {
+fn watch_work() -> (dedupe::Hook<Work>, Seen) {
     let seen = Seen::default();
     let record = seen.clone();
-    let hook = WorkHook(Arc::new(move |work| {
+    let hook = dedupe::Hook(Arc::new(move |work| {
         let thread = std::thread::current().name().map(str::to_owned);
         record.lock().unwrap().push((work, thread, holds_writer_lock()));
     }));
     (hook, seen)
-}
-
-/// A hook that holds the thread doing any of `works` until `release` (the third) is dropped
-/// (a minute at most, so that a failure cannot hang), and says on `started` (the second)
-/// each time it begins holding one.
-fn hold_work(works: &'static [Work]) -> (WorkHook, std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (started_tx, released) = (Mutex::new(started_tx), Mutex::new(released));
-    let hook = WorkHook(Arc::new(move |work| {
-        if works.contains(&work) {
-            let _ = started_tx.lock().unwrap().send(());
-            let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(60));
-        }
-    }));
-    (hook, started, release)
 }
 
 /// How many times `work` was done; asserts that each time it ran in the log's writer
@@ -648,7 +632,7 @@ fn roll_overs_run_in_the_writer_thread_outside_the_lock() {
 #[test]
 fn appends_are_written_while_a_roll_over_is_held() {
     let dir = tempfile::tempdir().unwrap();
-    let (hook, started, release) = hold_work(&[Work::FinishRollOver]);
+    let (hook, gate) = dedupe::tests::gate(Work::FinishRollOver);
     let cfg = LogConfig { sync: SyncPolicy::Always, preallocate: false, work_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg).unwrap();
     let append = |i: u64| {
@@ -660,7 +644,7 @@ fn appends_are_written_while_a_roll_over_is_held() {
     }
     // The third frame does not fit the chunk: its appender switches to the next one.
     let third = append(2);
-    started.recv_timeout(Duration::from_secs(60)).expect("the writer thread began finishing the roll-over");
+    gate.started.recv_timeout(Duration::from_secs(60)).expect("the writer thread began finishing the roll-over");
     let fourth = append(3);
     let deadline = Instant::now() + Duration::from_secs(30);
     while log.metrics().frames.get() < 4 {
@@ -671,7 +655,7 @@ fn appends_are_written_while_a_roll_over_is_held() {
     assert!(!third.is_finished() && !fourth.is_finished(), "answered before the new chunk was named");
     assert_eq!(log.next_offset(), 2, "a reader was shown a record of a chunk not named yet");
     assert_eq!(chunk::list_chunks(dir.path()).unwrap().len(), 1);
-    drop(release);
+    drop(gate.release);
     assert_eq!(third.join().unwrap().unwrap(), [Appended::At(2)]);
     assert_eq!(fourth.join().unwrap().unwrap(), [Appended::At(3)]);
     assert_eq!(chunk::list_chunks(dir.path()).unwrap().len(), 2);

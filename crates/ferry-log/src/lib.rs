@@ -412,24 +412,22 @@ impl Log {
             if let Some((position, reason)) = scan.corrupt {
                 return Err(OpenError::Corrupt { path: path.clone(), position, reason: reason.to_string() });
             }
-            if scan.torn_bytes > 0 {
-                if !is_last {
-                    return Err(OpenError::Corrupt {
-                        path: path.clone(),
-                        position: scan.chunk.len,
-                        reason: "unreadable bytes at the end of a chunk that is not the last".to_owned(),
-                    });
-                }
+            if scan.torn_bytes > 0 && !is_last {
+                return Err(OpenError::Corrupt {
+                    path: path.clone(),
+                    position: scan.chunk.len,
+                    reason: "unreadable bytes at the end of a chunk that is not the last".to_owned(),
+                });
+            }
+            // A torn tail, or preallocated space left by a crash just as a new chunk began.
+            if scan.torn_bytes > 0 || (scan.zero_tail > 0 && !is_last) {
                 let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
                 file.set_len(scan.chunk.len).map_err(io_err(path))?;
                 file.sync_all().map_err(io_err(path))?;
+            }
+            if scan.torn_bytes > 0 {
                 tracing::warn!(file = %path.display(), bytes = scan.torn_bytes, "cut off a torn tail after a crash");
                 report.truncated_bytes += scan.torn_bytes;
-            } else if scan.zero_tail > 0 && !is_last {
-                // Preallocated space left by a crash just as a new chunk began.
-                let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
-                file.set_len(scan.chunk.len).map_err(io_err(path))?;
-                file.sync_all().map_err(io_err(path))?;
             }
             chunks.push(scan.chunk);
         }
@@ -739,7 +737,7 @@ struct Writer {
     next: Option<NextFile>,
     /// The next chunk file, being zero-filled in the background (used instead of `next`
     /// once ready).
-    spare: Option<std::thread::JoinHandle<io::Result<File>>>,
+    spare: Option<std::thread::JoinHandle<io::Result<NextFile>>>,
     /// Whether the current chunk file extends past `file_len` (preallocated).
     file_preallocated: bool,
     /// Housekeeping the appenders asked the writer thread for.
@@ -1300,13 +1298,12 @@ impl Writer {
                 // The first chunk is zero-filled here at full speed (nothing appends yet:
                 // a fraction of a second for the default 128 MiB); later ones in the
                 // background, throttled.
-                let spare = match shared.config.preallocate {
-                    true => Some(prepare_spare(&shared.dir, shared.config.chunk_bytes, None)?),
-                    false => None,
+                let first = match shared.config.preallocate {
+                    true => prepare_spare(&shared.dir, shared.config.chunk_bytes, None)?,
+                    false => prepare_next(&shared.dir)?,
                 };
-                let preallocated = spare.is_some();
-                let (file, len) = new_chunk(&shared, next_offset, spare)?;
-                (file, len, preallocated)
+                let preallocated = first.preallocated;
+                (new_chunk(&shared, next_offset, first)?, format::CHUNK_HEADER_LEN as u64, preallocated)
             }
         };
         let next = prepare_next(&shared.dir)?;
@@ -1415,24 +1412,21 @@ impl Writer {
     /// the writer thread sync and make room now, and waits for it.
     fn upkeep(&mut self) -> bool {
         self.dedupe.maintain();
+        // A poisoned log's last frames may not be durable: no key moves to a run.
+        let may_move_keys = self.dedupe.over_cap() && !self.closed && !self.poisoned();
         let make_room = match self.shared.config.sync {
             SyncPolicy::Never => {
-                if self.dedupe.over_cap() && self.may_move_keys() {
+                if may_move_keys {
                     self.dedupe.make_room();
                 }
                 false
             }
             // The sync that answers this group moves the keys.
             SyncPolicy::Always => false,
-            SyncPolicy::Interval(_) => self.dedupe.over_cap_urgently() && self.may_move_keys(),
+            SyncPolicy::Interval(_) => may_move_keys && self.dedupe.over_cap_urgently(),
         };
         self.publish_dedupe_state();
         make_room
-    }
-
-    /// A poisoned log's last frames may not be durable: no key moves to a run.
-    fn may_move_keys(&self) -> bool {
-        !self.closed && !self.poisoned()
     }
 
     /// Store the records of several requests as one frame: what became of each record,
@@ -1607,9 +1601,7 @@ impl Writer {
             && let Some(handle) = self.spare.take()
         {
             match handle.join() {
-                Ok(Ok(file)) => {
-                    return Some(NextFile { file, path: self.shared.dir.join(SPARE_NAME), preallocated: true });
-                }
+                Ok(Ok(spare)) => return Some(spare),
                 Ok(Err(error)) => tracing::warn!(%error, "cannot preallocate a log chunk; appending without"),
                 Err(_) => {}
             }
@@ -1633,8 +1625,9 @@ const SPARE_BYTES_PER_SECOND: u64 = 64 << 20;
 /// calls (which share the ext4 journal with it) waited behind it, up to 60-100 ms per
 /// append. At 64 MiB/s a spare takes about 2 s, well inside the second half of a chunk even
 /// at full speed; if it is not ready at the roll-over, the next chunk is created without it.
-pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Result<File> {
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(dir.join(SPARE_NAME))?;
+pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Result<NextFile> {
+    let path = dir.join(SPARE_NAME);
+    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
     let block = vec![0u8; SPARE_STEP_BYTES];
     let step_time = rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(SPARE_STEP_BYTES as f64 / r as f64));
     let mut left = bytes;
@@ -1649,7 +1642,7 @@ pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Re
         }
     }
     file.sync_all()?;
-    Ok(file)
+    Ok(NextFile { file, path, preallocated: true })
 }
 
 /// The empty file the writer thread makes ready for the next chunk (when no zero-filled
@@ -1663,29 +1656,20 @@ fn prepare_next(dir: &Path) -> io::Result<NextFile> {
     Ok(NextFile { file, path, preallocated: false })
 }
 
-/// Create the first chunk file (at open) for `base_offset`, durable (file and directory
-/// entry): its header is written and synced under a temporary name (or into the
-/// zero-filled `spare`) and then renamed into place, so a chunk file never lacks its
-/// header.
-fn new_chunk(shared: &Shared, base_offset: u64, spare: Option<File>) -> io::Result<(File, u64)> {
+/// Create the first chunk file (at open) for `base_offset` from `next`, durable (file and
+/// directory entry): its header is written and synced under the temporary name and then
+/// renamed into place, so a chunk file never lacks its header.
+fn new_chunk(shared: &Shared, base_offset: u64, next: NextFile) -> io::Result<File> {
     let path = chunk::chunk_path(&shared.dir, base_offset);
-    let created = (shared.config.clock)();
-    let header = format::encode_chunk_header(base_offset, created);
-    let (file, from) = match spare {
-        Some(file) => (file, shared.dir.join(SPARE_NAME)),
-        None => {
-            let tmp = path.with_extension("tmp");
-            (OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?, tmp)
-        }
-    };
-    file.write_all_at(&header, 0)?;
-    file.sync_data()?;
-    std::fs::rename(&from, &path)?;
+    let created_ms = (shared.config.clock)();
+    next.file.write_all_at(&format::encode_chunk_header(base_offset, created_ms), 0)?;
+    next.file.sync_data()?;
+    std::fs::rename(&next.path, &path)?;
     File::open(&shared.dir)?.sync_all()?;
     let len = format::CHUNK_HEADER_LEN as u64;
     let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
-    chunks.push(Chunk { path, base_offset, created_ms: created, frames: Vec::new(), len, named: true });
-    Ok((file, len))
+    chunks.push(Chunk { path, base_offset, created_ms, frames: Vec::new(), len, named: true });
+    Ok(next.file)
 }
 
 #[cfg(test)]

@@ -1010,10 +1010,10 @@ fn a_spare_chunk_is_filled_no_faster_than_its_rate() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = 4u64 << 20;
     let started = std::time::Instant::now();
-    let file = crate::prepare_spare(dir.path(), bytes, Some(32 << 20)).unwrap();
+    let spare = crate::prepare_spare(dir.path(), bytes, Some(32 << 20)).unwrap();
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(110), "4 MiB at 32 MiB/s took only {took:?}");
-    assert_eq!(file.metadata().unwrap().len(), bytes);
+    assert_eq!(spare.file.metadata().unwrap().len(), bytes);
     let zeros = std::fs::read(dir.path().join("next.prealloc")).unwrap();
     assert!(zeros.iter().all(|b| *b == 0));
 }

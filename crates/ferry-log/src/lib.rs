@@ -526,12 +526,9 @@ impl Log {
     }
 
     /// Write the gathered appends in this thread, taking them once it holds the writer's
-    /// lock (appends arriving meanwhile join them). Answers that must wait (under
-    /// `Always` for a sync, under any policy for a new chunk to be named) go to the writer
-    /// thread, which sends them; so do appends the disk budget has no room for, which it
-    /// writes after retention. Returns, when the dedupe index is nearly full under
-    /// `Interval`, what resolves once the writer thread has synced and made room in it:
-    /// the caller waits for that (outside the lock) before appending more.
+    /// lock (appends arriving meanwhile join them), and hand the writer thread what
+    /// [`Writer::store`] left to it. Returns, when the dedupe index is nearly full, what
+    /// resolves once the writer thread has made room: the caller waits for that.
     fn write_gathered(&self) -> Option<oneshot::Receiver<()>> {
         let mut writer = lock_writer(&self.writer);
         let group = self.take_gathered();
@@ -751,10 +748,8 @@ struct Writer {
 }
 
 /// A roll-over begun by an appender: it switched to a new chunk file (its header written,
-/// not synced) under a temporary name. The writer thread finishes it outside the writer's
-/// lock: sync the old chunk and cut its preallocated space, sync the new one and rename it
-/// into place, fsync the directory. Until then the new chunk's records are neither shown
-/// to readers nor answered, and a restart deletes the file.
+/// not synced) under a temporary name; the writer thread finishes it ([`finish_roll_over`]).
+/// Until then the new chunk's records are neither shown to readers nor answered.
 struct RollOver {
     /// The chunk before, written no more.
     old: Arc<File>,
@@ -895,12 +890,8 @@ fn work(shared: &Shared, work: Work) {
     }
 }
 
-/// The writer thread: the syncs that answer appends waiting for one (each covers every
-/// group written before it started, so one sync answers all groups waiting), the periodic
-/// sync of `Interval`, finishing the roll-overs appenders begin, retention, and writing
-/// the appends handed to it (a cancelled leader's, and those the disk budget had no room
-/// for). It does this work without holding the writer's lock, so appends go on meanwhile.
-/// Appends are written by their callers.
+/// The writer thread (its work is listed in the module doc). One sync answers every group
+/// waiting that was written before it started.
 fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
     let (sync, shared) = {
         let w = lock_writer(writer);
@@ -1065,17 +1056,13 @@ fn finish_roll_over(writer: &Mutex<Writer>, shared: &Shared, roll_over: &Arc<Rol
     shared.metrics.fsync_seconds.observe_duration(started.elapsed());
     std::fs::rename(&roll_over.temporary, chunk::chunk_path(&shared.dir, roll_over.base_offset))?;
     File::open(&shared.dir)?.sync_all()?;
-    let next = match lock_writer(writer).next.is_some() {
-        true => None,
-        false => Some(prepare_next(&shared.dir)?),
-    };
+    // No appender takes `next` while a roll-over is pending.
+    if lock_writer(writer).next.is_none() {
+        let next = prepare_next(&shared.dir)?;
+        lock_writer(writer).next = Some(next);
+    }
     let mut w = lock_writer(writer);
-    if w.roll_over.as_ref().is_some_and(|r| Arc::ptr_eq(r, roll_over)) {
-        w.roll_over = None;
-    }
-    if w.next.is_none() {
-        w.next = next;
-    }
+    w.roll_over = None;
     let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
     if let Some(chunk) = chunks.iter_mut().rev().find(|c| c.base_offset == roll_over.base_offset) {
         chunk.named = true;
@@ -1342,10 +1329,8 @@ impl Writer {
     }
 
     /// Store a group of requests (as one frame, or several past [`MAX_GROUP_BYTES`]) and
-    /// answer each, then do the dedupe index's upkeep. The answers that must wait for the
-    /// writer thread (under `Always` for a sync, under any policy for a new chunk to be
-    /// named) are returned instead, with what the disk budget had no room for and whether
-    /// to wake the writer thread.
+    /// answer each, then do the dedupe index's upkeep. What is left to the writer thread
+    /// (answers that wait, see [`Writer::answers_wait`]) is returned.
     fn store(&mut self, mut group: Vec<Pending>, budget: Budget) -> Stored {
         let wants = self.wants;
         let mut unsynced = Unsynced { through: 0, replies: Vec::new() };

@@ -735,8 +735,6 @@ struct Writer {
     /// The next chunk file, being zero-filled in the background (used instead of `next`
     /// once ready).
     spare: Option<std::thread::JoinHandle<io::Result<NextFile>>>,
-    /// Whether the current chunk file extends past `file_len` (preallocated).
-    file_preallocated: bool,
     /// Housekeeping the appenders asked the writer thread for.
     wants: Wants,
     /// The directory lock; released before `close` reports done.
@@ -754,7 +752,6 @@ struct RollOver {
     /// The chunk before, written no more.
     old: Arc<File>,
     old_len: u64,
-    old_preallocated: bool,
     /// The new chunk: its offset, its file, and the file's temporary name.
     base_offset: u64,
     new: Arc<File>,
@@ -765,8 +762,6 @@ struct RollOver {
 struct NextFile {
     file: File,
     path: PathBuf,
-    /// Zero-filled to the chunk size.
-    preallocated: bool,
 }
 
 /// Work the appenders leave to the writer thread; a store that sets a flag wakes it.
@@ -1047,7 +1042,8 @@ fn finish_roll_over(writer: &Mutex<Writer>, shared: &Shared, roll_over: &Arc<Rol
         roll_over.old.sync_data()?;
         shared.metrics.fsync_seconds.observe_duration(started.elapsed());
     }
-    if roll_over.old_preallocated {
+    // Preallocated space past the last frame.
+    if roll_over.old.metadata()?.len() > roll_over.old_len {
         roll_over.old.set_len(roll_over.old_len)?;
         roll_over.old.sync_all()?;
     }
@@ -1275,11 +1271,9 @@ impl Writer {
     fn new(shared: Arc<Shared>, dedupe: dedupe::Dedupe, next_offset: u64, lock: File) -> io::Result<Writer> {
         let last = shared.chunks.read().map_err(|_| io::Error::other("lock poisoned"))?.last().cloned();
         let last_append_ms = last.as_ref().map_or(0, Chunk::last_append_ms);
-        let (file, file_len, file_preallocated) = match last {
+        let (file, file_len) = match last {
             Some(chunk) if chunk.len < shared.config.chunk_bytes => {
-                let file = OpenOptions::new().write(true).open(&chunk.path)?;
-                let preallocated = file.metadata()?.len() > chunk.len;
-                (file, chunk.len, preallocated)
+                (OpenOptions::new().write(true).open(&chunk.path)?, chunk.len)
             }
             _ => {
                 // The first chunk is zero-filled here at full speed (nothing appends yet:
@@ -1289,8 +1283,7 @@ impl Writer {
                     true => prepare_spare(&shared.dir, shared.config.chunk_bytes, None)?,
                     false => prepare_next(&shared.dir)?,
                 };
-                let preallocated = first.preallocated;
-                (new_chunk(&shared, next_offset, first)?, format::CHUNK_HEADER_LEN as u64, preallocated)
+                (new_chunk(&shared, next_offset, first)?, format::CHUNK_HEADER_LEN as u64)
             }
         };
         let next = prepare_next(&shared.dir)?;
@@ -1307,7 +1300,6 @@ impl Writer {
             roll_over: None,
             next: Some(next),
             spare: None,
-            file_preallocated,
             wants: Wants::default(),
             lock: Some(lock),
             encoder,
@@ -1562,16 +1554,9 @@ impl Writer {
         next.file.write_all_at(&format::encode_chunk_header(base_offset, created_ms), 0)?;
         let new = Arc::new(next.file);
         let old = std::mem::replace(&mut self.file, new.clone());
-        self.roll_over = Some(Arc::new(RollOver {
-            old,
-            old_len: self.file_len,
-            old_preallocated: self.file_preallocated,
-            base_offset,
-            new,
-            temporary: next.path,
-        }));
+        self.roll_over =
+            Some(Arc::new(RollOver { old, old_len: self.file_len, base_offset, new, temporary: next.path }));
         self.file_len = format::CHUNK_HEADER_LEN as u64;
-        self.file_preallocated = next.preallocated;
         let path = chunk::chunk_path(&self.shared.dir, base_offset);
         let len = self.file_len;
         let mut chunks = self.shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
@@ -1627,7 +1612,7 @@ pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Re
         }
     }
     file.sync_all()?;
-    Ok(NextFile { file, path, preallocated: true })
+    Ok(NextFile { file, path })
 }
 
 /// The empty file the writer thread makes ready for the next chunk (when no zero-filled
@@ -1638,7 +1623,7 @@ const NEXT_NAME: &str = "next.tmp";
 fn prepare_next(dir: &Path) -> io::Result<NextFile> {
     let path = dir.join(NEXT_NAME);
     let file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
-    Ok(NextFile { file, path, preallocated: false })
+    Ok(NextFile { file, path })
 }
 
 /// Create the first chunk file (at open) for `base_offset` from `next`, durable (file and

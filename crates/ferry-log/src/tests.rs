@@ -38,6 +38,21 @@ fn rec(key: Option<&str>, payload: &[u8]) -> Record {
     Record { key: key.map(|k| k.as_bytes().to_vec()), payload: payload.to_vec() }
 }
 
+/// `log.append_blocking(records)` in a thread of its own.
+fn append_in_thread(log: &Log, records: Vec<Record>) -> std::thread::JoinHandle<Result<Vec<Appended>, AppendError>> {
+    let log = log.clone();
+    std::thread::spawn(move || log.append_blocking(records))
+}
+
+/// Polls `done` every 5 ms, and fails saying `what` unless it holds within `within`.
+fn wait_until(within: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// One-byte records with the keys `id-<i>` for `range`.
 fn ids(range: std::ops::Range<u32>) -> Vec<Record> {
     range.map(|i| rec(Some(&format!("id-{i}")), b"x")).collect()
@@ -150,14 +165,10 @@ fn always_answers_and_shows_records_only_once_their_sync_succeeded() {
     let (hook, gate) = dedupe::tests::gate(Work::Sync);
     let cfg = LogConfig { sync: SyncPolicy::Always, work_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg).unwrap();
-    let append = |key: &'static str, payload: &'static [u8]| {
-        let log = log.clone();
-        std::thread::spawn(move || log.append_blocking(vec![rec(Some(key), payload)]))
-    };
-    let first = append("m1", b"one");
+    let first = append_in_thread(&log, vec![rec(Some("m1"), b"one")]);
     gate.started.recv_timeout(Duration::from_secs(60)).expect("the writer thread started a sync");
     assert_eq!(log.metrics().frames.get(), 1, "the frame is written before the sync");
-    let repeat = append("m1", b"one again");
+    let repeat = append_in_thread(&log, vec![rec(Some("m1"), b"one again")]);
     std::thread::sleep(Duration::from_millis(100));
     assert!(!first.is_finished(), "answered before its sync");
     assert!(!repeat.is_finished(), "a repeat of an unsynced record was answered before the sync");
@@ -237,11 +248,7 @@ fn interval_appends_are_synced_by_the_writer_thread_within_the_interval() {
     // Visible at once, before any sync; synced within about one interval, without
     // another append to prompt it.
     assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec())]);
-    let deadline = Instant::now() + every * 40;
-    while syncs() == 0 {
-        assert!(Instant::now() < deadline, "no fdatasync within {:?}", every * 40);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(every * 40, &format!("no fdatasync within {:?}", every * 40), || syncs() > 0);
     std::thread::sleep(every * 3);
     assert_eq!(syncs(), 1, "one sync for one write");
     assert_eq!(log.append_blocking(vec![rec(Some("k"), b"again")]).unwrap(), [Appended::Duplicate]);
@@ -278,11 +285,7 @@ fn interval_appends_leave_dedupe_spills_to_the_writer_threads_sync() {
     let (synced, spilled) = (syncs(), runs());
     assert!(opened.elapsed() < every, "the test needs the open and the append within one interval");
     assert_eq!((synced, spilled), (0, 0), "the append synced or spilled");
-    let deadline = Instant::now() + every * 10;
-    while runs() == 0 {
-        assert!(Instant::now() < deadline, "no spill after the writer thread's sync");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(every * 10, "no spill after the writer thread's sync", || runs() > 0);
     assert!(syncs() >= 1, "a spill started before the keys were synced");
     assert!(log.append_blocking(ids(0..600)).unwrap().iter().all(|a| *a == Appended::Duplicate));
 }
@@ -635,10 +638,7 @@ fn appends_are_written_while_a_roll_over_is_held() {
     let (hook, gate) = dedupe::tests::gate(Work::FinishRollOver);
     let cfg = LogConfig { sync: SyncPolicy::Always, preallocate: false, work_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg).unwrap();
-    let append = |i: u64| {
-        let log = log.clone();
-        std::thread::spawn(move || log.append_blocking(vec![rec(None, &payload(i, 1500))]))
-    };
+    let append = |i: u64| append_in_thread(&log, vec![rec(None, &payload(i, 1500))]);
     for i in 0..2 {
         assert_eq!(append(i).join().unwrap().unwrap(), [Appended::At(i)]);
     }
@@ -646,11 +646,8 @@ fn appends_are_written_while_a_roll_over_is_held() {
     let third = append(2);
     gate.started.recv_timeout(Duration::from_secs(60)).expect("the writer thread began finishing the roll-over");
     let fourth = append(3);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while log.metrics().frames.get() < 4 {
-        assert!(Instant::now() < deadline, "an append could not write while a roll-over was held");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let written = || log.metrics().frames.get() >= 4;
+    wait_until(Duration::from_secs(30), "an append could not write while a roll-over was held", written);
     std::thread::sleep(Duration::from_millis(50));
     assert!(!third.is_finished() && !fourth.is_finished(), "answered before the new chunk was named");
     assert_eq!(log.next_offset(), 2, "a reader was shown a record of a chunk not named yet");
@@ -699,15 +696,8 @@ fn appends_go_on_while_retention_waits_for_a_dedupe_spill() {
         std::thread::spawn(move || log.run_retention())
     };
     gate.started.recv_timeout(Duration::from_secs(60)).expect("retention started a dedupe spill");
-    let append = {
-        let log = log.clone();
-        std::thread::spawn(move || log.append_blocking(vec![rec(Some("late"), b"late")]))
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !append.is_finished() {
-        assert!(Instant::now() < deadline, "an append waited for retention's dedupe spill");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let append = append_in_thread(&log, vec![rec(Some("late"), b"late")]);
+    wait_until(Duration::from_secs(30), "an append waited for retention's dedupe spill", || append.is_finished());
     assert_eq!(append.join().unwrap().unwrap(), [Appended::At(10)]);
     drop(gate.release);
     assert!(retention.join().unwrap().unwrap() > 0, "retention deleted nothing");

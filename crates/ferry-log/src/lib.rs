@@ -1238,32 +1238,15 @@ fn poison(shared: &Shared, reason: String) {
 
 /// Why a group could not be stored.
 enum CommitError {
-    /// The writer thread has stopped.
-    Closed,
-    DiskFull,
     /// Over the disk budget by this frame's bytes: for the writer thread ([`Budget`]).
     OverBudget(u64),
-    Poisoned(String),
-    /// A write failed (`commit_records` poisons the log and answers `Poisoned`).
-    Io(io::Error),
+    /// The answer for its requests (an I/O error poisons the log first: `commit_records`).
+    Refused(AppendError),
 }
 
 impl From<io::Error> for CommitError {
     fn from(error: io::Error) -> Self {
-        CommitError::Io(error)
-    }
-}
-
-impl CommitError {
-    fn to_append_error(&self) -> AppendError {
-        match self {
-            CommitError::Closed => AppendError::Closed,
-            CommitError::DiskFull | CommitError::OverBudget(_) => {
-                AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER }
-            }
-            CommitError::Poisoned(reason) => AppendError::Poisoned(reason.clone()),
-            CommitError::Io(error) => AppendError::Io(io::Error::new(error.kind(), error.to_string())),
-        }
+        CommitError::Refused(AppendError::Io(error))
     }
 }
 
@@ -1357,9 +1340,9 @@ impl Writer {
                     refused.append(&mut group);
                     over_budget = Some((refused, needed));
                 }
-                Err(error) => {
+                Err(CommitError::Refused(error)) => {
                     for reply in replies {
-                        let _ = reply.send(Err(error.to_append_error()));
+                        let _ = reply.send(Err(error.copy()));
                     }
                 }
             }
@@ -1410,10 +1393,10 @@ impl Writer {
     /// request by request.
     fn commit_records(&mut self, requests: &[Vec<Record>], budget: Budget) -> Result<Vec<Vec<Appended>>, CommitError> {
         if self.closed {
-            return Err(CommitError::Closed);
+            return Err(CommitError::Refused(AppendError::Closed));
         }
         if let Some(reason) = self.shared.poison_reason() {
-            return Err(CommitError::Poisoned(reason));
+            return Err(CommitError::Refused(AppendError::Poisoned(reason)));
         }
         // Never earlier than the last frame: frame times and dedupe times stay monotonic
         // even if the wall clock steps back.
@@ -1466,9 +1449,9 @@ impl Writer {
             }
             Err(error) => {
                 self.dedupe.rollback(inserted);
-                let CommitError::Io(error) = error else { return Err(error) };
+                let CommitError::Refused(AppendError::Io(error)) = error else { return Err(error) };
                 poison(&self.shared, format!("write failed: {error}"));
-                Err(CommitError::Poisoned(self.shared.poison_reason().unwrap_or_default()))
+                Err(CommitError::Refused(AppendError::Poisoned(self.shared.poison_reason().unwrap_or_default())))
             }
         }
     }
@@ -1503,7 +1486,7 @@ impl Writer {
                 return Err(CommitError::OverBudget(frame_len));
             }
             self.shared.full.store(true, Ordering::Relaxed);
-            return Err(CommitError::DiskFull);
+            return Err(CommitError::Refused(AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER }));
         }
         self.shared.full.store(false, Ordering::Relaxed);
 

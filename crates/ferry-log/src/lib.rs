@@ -534,28 +534,21 @@ impl Log {
         let group = self.take_gathered();
         let stored = writer.store(group, Budget::HandOver);
         drop(writer);
-        if let Some(unsynced) = stored.unsynced
-            && let Err(mpsc::SendError(Message::Unsynced(unsynced))) = self.tx.send(Message::Unsynced(unsynced))
-        {
-            // The writer thread is gone: nothing says these frames are durable.
-            unsynced.fail(&AppendError::Closed);
+        // If the writer thread is gone, dropping what it would answer answers `Closed`.
+        if let Some(unsynced) = stored.unsynced {
+            let _ = self.tx.send(Message::Unsynced(unsynced));
         }
         if let Some((group, _)) = stored.over_budget {
-            // If the writer thread is gone, dropping the group answers it `Closed`.
             let _ = self.tx.send(Message::Write(group));
         }
-        match stored.housekeep {
-            Housekeep::Nothing => None,
-            Housekeep::Nudge => {
-                let _ = self.tx.send(Message::Housekeep { done: None });
-                None
-            }
-            Housekeep::MakeRoom => {
-                let (done, room) = oneshot::channel();
-                self.tx.send(Message::Housekeep { done: Some(done) }).ok()?;
-                Some(room)
-            }
+        let (done, room) = match stored.housekeep {
+            Housekeep::Nothing => return None,
+            Housekeep::Nudge => None,
+            Housekeep::MakeRoom => Some(oneshot::channel()),
         }
+        .unzip();
+        self.tx.send(Message::Housekeep { done }).ok()?;
+        room
     }
 
     /// Take the gathered appends (the next append becomes the leader of the next ones).

@@ -1059,39 +1059,29 @@ fn finish_roll_over(writer: &Mutex<Writer>, shared: &Shared, roll_over: &Arc<Rol
     Ok(())
 }
 
-/// The housekeeping appenders asked for ([`Wants`]).
+/// The housekeeping appenders asked for ([`Wants`]). The spare (zero-filling the next chunk
+/// in a background thread, so that it is ready at the roll-over) is not started while a
+/// roll-over is being finished: the new chunk may still be the last spare, under the name
+/// the next one is written to. The want stays for the housekeeping after the roll-over
+/// (its appends are answered after that).
 fn housekeep(writer: &Mutex<Writer>, shared: &Shared) {
-    let wants = std::mem::take(&mut lock_writer(writer).wants);
-    if wants.spare {
-        start_spare(writer, shared);
-    }
-    if wants.retention {
-        retention_logged(writer, shared, Some(retention_headroom(&shared.config)));
-    }
-}
-
-/// Start zero-filling the next chunk in a background thread (the current one is half
-/// full), so that it is ready at the roll-over and its writes overlap the appends. Not
-/// while a roll-over is being finished: the new chunk may still be the last spare, under
-/// the name the next one is written to; the want stays for the housekeeping after it (the
-/// roll-over's appends are answered after that).
-fn start_spare(writer: &Mutex<Writer>, shared: &Shared) {
-    {
+    let (spare, retention) = {
         let mut w = lock_writer(writer);
-        if !shared.config.preallocate || w.closed || w.spare.is_some() {
-            return;
-        }
-        if w.roll_over.is_some() {
-            w.wants.spare = true;
-            return;
+        let wants = std::mem::take(&mut w.wants);
+        let spare = wants.spare && shared.config.preallocate && !w.closed && w.spare.is_none();
+        w.wants.spare = spare && w.roll_over.is_some();
+        (spare && !w.wants.spare, wants.retention)
+    };
+    if spare {
+        let (dir, bytes) = (shared.dir.clone(), shared.config.chunk_bytes);
+        let job = move || prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND));
+        match background::spawn("ferry-log-spare", background::Priority::Lowest, job) {
+            Ok(handle) => lock_writer(writer).spare = Some(handle),
+            Err(error) => tracing::warn!(%error, "cannot start preallocating the next log chunk"),
         }
     }
-    let (dir, bytes) = (shared.dir.clone(), shared.config.chunk_bytes);
-    match background::spawn("ferry-log-spare", background::Priority::Lowest, move || {
-        prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND))
-    }) {
-        Ok(handle) => lock_writer(writer).spare = Some(handle),
-        Err(error) => tracing::warn!(%error, "cannot start preallocating the next log chunk"),
+    if retention {
+        retention_logged(writer, shared, Some(retention_headroom(&shared.config)));
     }
 }
 

@@ -295,24 +295,27 @@ fn interval_appends_leave_dedupe_spills_to_the_writer_threads_sync() {
 #[test]
 fn interval_appends_make_room_themselves_when_the_index_is_nearly_full() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig {
-        sync: SyncPolicy::Interval(Duration::from_secs(3600)),
-        dedupe_max_ids: 1000,
-        chunk_bytes: 1 << 20,
-        ..config(dir.path())
-    };
-    let (log, _) = Log::open(cfg).unwrap();
-    let mut most = 0;
-    for b in 0..60 {
-        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
-        most = most.max(log.dedupe_stats().0);
-    }
+    let (log, most) = outrun_the_syncs(config(dir.path()), 60);
     assert!(most <= 1000, "the recent layer grew to {most} ids, past its cap of 1,000");
     assert!(log.metrics().fsync_seconds.count() >= 1, "room was made without a sync");
     assert!(std::fs::read_dir(dir.path().join("dedupe")).unwrap().count() > 0, "no dedupe run written");
     for b in 0..60 {
         assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| *a == Appended::Duplicate), "batch {b}");
     }
+}
+
+/// Opens `cfg` with an index of 1,000 ids and an hour between `Interval` syncs, and appends
+/// `batches` [`batch`]es, which outrun the syncs. Returns the log and the most ids its memory
+/// layer held after an append.
+fn outrun_the_syncs(cfg: LogConfig, batches: u32) -> (Log, u64) {
+    let sync = SyncPolicy::Interval(Duration::from_secs(3600));
+    let (log, _) = Log::open(LogConfig { sync, dedupe_max_ids: 1000, chunk_bytes: 1 << 20, ..cfg }).unwrap();
+    let mut most = 0;
+    for b in 0..batches {
+        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
+        most = most.max(log.dedupe_stats().0);
+    }
+    (log, most)
 }
 
 /// `body` with a log in a fresh directory, on a single-threaded runtime (so that the order
@@ -720,18 +723,8 @@ fn a_cancelled_leaders_appends_are_written_by_the_writer_thread() {
 fn interval_appends_leave_the_sync_for_a_nearly_full_index_to_the_writer_thread() {
     let dir = tempfile::tempdir().unwrap();
     let (hook, seen) = watch_work();
-    let cfg = LogConfig {
-        sync: SyncPolicy::Interval(Duration::from_secs(3600)),
-        dedupe_max_ids: 1000,
-        chunk_bytes: 1 << 20,
-        work_hook: Some(hook),
-        ..config(dir.path())
-    };
-    let (log, _) = Log::open(cfg).unwrap();
-    for b in 0..40u32 {
-        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
-        assert!(log.dedupe_stats().0 <= 1000);
-    }
+    let (_log, most) = outrun_the_syncs(LogConfig { work_hook: Some(hook), ..config(dir.path()) }, 40);
+    assert!(most <= 1000);
     assert!(done_by_the_writer_thread(&seen, Work::Sync) >= 1, "no sync made room");
 }
 

@@ -1069,8 +1069,9 @@ fn housekeep(writer: &Mutex<Writer>, shared: &Shared) {
         let mut w = lock_writer(writer);
         let wants = std::mem::take(&mut w.wants);
         let spare = wants.spare && shared.config.preallocate && !w.closed && w.spare.is_none();
-        w.wants.spare = spare && w.roll_over.is_some();
-        (spare && !w.wants.spare, wants.retention)
+        let pending = w.roll_over.is_some();
+        w.wants.spare = spare && pending;
+        (spare && !pending, wants.retention)
     };
     if spare {
         let (dir, bytes) = (shared.dir.clone(), shared.config.chunk_bytes);

@@ -174,14 +174,10 @@ pub struct LogConfig {
     /// Called by the dedupe index's background jobs as they start (tests block it).
     #[cfg(test)]
     pub(crate) dedupe_hook: Option<dedupe::Hook>,
-    /// Called by the writer thread before each fdatasync it runs outside the writer's
-    /// lock (tests block it).
-    #[cfg(test)]
-    pub(crate) sync_hook: Option<SyncHook>,
     /// Called where the log does a piece of [`Work`], in the thread doing it (tests record
     /// which thread that is, and block it).
     #[cfg(test)]
-    pub(crate) work_hook: Option<WorkHook>,
+    pub(crate) work_hook: Option<dedupe::Hook<Work>>,
 }
 
 /// Pieces of work that tests watch through [`LogConfig::work_hook`].
@@ -199,30 +195,6 @@ pub(crate) enum Work {
     DeleteChunk,
 }
 
-/// See [`LogConfig::work_hook`].
-#[cfg(test)]
-#[derive(Clone)]
-pub(crate) struct WorkHook(pub(crate) Arc<dyn Fn(Work) + Send + Sync>);
-
-#[cfg(test)]
-impl std::fmt::Debug for WorkHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WorkHook")
-    }
-}
-
-/// See [`LogConfig::sync_hook`].
-#[cfg(test)]
-#[derive(Clone)]
-pub(crate) struct SyncHook(pub(crate) Arc<dyn Fn() + Send + Sync>);
-
-#[cfg(test)]
-impl std::fmt::Debug for SyncHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SyncHook")
-    }
-}
-
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -238,8 +210,6 @@ impl Default for LogConfig {
             clock: system_clock_ms,
             #[cfg(test)]
             dedupe_hook: None,
-            #[cfg(test)]
-            sync_hook: None,
             #[cfg(test)]
             work_hook: None,
         }
@@ -317,26 +287,19 @@ struct Gather {
     leader: bool,
 }
 
-/// The task writing the gathered appends. Dropped before it wrote them (its request was
-/// cancelled), it hands them to the writer thread, so that nobody waits for a leader that
-/// is gone and the dropping thread (a request's) does no writing.
-struct Leader<'a> {
-    log: &'a Log,
-    written: bool,
-}
-
-impl Leader<'_> {
-    /// Write the gathered appends; see [`Log::write_gathered`] for what may come back.
-    fn write(&mut self) -> Option<oneshot::Receiver<()>> {
-        self.written = true;
-        self.log.write_gathered()
-    }
-}
+/// The task to write the gathered appends, until it starts to. Dropped before (its request
+/// was cancelled), it hands them to the writer thread, so that nobody waits for a leader
+/// that is gone and the dropping thread (a request's) does no writing.
+struct Leader<'a>(Option<&'a Log>);
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        if !self.written {
-            self.log.hand_over_gathered();
+        if let Some(log) = self.0 {
+            let group = log.take_gathered();
+            if !group.is_empty() {
+                // If the writer thread is gone, dropping the group answers it `Closed`.
+                let _ = log.tx.send(Message::Write(group));
+            }
         }
     }
 }
@@ -387,13 +350,9 @@ impl Default for LogMetrics {
 enum Message {
     /// Groups written, waiting for a sync (`Always`) or for their new chunk to be named.
     Unsynced(Unsynced),
-    /// Appends for the writer thread to write: those a cancelled leader had gathered
-    /// (`needed` is `None`), or those refused for the disk budget, to write after retention
-    /// made room for `needed` bytes.
-    Write {
-        group: Vec<Pending>,
-        needed: Option<u64>,
-    },
+    /// Appends for the writer thread to write: those a cancelled leader had gathered, or
+    /// those the disk budget had no room for (it runs retention for them).
+    Write(Vec<Pending>),
     /// Appenders left housekeeping to do ([`Wants`]). With `done`: sync and move dedupe
     /// keys to disk (the index is nearly full), then answer.
     Housekeep {
@@ -453,24 +412,22 @@ impl Log {
             if let Some((position, reason)) = scan.corrupt {
                 return Err(OpenError::Corrupt { path: path.clone(), position, reason: reason.to_string() });
             }
-            if scan.torn_bytes > 0 {
-                if !is_last {
-                    return Err(OpenError::Corrupt {
-                        path: path.clone(),
-                        position: scan.chunk.len,
-                        reason: "unreadable bytes at the end of a chunk that is not the last".to_owned(),
-                    });
-                }
+            if scan.torn_bytes > 0 && !is_last {
+                return Err(OpenError::Corrupt {
+                    path: path.clone(),
+                    position: scan.chunk.len,
+                    reason: "unreadable bytes at the end of a chunk that is not the last".to_owned(),
+                });
+            }
+            // A torn tail, or preallocated space left by a crash just as a new chunk began.
+            if scan.torn_bytes > 0 || (scan.zero_tail > 0 && !is_last) {
                 let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
                 file.set_len(scan.chunk.len).map_err(io_err(path))?;
                 file.sync_all().map_err(io_err(path))?;
+            }
+            if scan.torn_bytes > 0 {
                 tracing::warn!(file = %path.display(), bytes = scan.torn_bytes, "cut off a torn tail after a crash");
                 report.truncated_bytes += scan.torn_bytes;
-            } else if scan.zero_tail > 0 && !is_last {
-                // Preallocated space left by a crash just as a new chunk began.
-                let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
-                file.set_len(scan.chunk.len).map_err(io_err(path))?;
-                file.sync_all().map_err(io_err(path))?;
             }
             chunks.push(scan.chunk);
         }
@@ -536,9 +493,10 @@ impl Log {
     pub async fn append(&self, records: Vec<Record>) -> Result<Vec<Appended>, AppendError> {
         let (reply, answer) = oneshot::channel();
         if self.gather((records, reply)) {
-            let mut leader = Leader { log: self, written: false };
+            let mut leader = Leader(Some(self));
             tokio::task::yield_now().await;
-            if let Some(room) = leader.write() {
+            leader.0 = None;
+            if let Some(room) = self.write_gathered() {
                 let _ = room.await;
             }
         }
@@ -568,57 +526,36 @@ impl Log {
     }
 
     /// Write the gathered appends in this thread, taking them once it holds the writer's
-    /// lock (appends arriving meanwhile join them). Answers that must wait (under
-    /// `Always` for a sync, under any policy for a new chunk to be named) go to the writer
-    /// thread, which sends them; so do appends the disk budget has no room for, which it
-    /// writes after retention. Returns, when the dedupe index is nearly full under
-    /// `Interval`, what resolves once the writer thread has synced and made room in it:
-    /// the caller waits for that (outside the lock) before appending more.
+    /// lock (appends arriving meanwhile join them), and hand the writer thread what
+    /// [`Writer::store`] left to it. Returns, when the dedupe index is nearly full, what
+    /// resolves once the writer thread has made room: the caller waits for that.
     fn write_gathered(&self) -> Option<oneshot::Receiver<()>> {
         let mut writer = lock_writer(&self.writer);
-        let group = {
-            let mut gather = lock(&self.gather);
-            gather.leader = false;
-            std::mem::take(&mut gather.pending)
-        };
+        let group = self.take_gathered();
         let stored = writer.store(group, Budget::HandOver);
         drop(writer);
-        if let Some(unsynced) = stored.unsynced
-            && let Err(mpsc::SendError(Message::Unsynced(unsynced))) = self.tx.send(Message::Unsynced(unsynced))
-        {
-            // The writer thread is gone: nothing says these frames are durable.
-            unsynced.fail(&AppendError::Closed);
+        // If the writer thread is gone, dropping what it would answer answers `Closed`.
+        if let Some(unsynced) = stored.unsynced {
+            let _ = self.tx.send(Message::Unsynced(unsynced));
         }
-        if let Some((group, needed)) = stored.over_budget {
-            // If the writer thread is gone, dropping the group answers it `Closed`.
-            let _ = self.tx.send(Message::Write { group, needed: Some(needed) });
+        if let Some((group, _)) = stored.over_budget {
+            let _ = self.tx.send(Message::Write(group));
         }
-        match stored.housekeep {
-            Housekeep::Nothing => None,
-            Housekeep::Nudge => {
-                let _ = self.tx.send(Message::Housekeep { done: None });
-                None
-            }
-            Housekeep::MakeRoom => {
-                let (done, room) = oneshot::channel();
-                self.tx.send(Message::Housekeep { done: Some(done) }).ok()?;
-                Some(room)
-            }
+        let (done, room) = match stored.housekeep {
+            Housekeep::Nothing => return None,
+            Housekeep::Nudge => None,
+            Housekeep::MakeRoom => Some(oneshot::channel()),
         }
+        .unzip();
+        self.tx.send(Message::Housekeep { done }).ok()?;
+        room
     }
 
-    /// Hand the gathered appends to the writer thread, which writes them: their leader
-    /// was dropped before it wrote them.
-    fn hand_over_gathered(&self) {
-        let group = {
-            let mut gather = lock(&self.gather);
-            gather.leader = false;
-            std::mem::take(&mut gather.pending)
-        };
-        if !group.is_empty() {
-            // If the writer thread is gone, dropping the group answers it `Closed`.
-            let _ = self.tx.send(Message::Write { group, needed: None });
-        }
+    /// Take the gathered appends (the next append becomes the leader of the next ones).
+    fn take_gathered(&self) -> Vec<Pending> {
+        let mut gather = lock(&self.gather);
+        gather.leader = false;
+        std::mem::take(&mut gather.pending)
     }
 
     /// Stop the writer after what is queued, sync, and release the directory lock.
@@ -768,61 +705,6 @@ fn write_cursors(dir: &Path, cursors: &BTreeMap<String, u64>) -> io::Result<()> 
     File::open(dir)?.sync_all()
 }
 
-/// What one retention pass did.
-struct RetentionPass {
-    deleted: usize,
-    /// The oldest chunk could go but for the dedupe pin: spill the dedupe keys appended up
-    /// to this time (ms) to run files and try again.
-    blocked_by_dedupe: Option<u64>,
-}
-
-/// Delete chunks that every cursor and the dedupe pin have passed and that are old enough
-/// (or the log is over its budget, counting `needed` more bytes). Never the chunk being
-/// written, nor the last named one (while the next is not named yet, it is where a
-/// restart finds the next offset). Only the writer thread calls this, without the
-/// writer's lock. `dedupe_pin_ms`: no dedupe key appended before this time is held only in
-/// memory.
-fn retention(shared: &Shared, needed: Option<u64>, dedupe_pin_ms: u64) -> io::Result<RetentionPass> {
-    let only_for_budget = needed.is_some();
-    let now = (shared.config.clock)();
-    let min_cursor =
-        shared.cursors.lock().map_err(|_| io::Error::other("cursor lock poisoned"))?.values().copied().min();
-    let keep_ms = shared.config.retention.as_millis() as u64;
-    let window_ms = shared.config.dedupe_window.as_millis() as u64;
-    let mut pass = RetentionPass { deleted: 0, blocked_by_dedupe: None };
-    loop {
-        let dedupe_safe_before = dedupe_pin_ms.max(now.saturating_sub(window_ms));
-        let victim = {
-            let chunks = shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
-            let total: u64 = chunks.iter().map(|c| c.len).sum();
-            let over_budget = total + needed.unwrap_or(0) > shared.config.max_disk_bytes;
-            match chunks.first() {
-                Some(first) if chunks[1..].iter().any(|c| c.named) => {
-                    let passed = min_cursor.is_none_or(|m| first.end_offset() <= m);
-                    let old = !only_for_budget && first.last_append_ms() + keep_ms < now;
-                    let wanted = passed && (old || over_budget);
-                    if wanted && first.last_append_ms() >= dedupe_safe_before {
-                        pass.blocked_by_dedupe = Some(first.last_append_ms());
-                        None
-                    } else {
-                        wanted.then(|| first.path.clone())
-                    }
-                }
-                _ => None,
-            }
-        };
-        let Some(path) = victim else { return Ok(pass) };
-        #[cfg(test)]
-        if let Some(hook) = &shared.config.work_hook {
-            (hook.0)(Work::DeleteChunk);
-        }
-        std::fs::remove_file(&path)?;
-        tracing::info!(file = %path.display(), "retention deleted a log chunk");
-        shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?.remove(0);
-        pass.deleted += 1;
-    }
-}
-
 /// The single writer: owns the open chunk and the dedupe index.
 struct Writer {
     shared: Arc<Shared>,
@@ -831,9 +713,7 @@ struct Writer {
     /// The current chunk; shared with a sync running outside the writer's lock.
     file: Arc<File>,
     file_len: u64,
-    dirty_since: Option<Instant>,
-    /// Frames written so far: a sync outside the lock clears `dirty_since` only if no
-    /// frame was written meanwhile.
+    /// Frames written so far.
     frames_written: u64,
     /// How many of them are durable (and in named chunks): a sync covered them, or under
     /// `Never`, the writer thread finished the roll-over before them.
@@ -847,34 +727,24 @@ struct Writer {
     next: Option<NextFile>,
     /// The next chunk file, being zero-filled in the background (used instead of `next`
     /// once ready).
-    spare: Option<std::thread::JoinHandle<io::Result<File>>>,
-    /// Whether the current chunk file extends past `file_len` (preallocated).
-    file_preallocated: bool,
+    spare: Option<std::thread::JoinHandle<io::Result<NextFile>>>,
     /// Housekeeping the appenders asked the writer thread for.
     wants: Wants,
-    /// Whether an append asked for housekeeping since the last store, so that its
-    /// appender wakes the writer thread.
-    nudge: bool,
     /// The directory lock; released before `close` reports done.
     lock: Option<File>,
     /// Its zstd context and buffers, kept for the writer's life.
     encoder: format::Encoder,
     /// Set when the log is closing: appends fail from then on.
     closed: bool,
-    /// Set when the writer thread has stopped: nothing is synced any more.
-    stopped: bool,
 }
 
 /// A roll-over begun by an appender: it switched to a new chunk file (its header written,
-/// not synced) under a temporary name. The writer thread finishes it outside the writer's
-/// lock: sync the old chunk and cut its preallocated space, sync the new one and rename it
-/// into place, fsync the directory. Until then the new chunk's records are neither shown
-/// to readers nor answered, and a restart deletes the file.
+/// not synced) under a temporary name; the writer thread finishes it ([`finish_roll_over`]).
+/// Until then the new chunk's records are neither shown to readers nor answered.
 struct RollOver {
     /// The chunk before, written no more.
     old: Arc<File>,
     old_len: u64,
-    old_preallocated: bool,
     /// The new chunk: its offset, its file, and the file's temporary name.
     base_offset: u64,
     new: Arc<File>,
@@ -885,12 +755,10 @@ struct RollOver {
 struct NextFile {
     file: File,
     path: PathBuf,
-    /// Zero-filled to the chunk size.
-    preallocated: bool,
 }
 
-/// Work the appenders leave to the writer thread.
-#[derive(Debug, Default)]
+/// Work the appenders leave to the writer thread; a store that sets a flag wakes it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Wants {
     /// Start zero-filling the next chunk (the current one is half full).
     spare: bool,
@@ -948,15 +816,6 @@ impl Unsynced {
     fn fail(self, error: &AppendError) {
         for (reply, _) in self.replies {
             let _ = reply.send(Err(error.copy()));
-        }
-    }
-}
-
-impl Message {
-    fn into_unsynced(self) -> Option<Unsynced> {
-        match self {
-            Message::Unsynced(unsynced) => Some(unsynced),
-            _ => None,
         }
     }
 }
@@ -1019,12 +878,8 @@ fn work(shared: &Shared, work: Work) {
     }
 }
 
-/// The writer thread: the syncs that answer appends waiting for one (each covers every
-/// group written before it started, so one sync answers all groups waiting), the periodic
-/// sync of `Interval`, finishing the roll-overs appenders begin, retention, and writing
-/// the appends handed to it (a cancelled leader's, and those the disk budget had no room
-/// for). It does this work without holding the writer's lock, so appends go on meanwhile.
-/// Appends are written by their callers.
+/// The writer thread (its work is listed in the module doc). One sync answers every group
+/// waiting that was written before it started.
 fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
     let (sync, shared) = {
         let w = lock_writer(writer);
@@ -1056,19 +911,15 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
         let Some(first) = first else { continue };
         let mut waiting = Vec::new();
         let mut close = None;
-        let mut wanted = false;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 Message::Unsynced(unsynced) => waiting.push(unsynced),
-                Message::Write { group, needed } => {
+                Message::Write(group) => {
                     answer_when_synced(writer, &shared, std::mem::take(&mut waiting));
-                    write_handed(writer, &shared, group, needed);
-                    // Its stores may have asked for housekeeping too.
-                    wanted = true;
+                    write_handed(writer, &shared, group);
                 }
                 Message::Housekeep { done } => {
-                    wanted = true;
                     if let Some(done) = done {
                         // The dedupe index is nearly full: a sync lets keys move to disk.
                         sync_written(writer, &shared);
@@ -1088,14 +939,15 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
             next = rx.try_recv().ok();
         }
         answer_when_synced(writer, &shared, waiting);
-        if wanted {
-            housekeep(writer, &shared);
-        }
         if let Some(done) = close {
             stop(writer, &shared);
             // Groups written before the stop are synced by it. Appends handed over now
             // are dropped, which answers them `Closed`.
-            answer_when_synced(writer, &shared, rx.try_iter().filter_map(Message::into_unsynced).collect());
+            let unsynced = rx.try_iter().filter_map(|message| match message {
+                Message::Unsynced(unsynced) => Some(unsynced),
+                _ => None,
+            });
+            answer_when_synced(writer, &shared, unsynced.collect());
             let _ = done.send(());
             return;
         }
@@ -1104,21 +956,16 @@ fn run(writer: &Mutex<Writer>, rx: mpsc::Receiver<Message>) {
 }
 
 /// Sync (unless a sync since already covers them) and answer groups waiting for the
-/// writer thread; if the log is poisoned or closed instead, tell them so.
+/// writer thread; if the log is poisoned or closed instead, tell them so. The housekeeping
+/// the appenders asked for runs first, so that an append returns only once the retention it
+/// set off (a new chunk began near the budget) is done.
 fn answer_when_synced(writer: &Mutex<Writer>, shared: &Shared, waiting: Vec<Unsynced>) {
-    let Some(through) = waiting.iter().map(|u| u.through).max() else { return };
+    let through = waiting.iter().map(|u| u.through).max().unwrap_or(0);
     if lock_writer(writer).frames_synced < through {
         sync_written(writer, shared);
     }
-    let (synced, retention_ahead) = {
-        let mut w = lock_writer(writer);
-        (w.frames_synced, std::mem::take(&mut w.wants.retention))
-    };
-    // Retention ahead of the budget (a new chunk began near it) runs before the answers,
-    // so that an append returns only once the retention it set off is done.
-    if retention_ahead {
-        retention_logged(writer, shared, Some(retention_headroom(&shared.config)));
-    }
+    housekeep(writer, shared);
+    let synced = lock_writer(writer).frames_synced;
     // Not synced: a sync failed, or the writer stopped without syncing them.
     let failure = match shared.poison_reason() {
         Some(reason) => AppendError::Poisoned(reason),
@@ -1137,14 +984,17 @@ fn answer_when_synced(writer: &Mutex<Writer>, shared: &Shared, waiting: Vec<Unsy
 /// request waits for this sync.
 ///
 /// Returns the dedupe index's insert position ([`dedupe::Dedupe::inserted`]) before which
-/// every key's record is now durable, or `None` if the log is poisoned or stopped.
+/// every key's record is now durable, or `None` if the log is poisoned.
 fn sync_written(writer: &Mutex<Writer>, shared: &Shared) -> Option<u64> {
     let (roll_over, file, through, frames, offset) = {
         let w = lock_writer(writer);
-        if w.stopped || w.poisoned() {
+        if w.poisoned() {
             return None;
         }
-        let file = w.dirty_since.map(|_| w.file.clone());
+        // While a roll-over is pending the current file is its new chunk, which finishing
+        // the roll-over syncs after the frames counted here were written to it.
+        let dirty = w.shared.config.sync != SyncPolicy::Never && w.frames_synced < w.frames_written;
+        let file = (dirty && w.roll_over.is_none()).then(|| w.file.clone());
         (w.roll_over.clone(), file, w.dedupe.inserted(), w.frames_written, w.next_offset)
     };
     if let Some(roll_over) = &roll_over
@@ -1153,16 +1003,9 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) -> Option<u64> {
         poison(shared, format!("starting a new chunk failed: {error}"));
         return None;
     }
-    // Finishing the roll-over synced the new chunk after the frames counted here were
-    // written to it.
-    let synced_by_roll_over = |file: &Arc<File>| roll_over.as_ref().is_some_and(|r| Arc::ptr_eq(&r.new, file));
-    if let Some(file) = file.filter(|file| !synced_by_roll_over(file)) {
+    if let Some(file) = file {
         #[cfg(test)]
         work(shared, Work::Sync);
-        #[cfg(test)]
-        if let Some(hook) = &shared.config.sync_hook {
-            (hook.0)();
-        }
         let started = Instant::now();
         if let Err(error) = file.sync_data() {
             poison(shared, format!("fdatasync failed: {error}"));
@@ -1187,16 +1030,13 @@ fn sync_written(writer: &Mutex<Writer>, shared: &Shared) -> Option<u64> {
 fn finish_roll_over(writer: &Mutex<Writer>, shared: &Shared, roll_over: &Arc<RollOver>) -> io::Result<()> {
     #[cfg(test)]
     work(shared, Work::FinishRollOver);
-    #[cfg(test)]
-    if let Some(hook) = &shared.config.sync_hook {
-        (hook.0)();
-    }
     if shared.config.sync != SyncPolicy::Never {
         let started = Instant::now();
         roll_over.old.sync_data()?;
         shared.metrics.fsync_seconds.observe_duration(started.elapsed());
     }
-    if roll_over.old_preallocated {
+    // Preallocated space past the last frame.
+    if roll_over.old.metadata()?.len() > roll_over.old_len {
         roll_over.old.set_len(roll_over.old_len)?;
         roll_over.old.sync_all()?;
     }
@@ -1205,63 +1045,44 @@ fn finish_roll_over(writer: &Mutex<Writer>, shared: &Shared, roll_over: &Arc<Rol
     shared.metrics.fsync_seconds.observe_duration(started.elapsed());
     std::fs::rename(&roll_over.temporary, chunk::chunk_path(&shared.dir, roll_over.base_offset))?;
     File::open(&shared.dir)?.sync_all()?;
-    let next = match lock_writer(writer).next.is_some() {
-        true => None,
-        false => Some(prepare_next(&shared.dir)?),
-    };
-    let spare_wanted = {
-        let mut w = lock_writer(writer);
-        if w.roll_over.as_ref().is_some_and(|r| Arc::ptr_eq(r, roll_over)) {
-            w.roll_over = None;
-        }
-        if w.next.is_none() {
-            w.next = next;
-        }
-        let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
-        if let Some(chunk) = chunks.iter_mut().rev().find(|c| c.base_offset == roll_over.base_offset) {
-            chunk.named = true;
-        }
-        std::mem::take(&mut w.wants.spare)
-    };
-    if spare_wanted {
-        start_spare(writer, shared);
+    // No appender takes `next` while a roll-over is pending.
+    if lock_writer(writer).next.is_none() {
+        let next = prepare_next(&shared.dir)?;
+        lock_writer(writer).next = Some(next);
+    }
+    let mut w = lock_writer(writer);
+    w.roll_over = None;
+    let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+    if let Some(chunk) = chunks.iter_mut().rev().find(|c| c.base_offset == roll_over.base_offset) {
+        chunk.named = true;
     }
     Ok(())
 }
 
-/// The housekeeping appenders asked for ([`Wants`]).
+/// The housekeeping appenders asked for ([`Wants`]). The spare (zero-filling the next chunk
+/// in a background thread, so that it is ready at the roll-over) is not started while a
+/// roll-over is being finished: the new chunk may still be the last spare, under the name
+/// the next one is written to. The want stays for the housekeeping after the roll-over
+/// (its appends are answered after that).
 fn housekeep(writer: &Mutex<Writer>, shared: &Shared) {
-    let wants = std::mem::take(&mut lock_writer(writer).wants);
-    if wants.spare {
-        start_spare(writer, shared);
-    }
-    if wants.retention {
-        retention_logged(writer, shared, Some(retention_headroom(&shared.config)));
-    }
-}
-
-/// Start zero-filling the next chunk in a background thread (the current one is half
-/// full), so that it is ready at the roll-over and its writes overlap the appends. Not
-/// while a roll-over is being finished: the new chunk may still be the last spare, under
-/// the name the next one is written to; the want stays, and finishing the roll-over
-/// starts it.
-fn start_spare(writer: &Mutex<Writer>, shared: &Shared) {
-    {
+    let (spare, retention) = {
         let mut w = lock_writer(writer);
-        if !shared.config.preallocate || w.closed || w.spare.is_some() {
-            return;
-        }
-        if w.roll_over.is_some() {
-            w.wants.spare = true;
-            return;
+        let wants = std::mem::take(&mut w.wants);
+        let spare = wants.spare && shared.config.preallocate && !w.closed && w.spare.is_none();
+        let pending = w.roll_over.is_some();
+        w.wants.spare = spare && pending;
+        (spare && !pending, wants.retention)
+    };
+    if spare {
+        let (dir, bytes) = (shared.dir.clone(), shared.config.chunk_bytes);
+        let job = move || prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND));
+        match background::spawn("ferry-log-spare", background::Priority::Lowest, job) {
+            Ok(handle) => lock_writer(writer).spare = Some(handle),
+            Err(error) => tracing::warn!(%error, "cannot start preallocating the next log chunk"),
         }
     }
-    let (dir, bytes) = (shared.dir.clone(), shared.config.chunk_bytes);
-    match background::spawn("ferry-log-spare", background::Priority::Lowest, move || {
-        prepare_spare(&dir, bytes, Some(SPARE_BYTES_PER_SECOND))
-    }) {
-        Ok(handle) => lock_writer(writer).spare = Some(handle),
-        Err(error) => tracing::warn!(%error, "cannot start preallocating the next log chunk"),
+    if retention {
+        retention_logged(writer, shared, Some(retention_headroom(&shared.config)));
     }
 }
 
@@ -1279,16 +1100,18 @@ fn retention_logged(writer: &Mutex<Writer>, shared: &Shared, needed: Option<u64>
     }
 }
 
-/// Run retention (see [`retention`]; `needed`: delete for the budget only, until that many
-/// more bytes fit), in the writer thread and without the writer's lock. Where only the
-/// dedupe pin holds a chunk back, sync, move its keys to a dedupe run and go on. Returns
-/// how many chunks were deleted.
+/// Delete the chunks that every cursor and the dedupe pin have passed and that are old
+/// enough, or (with `needed`) only for the budget, until that many more bytes fit. Never
+/// the chunk being written, nor the last named one (while the next is not named yet, it is
+/// where a restart finds the next offset). Runs in the writer thread, without the writer's
+/// lock; where only the dedupe pin holds a chunk back, it syncs, moves the chunk's keys to
+/// a dedupe run and goes on. Returns how many chunks were deleted.
 fn retention_pass(writer: &Mutex<Writer>, shared: &Shared, needed: Option<u64>) -> io::Result<usize> {
+    let config = &shared.config;
     let mut deleted = 0;
     loop {
         // Keys in memory were appended at or after the oldest one (the writer's clock
-        // never goes back), so chunks older than it hold none. It only moves on while
-        // the lock is not held, so deciding on an older value is safe.
+        // never goes back), so chunks older than it hold none.
         let pin = {
             let w = lock_writer(writer);
             if w.closed {
@@ -1296,48 +1119,54 @@ fn retention_pass(writer: &Mutex<Writer>, shared: &Shared, needed: Option<u64>) 
             }
             w.dedupe.oldest_in_memory_ms().unwrap_or(u64::MAX)
         };
-        let pass = retention(shared, needed, pin)?;
-        deleted += pass.deleted;
-        let Some(ms) = pass.blocked_by_dedupe else { return Ok(deleted) };
-        // Keys move to a run only once their records are durable.
-        let Some(durable) = sync_written(writer, shared) else { return Ok(deleted) };
-        if !spill_through(writer, ms, durable) {
-            return Ok(deleted);
-        }
-        lock_writer(writer).publish_dedupe_state();
-        tracing::info!(through_ms = ms, "moved dedupe keys to disk so that retention can delete a chunk");
-    }
-}
-
-/// Move the dedupe keys appended at or before `ms` to a run, if they were all inserted
-/// before `durable` (see [`dedupe::Dedupe::start_spill_through`]), waiting for the run
-/// without the writer's lock. Whether they are in durable runs now.
-fn spill_through(writer: &Mutex<Writer>, ms: u64, durable: u64) -> bool {
-    loop {
-        let step = lock_writer(writer).dedupe.start_spill_through(ms, durable);
-        match step {
-            dedupe::SpillThrough::Done(moved) => return moved,
-            dedupe::SpillThrough::Wait(done) => done.wait(),
-        }
-    }
-}
-
-/// Write appends handed to the writer thread, and answer them: a cancelled leader's
-/// (`needed` is `None`), or those the disk budget had no room for `needed` bytes of, after
-/// retention; refused with `DiskFull` when retention can delete nothing more.
-fn write_handed(writer: &Mutex<Writer>, shared: &Shared, mut group: Vec<Pending>, mut needed: Option<u64>) {
-    loop {
-        let budget = match needed {
-            None => Budget::HandOver,
-            Some(bytes) => match retention_pass(writer, shared, Some(bytes)) {
-                Ok(0) => Budget::Refuse,
-                Ok(_) => Budget::HandOver,
-                Err(error) => {
-                    tracing::warn!(%error, "log retention failed");
-                    Budget::Refuse
-                }
-            },
+        let now = (config.clock)();
+        let cursors = shared.cursors.lock().map_err(|_| io::Error::other("cursor lock poisoned"))?;
+        let min_cursor = cursors.values().copied().min();
+        drop(cursors);
+        let (path, last_ms) = {
+            let chunks = shared.chunks.read().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
+            let Some(first) = chunks.first().filter(|_| chunks[1..].iter().any(|c| c.named)) else {
+                return Ok(deleted);
+            };
+            let total: u64 = chunks.iter().map(|c| c.len).sum();
+            let over_budget = total + needed.unwrap_or(0) > config.max_disk_bytes;
+            let old = needed.is_none() && first.last_append_ms() + (config.retention.as_millis() as u64) < now;
+            let passed = min_cursor.is_none_or(|m| first.end_offset() <= m);
+            if !passed || !(old || over_budget) {
+                return Ok(deleted);
+            }
+            (first.path.clone(), first.last_append_ms())
         };
+        if last_ms >= pin.max(now.saturating_sub(config.dedupe_window.as_millis() as u64)) {
+            // Its keys are only in memory: move them to a run once their records are durable.
+            let Some(durable) = sync_written(writer, shared) else { return Ok(deleted) };
+            loop {
+                let step = lock_writer(writer).dedupe.start_spill_through(last_ms, durable);
+                match step {
+                    dedupe::SpillThrough::Done(true) => break,
+                    dedupe::SpillThrough::Done(false) => return Ok(deleted),
+                    dedupe::SpillThrough::Wait(done) => done.wait(),
+                }
+            }
+            lock_writer(writer).publish_dedupe_state();
+            tracing::info!(through_ms = last_ms, "moved dedupe keys to disk so that retention can delete a chunk");
+            continue;
+        }
+        #[cfg(test)]
+        work(shared, Work::DeleteChunk);
+        std::fs::remove_file(&path)?;
+        tracing::info!(file = %path.display(), "retention deleted a log chunk");
+        shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?.remove(0);
+        deleted += 1;
+    }
+}
+
+/// Write appends handed to the writer thread, and answer them. What the disk budget has no
+/// room for is written after retention, or refused with `DiskFull` when retention can
+/// delete nothing more.
+fn write_handed(writer: &Mutex<Writer>, shared: &Shared, mut group: Vec<Pending>) {
+    let mut budget = Budget::HandOver;
+    loop {
         let stored = lock_writer(writer).store(group, budget);
         if let Some(unsynced) = stored.unsynced {
             answer_when_synced(writer, shared, vec![unsynced]);
@@ -1345,8 +1174,16 @@ fn write_handed(writer: &Mutex<Writer>, shared: &Shared, mut group: Vec<Pending>
         if matches!(stored.housekeep, Housekeep::MakeRoom) {
             sync_written(writer, shared);
         }
-        let Some((rest, bytes)) = stored.over_budget else { return };
-        (group, needed) = (rest, Some(bytes));
+        let Some((rest, needed)) = stored.over_budget else { return };
+        budget = match retention_pass(writer, shared, Some(needed)) {
+            Ok(0) => Budget::Refuse,
+            Ok(_) => Budget::HandOver,
+            Err(error) => {
+                tracing::warn!(%error, "log retention failed");
+                Budget::Refuse
+            }
+        };
+        group = rest;
     }
 }
 
@@ -1355,9 +1192,6 @@ fn write_handed(writer: &Mutex<Writer>, shared: &Shared, mut group: Vec<Pending>
 fn stop(writer: &Mutex<Writer>, shared: &Shared) {
     let spare = {
         let mut w = lock_writer(writer);
-        if w.stopped {
-            return;
-        }
         w.closed = true;
         w.spare.take()
     };
@@ -1370,7 +1204,6 @@ fn stop(writer: &Mutex<Writer>, shared: &Shared) {
     let mut w = lock_writer(writer);
     w.dedupe.finish();
     drop(w.lock.take());
-    w.stopped = true;
 }
 
 impl Shared {
@@ -1389,23 +1222,15 @@ fn poison(shared: &Shared, reason: String) {
 
 /// Why a group could not be stored.
 enum CommitError {
-    /// The writer thread has stopped.
-    Closed,
-    DiskFull,
     /// Over the disk budget by this frame's bytes: for the writer thread ([`Budget`]).
     OverBudget(u64),
-    Poisoned(String),
+    /// The answer for its requests (an I/O error poisons the log first: `commit_records`).
+    Refused(AppendError),
 }
 
-impl CommitError {
-    fn to_append_error(&self) -> AppendError {
-        match self {
-            CommitError::Closed => AppendError::Closed,
-            CommitError::DiskFull | CommitError::OverBudget(_) => {
-                AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER }
-            }
-            CommitError::Poisoned(reason) => AppendError::Poisoned(reason.clone()),
-        }
+impl From<io::Error> for CommitError {
+    fn from(error: io::Error) -> Self {
+        CommitError::Refused(AppendError::Io(error))
     }
 }
 
@@ -1413,23 +1238,19 @@ impl Writer {
     fn new(shared: Arc<Shared>, dedupe: dedupe::Dedupe, next_offset: u64, lock: File) -> io::Result<Writer> {
         let last = shared.chunks.read().map_err(|_| io::Error::other("lock poisoned"))?.last().cloned();
         let last_append_ms = last.as_ref().map_or(0, Chunk::last_append_ms);
-        let (file, file_len, file_preallocated) = match last {
+        let (file, file_len) = match last {
             Some(chunk) if chunk.len < shared.config.chunk_bytes => {
-                let file = OpenOptions::new().write(true).open(&chunk.path)?;
-                let preallocated = file.metadata()?.len() > chunk.len;
-                (file, chunk.len, preallocated)
+                (OpenOptions::new().write(true).open(&chunk.path)?, chunk.len)
             }
             _ => {
                 // The first chunk is zero-filled here at full speed (nothing appends yet:
                 // a fraction of a second for the default 128 MiB); later ones in the
                 // background, throttled.
-                let spare = match shared.config.preallocate {
-                    true => Some(prepare_spare(&shared.dir, shared.config.chunk_bytes, None)?),
-                    false => None,
+                let first = match shared.config.preallocate {
+                    true => prepare_spare(&shared.dir, shared.config.chunk_bytes, None)?,
+                    false => prepare_next(&shared.dir)?,
                 };
-                let preallocated = spare.is_some();
-                let (file, len) = new_chunk(&shared, next_offset, spare)?;
-                (file, len, preallocated)
+                (new_chunk(&shared, next_offset, first)?, format::CHUNK_HEADER_LEN as u64)
             }
         };
         let next = prepare_next(&shared.dir)?;
@@ -1440,37 +1261,26 @@ impl Writer {
             next_offset,
             file: Arc::new(file),
             file_len,
-            dirty_since: None,
             frames_written: 0,
             frames_synced: 0,
             last_append_ms,
             roll_over: None,
             next: Some(next),
             spare: None,
-            file_preallocated,
             wants: Wants::default(),
-            nudge: false,
             lock: Some(lock),
             encoder,
             closed: false,
-            stopped: false,
         })
     }
 
     /// A sync that started when `frames` frames were written, ending at `offset`, has
     /// succeeded. Under `Always`, readers see records only now.
     fn synced(&mut self, frames: u64, offset: u64) {
-        if self.frames_written == frames {
-            self.dirty_since = None;
-        }
         self.frames_synced = self.frames_synced.max(frames);
         if offset > *self.shared.visible.borrow() {
             self.shared.visible.send_replace(offset);
         }
-    }
-
-    fn poison(&self, reason: String) {
-        poison(&self.shared, reason);
     }
 
     fn poisoned(&self) -> bool {
@@ -1478,11 +1288,10 @@ impl Writer {
     }
 
     /// Store a group of requests (as one frame, or several past [`MAX_GROUP_BYTES`]) and
-    /// answer each, then do the dedupe index's upkeep. The answers that must wait for the
-    /// writer thread (under `Always` for a sync, under any policy for a new chunk to be
-    /// named) are returned instead, with what the disk budget had no room for and whether
-    /// to wake the writer thread.
+    /// answer each, then do the dedupe index's upkeep. What is left to the writer thread
+    /// (answers that wait, see [`Writer::answers_wait`]) is returned.
     fn store(&mut self, mut group: Vec<Pending>, budget: Budget) -> Stored {
+        let wants = self.wants;
         let mut unsynced = Unsynced { through: 0, replies: Vec::new() };
         let mut over_budget = None;
         while !group.is_empty() {
@@ -1515,15 +1324,15 @@ impl Writer {
                     refused.append(&mut group);
                     over_budget = Some((refused, needed));
                 }
-                Err(error) => {
+                Err(CommitError::Refused(error)) => {
                     for reply in replies {
-                        let _ = reply.send(Err(error.to_append_error()));
+                        let _ = reply.send(Err(error.copy()));
                     }
                 }
             }
         }
         let make_room = self.upkeep();
-        let housekeep = match (make_room, std::mem::take(&mut self.nudge)) {
+        let housekeep = match (make_room, self.wants != wants) {
             (true, _) => Housekeep::MakeRoom,
             (false, true) => Housekeep::Nudge,
             (false, false) => Housekeep::Nothing,
@@ -1547,34 +1356,31 @@ impl Writer {
     /// the writer thread sync and make room now, and waits for it.
     fn upkeep(&mut self) -> bool {
         self.dedupe.maintain();
+        // A poisoned log's last frames may not be durable: no key moves to a run.
+        let may_move_keys = self.dedupe.over_cap() && !self.closed && !self.poisoned();
         let make_room = match self.shared.config.sync {
             SyncPolicy::Never => {
-                if self.dedupe.over_cap() && self.may_move_keys() {
+                if may_move_keys {
                     self.dedupe.make_room();
                 }
                 false
             }
             // The sync that answers this group moves the keys.
             SyncPolicy::Always => false,
-            SyncPolicy::Interval(_) => self.dedupe.over_cap_urgently() && self.may_move_keys(),
+            SyncPolicy::Interval(_) => may_move_keys && self.dedupe.over_cap_urgently(),
         };
         self.publish_dedupe_state();
         make_room
-    }
-
-    /// A poisoned log's last frames may not be durable: no key moves to a run.
-    fn may_move_keys(&self) -> bool {
-        !self.closed && !self.poisoned()
     }
 
     /// Store the records of several requests as one frame: what became of each record,
     /// request by request.
     fn commit_records(&mut self, requests: &[Vec<Record>], budget: Budget) -> Result<Vec<Vec<Appended>>, CommitError> {
         if self.closed {
-            return Err(CommitError::Closed);
+            return Err(CommitError::Refused(AppendError::Closed));
         }
         if let Some(reason) = self.shared.poison_reason() {
-            return Err(CommitError::Poisoned(reason));
+            return Err(CommitError::Refused(AppendError::Poisoned(reason)));
         }
         // Never earlier than the last frame: frame times and dedupe times stay monotonic
         // even if the wall clock steps back.
@@ -1627,14 +1433,9 @@ impl Writer {
             }
             Err(error) => {
                 self.dedupe.rollback(inserted);
-                if let WriteError::Io(error) = &error {
-                    self.poison(format!("write failed: {error}"));
-                }
-                match error {
-                    WriteError::DiskFull => Err(CommitError::DiskFull),
-                    WriteError::OverBudget(needed) => Err(CommitError::OverBudget(needed)),
-                    WriteError::Io(_) => Err(CommitError::Poisoned(self.shared.poison_reason().unwrap_or_default())),
-                }
+                let CommitError::Refused(AppendError::Io(error)) = error else { return Err(error) };
+                poison(&self.shared, format!("write failed: {error}"));
+                Err(CommitError::Refused(AppendError::Poisoned(self.shared.poison_reason().unwrap_or_default())))
             }
         }
     }
@@ -1650,7 +1451,7 @@ impl Writer {
         keys: &[Option<u128>],
         payloads: &[&[u8]],
         budget: Budget,
-    ) -> Result<(), WriteError> {
+    ) -> Result<(), CommitError> {
         let frame = self.encoder.encode(self.next_offset, now, keys, payloads)?;
         let result = self.store_frame(payloads, &frame, budget);
         self.encoder.recycle(frame);
@@ -1660,16 +1461,16 @@ impl Writer {
     /// Write an encoded frame at the end of the current chunk (switching to the next chunk
     /// first when it does not fit) and record it; the writer thread syncs it. Over the
     /// disk budget it writes nothing: the writer thread makes room ([`Budget`]).
-    fn store_frame(&mut self, payloads: &[&[u8]], frame: &[u8], budget: Budget) -> Result<(), WriteError> {
+    fn store_frame(&mut self, payloads: &[&[u8]], frame: &[u8], budget: Budget) -> Result<(), CommitError> {
         let frame_len = frame.len() as u64;
         let max_disk_bytes = self.shared.config.max_disk_bytes;
         let used: u64 = self.shared.chunks.read().map(|c| c.iter().map(|c| c.len).sum()).unwrap_or(0);
         if used + frame_len > max_disk_bytes {
             if budget == Budget::HandOver {
-                return Err(WriteError::OverBudget(frame_len));
+                return Err(CommitError::OverBudget(frame_len));
             }
             self.shared.full.store(true, Ordering::Relaxed);
-            return Err(WriteError::DiskFull);
+            return Err(CommitError::Refused(AppendError::DiskFull { retry_after: DISK_FULL_RETRY_AFTER }));
         }
         self.shared.full.store(false, Ordering::Relaxed);
 
@@ -1678,7 +1479,7 @@ impl Writer {
             && self.begin_roll_over()?
             && used + frame_len + retention_headroom(&self.shared.config) > max_disk_bytes
         {
-            self.want(|wants| &mut wants.retention);
+            self.wants.retention = true;
         }
         #[cfg(test)]
         work(&self.shared, Work::WriteFrame);
@@ -1690,17 +1491,13 @@ impl Writer {
         self.shared.metrics.payload_bytes.add(payloads.iter().map(|p| p.len() as u64).sum());
         self.shared.metrics.frame_bytes.add(frame_len);
         self.shared.metrics.group_records.observe(records as f64);
-        if self.shared.config.sync != SyncPolicy::Never {
-            // The writer thread syncs it (`sync_written`).
-            self.dirty_since.get_or_insert_with(Instant::now);
-        }
         let header = format::FrameHeader::decode(frame[..format::FRAME_HEADER_LEN].try_into().unwrap_or(&[0; 36]))
             .ok_or_else(|| io::Error::other("encoded frame does not decode"))?;
         let meta = FrameMeta { pos: self.file_len, header };
         self.file_len += frame_len;
         if self.shared.config.preallocate && self.spare.is_none() && self.file_len > self.shared.config.chunk_bytes / 2
         {
-            self.want(|wants| &mut wants.spare);
+            self.wants.spare = true;
         }
         let mut chunks = self.shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
         if let Some(last) = chunks.last_mut() {
@@ -1724,16 +1521,9 @@ impl Writer {
         next.file.write_all_at(&format::encode_chunk_header(base_offset, created_ms), 0)?;
         let new = Arc::new(next.file);
         let old = std::mem::replace(&mut self.file, new.clone());
-        self.roll_over = Some(Arc::new(RollOver {
-            old,
-            old_len: self.file_len,
-            old_preallocated: self.file_preallocated,
-            base_offset,
-            new,
-            temporary: next.path,
-        }));
+        self.roll_over =
+            Some(Arc::new(RollOver { old, old_len: self.file_len, base_offset, new, temporary: next.path }));
         self.file_len = format::CHUNK_HEADER_LEN as u64;
-        self.file_preallocated = next.preallocated;
         let path = chunk::chunk_path(&self.shared.dir, base_offset);
         let len = self.file_len;
         let mut chunks = self.shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
@@ -1748,23 +1538,12 @@ impl Writer {
             && let Some(handle) = self.spare.take()
         {
             match handle.join() {
-                Ok(Ok(file)) => {
-                    return Some(NextFile { file, path: self.shared.dir.join(SPARE_NAME), preallocated: true });
-                }
+                Ok(Ok(spare)) => return Some(spare),
                 Ok(Err(error)) => tracing::warn!(%error, "cannot preallocate a log chunk; appending without"),
                 Err(_) => {}
             }
         }
         self.next.take()
-    }
-
-    /// Ask the writer thread for housekeeping, once until it has done it.
-    fn want(&mut self, wanted: fn(&mut Wants) -> &mut bool) {
-        let flag = wanted(&mut self.wants);
-        if !*flag {
-            *flag = true;
-            self.nudge = true;
-        }
     }
 }
 
@@ -1783,8 +1562,9 @@ const SPARE_BYTES_PER_SECOND: u64 = 64 << 20;
 /// calls (which share the ext4 journal with it) waited behind it, up to 60-100 ms per
 /// append. At 64 MiB/s a spare takes about 2 s, well inside the second half of a chunk even
 /// at full speed; if it is not ready at the roll-over, the next chunk is created without it.
-pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Result<File> {
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(dir.join(SPARE_NAME))?;
+pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Result<NextFile> {
+    let path = dir.join(SPARE_NAME);
+    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
     let block = vec![0u8; SPARE_STEP_BYTES];
     let step_time = rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(SPARE_STEP_BYTES as f64 / r as f64));
     let mut left = bytes;
@@ -1799,19 +1579,7 @@ pub(crate) fn prepare_spare(dir: &Path, bytes: u64, rate: Option<u64>) -> io::Re
         }
     }
     file.sync_all()?;
-    Ok(file)
-}
-
-enum WriteError {
-    DiskFull,
-    OverBudget(u64),
-    Io(io::Error),
-}
-
-impl From<io::Error> for WriteError {
-    fn from(error: io::Error) -> Self {
-        WriteError::Io(error)
-    }
+    Ok(NextFile { file, path })
 }
 
 /// The empty file the writer thread makes ready for the next chunk (when no zero-filled
@@ -1822,32 +1590,23 @@ const NEXT_NAME: &str = "next.tmp";
 fn prepare_next(dir: &Path) -> io::Result<NextFile> {
     let path = dir.join(NEXT_NAME);
     let file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
-    Ok(NextFile { file, path, preallocated: false })
+    Ok(NextFile { file, path })
 }
 
-/// Create the first chunk file (at open) for `base_offset`, durable (file and directory
-/// entry): its header is written and synced under a temporary name (or into the
-/// zero-filled `spare`) and then renamed into place, so a chunk file never lacks its
-/// header.
-fn new_chunk(shared: &Shared, base_offset: u64, spare: Option<File>) -> io::Result<(File, u64)> {
+/// Create the first chunk file (at open) for `base_offset` from `next`, durable (file and
+/// directory entry): its header is written and synced under the temporary name and then
+/// renamed into place, so a chunk file never lacks its header.
+fn new_chunk(shared: &Shared, base_offset: u64, next: NextFile) -> io::Result<File> {
     let path = chunk::chunk_path(&shared.dir, base_offset);
-    let created = (shared.config.clock)();
-    let header = format::encode_chunk_header(base_offset, created);
-    let (file, from) = match spare {
-        Some(file) => (file, shared.dir.join(SPARE_NAME)),
-        None => {
-            let tmp = path.with_extension("tmp");
-            (OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?, tmp)
-        }
-    };
-    file.write_all_at(&header, 0)?;
-    file.sync_data()?;
-    std::fs::rename(&from, &path)?;
+    let created_ms = (shared.config.clock)();
+    next.file.write_all_at(&format::encode_chunk_header(base_offset, created_ms), 0)?;
+    next.file.sync_data()?;
+    std::fs::rename(&next.path, &path)?;
     File::open(&shared.dir)?.sync_all()?;
     let len = format::CHUNK_HEADER_LEN as u64;
     let mut chunks = shared.chunks.write().map_err(|_| io::Error::other("chunk list lock poisoned"))?;
-    chunks.push(Chunk { path, base_offset, created_ms: created, frames: Vec::new(), len, named: true });
-    Ok((file, len))
+    chunks.push(Chunk { path, base_offset, created_ms, frames: Vec::new(), len, named: true });
+    Ok(next.file)
 }
 
 #[cfg(test)]

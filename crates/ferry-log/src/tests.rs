@@ -38,6 +38,31 @@ fn rec(key: Option<&str>, payload: &[u8]) -> Record {
     Record { key: key.map(|k| k.as_bytes().to_vec()), payload: payload.to_vec() }
 }
 
+/// `log.append_blocking(records)` in a thread of its own.
+fn append_in_thread(log: &Log, records: Vec<Record>) -> std::thread::JoinHandle<Result<Vec<Appended>, AppendError>> {
+    let log = log.clone();
+    std::thread::spawn(move || log.append_blocking(records))
+}
+
+/// Polls `done` every 5 ms, and fails saying `what` unless it holds within `within`.
+fn wait_until(within: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One-byte records with the keys `id-<i>` for `range`.
+fn ids(range: std::ops::Range<u32>) -> Vec<Record> {
+    range.map(|i| rec(Some(&format!("id-{i}")), b"x")).collect()
+}
+
+/// The `b`th batch of 50 [`ids`].
+fn batch(b: u32) -> Vec<Record> {
+    ids(b * 50..(b + 1) * 50)
+}
+
 #[test]
 fn appends_get_increasing_offsets_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,17 +97,16 @@ fn dedupe_beyond_the_memory_cap_is_exact_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig { dedupe_max_ids: 100, chunk_bytes: 1 << 20, ..config(dir.path()) };
     let (log, _) = Log::open(cfg.clone()).unwrap();
-    let records = |range: std::ops::Range<u32>| range.map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
     for chunk in 0..10 {
-        let answers = log.append_blocking(records(chunk * 100..(chunk + 1) * 100)).unwrap();
+        let answers = log.append_blocking(ids(chunk * 100..(chunk + 1) * 100)).unwrap();
         assert!(answers.iter().all(|a| matches!(a, Appended::At(_))));
     }
     assert_eq!(log.dedupe_stats().1, 0, "nothing may be forgotten early with a dedupe directory");
-    assert!(log.append_blocking(records(0..1000)).unwrap().iter().all(|a| *a == Appended::Duplicate));
+    assert!(log.append_blocking(ids(0..1000)).unwrap().iter().all(|a| *a == Appended::Duplicate));
     log.close();
     let (log, _) = Log::open(cfg).unwrap();
-    assert!(log.append_blocking(records(0..1000)).unwrap().iter().all(|a| *a == Appended::Duplicate));
-    assert_eq!(log.append_blocking(records(1000..1001)).unwrap(), [Appended::At(1000)]);
+    assert!(log.append_blocking(ids(0..1000)).unwrap().iter().all(|a| *a == Appended::Duplicate));
+    assert_eq!(log.append_blocking(ids(1000..1001)).unwrap(), [Appended::At(1000)]);
 }
 
 /// A spill of dedupe keys to a run file never holds up appends: with the spill's thread
@@ -95,7 +119,6 @@ fn appends_go_on_while_a_dedupe_spill_is_held() {
     let (hook, gate) = dedupe::tests::gate(dedupe::Job::Spill);
     let cfg = LogConfig { dedupe_max_ids: 1000, chunk_bytes: 1 << 20, dedupe_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg.clone()).unwrap();
-    let batch = |b: u32| (b * 50..(b + 1) * 50).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
     // A spill starts once more than half of the 1,000 ids of memory are taken.
     for b in 0..11 {
         assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
@@ -139,30 +162,19 @@ fn dedupe_window_expires() {
 #[test]
 fn always_answers_and_shows_records_only_once_their_sync_succeeded() {
     let dir = tempfile::tempdir().unwrap();
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (started_tx, released) = (Mutex::new(started_tx), Mutex::new(released));
-    let hook = SyncHook(Arc::new(move || {
-        let _ = started_tx.lock().unwrap().send(());
-        // Held until `release` is dropped (a minute at most, so a failure cannot hang).
-        let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(60));
-    }));
-    let cfg = LogConfig { sync: SyncPolicy::Always, sync_hook: Some(hook), ..config(dir.path()) };
+    let (hook, gate) = dedupe::tests::gate(Work::Sync);
+    let cfg = LogConfig { sync: SyncPolicy::Always, work_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg).unwrap();
-    let append = |key: &'static str, payload: &'static [u8]| {
-        let log = log.clone();
-        std::thread::spawn(move || log.append_blocking(vec![rec(Some(key), payload)]))
-    };
-    let first = append("m1", b"one");
-    started.recv_timeout(Duration::from_secs(60)).expect("the writer thread started a sync");
+    let first = append_in_thread(&log, vec![rec(Some("m1"), b"one")]);
+    gate.started.recv_timeout(Duration::from_secs(60)).expect("the writer thread started a sync");
     assert_eq!(log.metrics().frames.get(), 1, "the frame is written before the sync");
-    let repeat = append("m1", b"one again");
+    let repeat = append_in_thread(&log, vec![rec(Some("m1"), b"one again")]);
     std::thread::sleep(Duration::from_millis(100));
     assert!(!first.is_finished(), "answered before its sync");
     assert!(!repeat.is_finished(), "a repeat of an unsynced record was answered before the sync");
     assert_eq!(log.next_offset(), 0);
     assert!(log.read(0, 10).unwrap().is_empty(), "a reader saw an unsynced record");
-    drop(release);
+    drop(gate.release);
     assert_eq!(first.join().unwrap().unwrap(), [Appended::At(0)]);
     assert_eq!(repeat.join().unwrap().unwrap(), [Appended::Duplicate]);
     assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"one".to_vec())]);
@@ -236,11 +248,7 @@ fn interval_appends_are_synced_by_the_writer_thread_within_the_interval() {
     // Visible at once, before any sync; synced within about one interval, without
     // another append to prompt it.
     assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec())]);
-    let deadline = Instant::now() + every * 40;
-    while syncs() == 0 {
-        assert!(Instant::now() < deadline, "no fdatasync within {:?}", every * 40);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(every * 40, &format!("no fdatasync within {:?}", every * 40), || syncs() > 0);
     std::thread::sleep(every * 3);
     assert_eq!(syncs(), 1, "one sync for one write");
     assert_eq!(log.append_blocking(vec![rec(Some("k"), b"again")]).unwrap(), [Appended::Duplicate]);
@@ -273,19 +281,13 @@ fn interval_appends_leave_dedupe_spills_to_the_writer_threads_sync() {
     let runs = || std::fs::read_dir(dir.path().join("dedupe")).map_or(0, |d| d.count());
     let syncs = || log.metrics().fsync_seconds.count();
     // 600 of 1,000 ids: over the cap that starts a spill (half), not near full.
-    let records = (0..600).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
-    assert!(log.append_blocking(records).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
+    assert!(log.append_blocking(ids(0..600)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
     let (synced, spilled) = (syncs(), runs());
     assert!(opened.elapsed() < every, "the test needs the open and the append within one interval");
     assert_eq!((synced, spilled), (0, 0), "the append synced or spilled");
-    let deadline = Instant::now() + every * 10;
-    while runs() == 0 {
-        assert!(Instant::now() < deadline, "no spill after the writer thread's sync");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(every * 10, "no spill after the writer thread's sync", || runs() > 0);
     assert!(syncs() >= 1, "a spill started before the keys were synced");
-    let again = (0..600).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
-    assert!(log.append_blocking(again).unwrap().iter().all(|a| *a == Appended::Duplicate));
+    assert!(log.append_blocking(ids(0..600)).unwrap().iter().all(|a| *a == Appended::Duplicate));
 }
 
 /// When the index fills faster than the interval syncs, the append that takes it near
@@ -293,19 +295,7 @@ fn interval_appends_leave_dedupe_spills_to_the_writer_threads_sync() {
 #[test]
 fn interval_appends_make_room_themselves_when_the_index_is_nearly_full() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig {
-        sync: SyncPolicy::Interval(Duration::from_secs(3600)),
-        dedupe_max_ids: 1000,
-        chunk_bytes: 1 << 20,
-        ..config(dir.path())
-    };
-    let (log, _) = Log::open(cfg).unwrap();
-    let batch = |b: u32| (b * 50..(b + 1) * 50).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect::<Vec<_>>();
-    let mut most = 0;
-    for b in 0..60 {
-        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
-        most = most.max(log.dedupe_stats().0);
-    }
+    let (log, most) = outrun_the_syncs(config(dir.path()), 60);
     assert!(most <= 1000, "the recent layer grew to {most} ids, past its cap of 1,000");
     assert!(log.metrics().fsync_seconds.count() >= 1, "room was made without a sync");
     assert!(std::fs::read_dir(dir.path().join("dedupe")).unwrap().count() > 0, "no dedupe run written");
@@ -314,17 +304,34 @@ fn interval_appends_make_room_themselves_when_the_index_is_nearly_full() {
     }
 }
 
+/// Opens `cfg` with an index of 1,000 ids and an hour between `Interval` syncs, and appends
+/// `batches` [`batch`]es, which outrun the syncs. Returns the log and the most ids its memory
+/// layer held after an append.
+fn outrun_the_syncs(cfg: LogConfig, batches: u32) -> (Log, u64) {
+    let sync = SyncPolicy::Interval(Duration::from_secs(3600));
+    let (log, _) = Log::open(LogConfig { sync, dedupe_max_ids: 1000, chunk_bytes: 1 << 20, ..cfg }).unwrap();
+    let mut most = 0;
+    for b in 0..batches {
+        assert!(log.append_blocking(batch(b)).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
+        most = most.max(log.dedupe_stats().0);
+    }
+    (log, most)
+}
+
 /// `body` with a log in a fresh directory, on a single-threaded runtime (so that the order
 /// in which tasks run is the test's).
-fn on_one_thread<F: std::future::Future<Output = ()>>(body: impl FnOnce(Log) -> F) {
+fn on_one_thread<F: std::future::Future<Output = ()>>(
+    cfg: impl FnOnce(&Path) -> LogConfig,
+    body: impl FnOnce(Log) -> F,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = Log::open(config(dir.path())).unwrap();
+    let (log, _) = Log::open(cfg(dir.path())).unwrap();
     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(body(log));
 }
 
 #[test]
 fn async_appends_ready_together_share_one_frame() {
-    on_one_thread(|log| async move {
+    on_one_thread(config, |log| async move {
         // The first task yields once before it writes: the other 19, ready meanwhile,
         // append into the same frame.
         let tasks: Vec<_> = (0..20)
@@ -354,23 +361,26 @@ fn async_appends_ready_together_share_one_frame() {
 
 #[test]
 fn a_cancelled_append_still_writes_the_appends_that_waited_for_it() {
+    on_one_thread(config, cancel_a_leader);
+}
+
+/// The first of two appends is cancelled (its client went away) before it wrote anything:
+/// the second, which waited for its write, is answered, and both are stored.
+async fn cancel_a_leader(log: Log) {
     use std::future::Future;
-    on_one_thread(|log| async move {
-        // Polled once, the first append takes on the write and yields.
-        let mut first = Box::pin(log.append(vec![rec(Some("a"), b"a")]));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(first.as_mut().poll(&mut cx).is_pending());
-        let follower = tokio::spawn({
-            let log = log.clone();
-            async move { log.append(vec![rec(Some("b"), b"b")]).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!follower.is_finished(), "the follower waits for the first append's write");
-        // The request is dropped (its client went away) before it wrote anything.
-        drop(first);
-        assert_eq!(follower.await.unwrap().unwrap(), [Appended::At(1)]);
-        assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+    // Polled once, the first append takes on the write and yields.
+    let mut first = Box::pin(log.append(vec![rec(Some("a"), b"a")]));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    let follower = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(vec![rec(Some("b"), b"b")]).await }
     });
+    tokio::task::yield_now().await;
+    assert!(!follower.is_finished(), "the follower waits for the first append's write");
+    drop(first);
+    assert_eq!(follower.await.unwrap().unwrap(), [Appended::At(1)]);
+    assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
 }
 
 #[test]
@@ -494,17 +504,27 @@ fn retention_under_budget_pressure_keeps_the_dedupe_keys_of_deleted_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig { max_disk_bytes: 3000, chunk_bytes: 1000, ..config(dir.path()) };
     let (log, _) = Log::open(cfg.clone()).unwrap();
-    // Far more than the budget holds: old chunks must go while their keys are in the window.
-    for i in 0..40u32 {
-        let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), &[i as u8; 300])]).unwrap();
-        assert_eq!(answer, [Appended::At(u64::from(i))]);
-    }
-    assert!(log.disk_bytes() <= 3000);
+    append_past_the_budget(&log);
     assert!(log.read(0, 1).unwrap()[0].0 > 0, "retention deleted nothing");
     assert!(std::fs::read_dir(dir.path().join("dedupe")).unwrap().count() > 0, "no dedupe run written");
     log.close();
     // After a restart every key is still known, also those whose chunks are gone.
     let (log, _) = Log::open(cfg).unwrap();
+    assert_keys_known_past_the_budget(&log);
+}
+
+/// Records `id-0` to `id-39` of 300 bytes each: far more than a budget of 3,000 bytes
+/// holds, so old chunks must go while their keys are in the window.
+fn append_past_the_budget(log: &Log) {
+    for i in 0..40u32 {
+        let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), &[i as u8; 300])]).unwrap();
+        assert_eq!(answer, [Appended::At(u64::from(i))]);
+    }
+    assert!(log.disk_bytes() <= 3000);
+}
+
+/// Every key [`append_past_the_budget`] appended is still known.
+fn assert_keys_known_past_the_budget(log: &Log) {
     for i in 0..40u32 {
         let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), b"again")]).unwrap();
         assert_eq!(answer, [Appended::Duplicate], "id-{i} forgotten");
@@ -559,10 +579,10 @@ fn follow_wakes_on_append() {
 /// writer's lock.
 type Seen = Arc<Mutex<Vec<(Work, Option<String>, bool)>>>;
 
-fn watch_work() -> (WorkHook, Seen) {
+fn watch_work() -> (dedupe::Hook<Work>, Seen) {
     let seen = Seen::default();
     let record = seen.clone();
-    let hook = WorkHook(Arc::new(move |work| {
+    let hook = dedupe::Hook(Arc::new(move |work| {
         let thread = std::thread::current().name().map(str::to_owned);
         record.lock().unwrap().push((work, thread, holds_writer_lock()));
     }));
@@ -618,39 +638,24 @@ fn roll_overs_run_in_the_writer_thread_outside_the_lock() {
 #[test]
 fn appends_are_written_while_a_roll_over_is_held() {
     let dir = tempfile::tempdir().unwrap();
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (started_tx, released) = (Mutex::new(started_tx), Mutex::new(released));
-    let hook = WorkHook(Arc::new(move |work| {
-        if work == Work::FinishRollOver {
-            let _ = started_tx.lock().unwrap().send(());
-            // Held until `release` is dropped (a minute at most, so a failure cannot hang).
-            let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(60));
-        }
-    }));
+    let (hook, gate) = dedupe::tests::gate(Work::FinishRollOver);
     let cfg = LogConfig { sync: SyncPolicy::Always, preallocate: false, work_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg).unwrap();
-    let append = |i: u64| {
-        let log = log.clone();
-        std::thread::spawn(move || log.append_blocking(vec![rec(None, &payload(i, 1500))]))
-    };
+    let append = |i: u64| append_in_thread(&log, vec![rec(None, &payload(i, 1500))]);
     for i in 0..2 {
         assert_eq!(append(i).join().unwrap().unwrap(), [Appended::At(i)]);
     }
     // The third frame does not fit the chunk: its appender switches to the next one.
     let third = append(2);
-    started.recv_timeout(Duration::from_secs(60)).expect("the writer thread began finishing the roll-over");
+    gate.started.recv_timeout(Duration::from_secs(60)).expect("the writer thread began finishing the roll-over");
     let fourth = append(3);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while log.metrics().frames.get() < 4 {
-        assert!(Instant::now() < deadline, "an append could not write while a roll-over was held");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let written = || log.metrics().frames.get() >= 4;
+    wait_until(Duration::from_secs(30), "an append could not write while a roll-over was held", written);
     std::thread::sleep(Duration::from_millis(50));
     assert!(!third.is_finished() && !fourth.is_finished(), "answered before the new chunk was named");
     assert_eq!(log.next_offset(), 2, "a reader was shown a record of a chunk not named yet");
     assert_eq!(chunk::list_chunks(dir.path()).unwrap().len(), 1);
-    drop(release);
+    drop(gate.release);
     assert_eq!(third.join().unwrap().unwrap(), [Appended::At(2)]);
     assert_eq!(fourth.join().unwrap().unwrap(), [Appended::At(3)]);
     assert_eq!(chunk::list_chunks(dir.path()).unwrap().len(), 2);
@@ -666,11 +671,7 @@ fn retention_deletes_in_the_writer_thread_outside_the_lock() {
     let (hook, seen) = watch_work();
     let cfg = LogConfig { max_disk_bytes: 3000, chunk_bytes: 1000, work_hook: Some(hook), ..config(dir.path()) };
     let (log, _) = Log::open(cfg).unwrap();
-    for i in 0..40u32 {
-        let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), &[i as u8; 300])]).unwrap();
-        assert_eq!(answer, [Appended::At(u64::from(i))]);
-    }
-    assert!(log.disk_bytes() <= 3000);
+    append_past_the_budget(&log);
     let for_budget = done_by_the_writer_thread(&seen, Work::DeleteChunk);
     assert!(for_budget > 0, "retention deleted nothing");
     // Old enough (100 ms) for time-based retention, which a caller asks for.
@@ -678,10 +679,7 @@ fn retention_deletes_in_the_writer_thread_outside_the_lock() {
     assert!(log.run_retention().unwrap() > 0);
     assert!(done_by_the_writer_thread(&seen, Work::DeleteChunk) > for_budget);
     done_by_the_writer_thread(&seen, Work::Sync);
-    for i in 0..40u32 {
-        let answer = log.append_blocking(vec![rec(Some(&format!("id-{i}")), b"again")]).unwrap();
-        assert_eq!(answer, [Appended::Duplicate], "id-{i} forgotten");
-    }
+    assert_keys_known_past_the_budget(&log);
 }
 
 /// When retention must first move dedupe keys to a run (the dedupe pin), the writer
@@ -701,15 +699,8 @@ fn appends_go_on_while_retention_waits_for_a_dedupe_spill() {
         std::thread::spawn(move || log.run_retention())
     };
     gate.started.recv_timeout(Duration::from_secs(60)).expect("retention started a dedupe spill");
-    let append = {
-        let log = log.clone();
-        std::thread::spawn(move || log.append_blocking(vec![rec(Some("late"), b"late")]))
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !append.is_finished() {
-        assert!(Instant::now() < deadline, "an append waited for retention's dedupe spill");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let append = append_in_thread(&log, vec![rec(Some("late"), b"late")]);
+    wait_until(Duration::from_secs(30), "an append waited for retention's dedupe spill", || append.is_finished());
     assert_eq!(append.join().unwrap().unwrap(), [Appended::At(10)]);
     drop(gate.release);
     assert!(retention.join().unwrap().unwrap() > 0, "retention deleted nothing");
@@ -721,24 +712,8 @@ fn appends_go_on_while_retention_waits_for_a_dedupe_spill() {
 /// drops the cancelled request.
 #[test]
 fn a_cancelled_leaders_appends_are_written_by_the_writer_thread() {
-    use std::future::Future;
-    let dir = tempfile::tempdir().unwrap();
     let (hook, seen) = watch_work();
-    let (log, _) = Log::open(LogConfig { work_hook: Some(hook), ..config(dir.path()) }).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    runtime.block_on(async move {
-        let mut first = Box::pin(log.append(vec![rec(Some("a"), b"a")]));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(first.as_mut().poll(&mut cx).is_pending());
-        let follower = tokio::spawn({
-            let log = log.clone();
-            async move { log.append(vec![rec(Some("b"), b"b")]).await }
-        });
-        tokio::task::yield_now().await;
-        drop(first);
-        assert_eq!(follower.await.unwrap().unwrap(), [Appended::At(1)]);
-        assert_eq!(log.read(0, 10).unwrap(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
-    });
+    on_one_thread(|dir| LogConfig { work_hook: Some(hook), ..config(dir) }, cancel_a_leader);
     assert_eq!(done_by_the_writer_thread(&seen, Work::WriteFrame), 1);
 }
 
@@ -748,19 +723,8 @@ fn a_cancelled_leaders_appends_are_written_by_the_writer_thread() {
 fn interval_appends_leave_the_sync_for_a_nearly_full_index_to_the_writer_thread() {
     let dir = tempfile::tempdir().unwrap();
     let (hook, seen) = watch_work();
-    let cfg = LogConfig {
-        sync: SyncPolicy::Interval(Duration::from_secs(3600)),
-        dedupe_max_ids: 1000,
-        chunk_bytes: 1 << 20,
-        work_hook: Some(hook),
-        ..config(dir.path())
-    };
-    let (log, _) = Log::open(cfg).unwrap();
-    for b in 0..40u32 {
-        let records = (b * 50..(b + 1) * 50).map(|i| rec(Some(&format!("id-{i}")), b"x")).collect();
-        assert!(log.append_blocking(records).unwrap().iter().all(|a| matches!(a, Appended::At(_))));
-        assert!(log.dedupe_stats().0 <= 1000);
-    }
+    let (_log, most) = outrun_the_syncs(LogConfig { work_hook: Some(hook), ..config(dir.path()) }, 40);
+    assert!(most <= 1000);
     assert!(done_by_the_writer_thread(&seen, Work::Sync) >= 1, "no sync made room");
 }
 
@@ -1029,10 +993,10 @@ fn a_spare_chunk_is_filled_no_faster_than_its_rate() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = 4u64 << 20;
     let started = std::time::Instant::now();
-    let file = crate::prepare_spare(dir.path(), bytes, Some(32 << 20)).unwrap();
+    let spare = crate::prepare_spare(dir.path(), bytes, Some(32 << 20)).unwrap();
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(110), "4 MiB at 32 MiB/s took only {took:?}");
-    assert_eq!(file.metadata().unwrap().len(), bytes);
+    assert_eq!(spare.file.metadata().unwrap().len(), bytes);
     let zeros = std::fs::read(dir.path().join("next.prealloc")).unwrap();
     assert!(zeros.iter().all(|b| *b == 0));
 }

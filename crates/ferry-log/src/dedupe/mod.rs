@@ -97,12 +97,13 @@ pub(crate) enum Job {
     Rebuild,
 }
 
-/// Called by every background job as it starts, on its thread (tests block it there).
+/// Called by every background job as it starts, on its thread (tests block it there); the
+/// log's tests watch its own work with one too.
 #[derive(Clone)]
 #[cfg_attr(not(test), allow(dead_code))]
-pub(crate) struct Hook(pub(crate) Arc<dyn Fn(Job) + Send + Sync>);
+pub(crate) struct Hook<T = Job>(pub(crate) Arc<dyn Fn(T) + Send + Sync>);
 
-impl std::fmt::Debug for Hook {
+impl<T> std::fmt::Debug for Hook<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Hook")
     }
@@ -930,7 +931,8 @@ pub(crate) mod tests {
     use std::sync::{Mutex, mpsc};
     use std::time::Duration;
 
-    /// Holds every background job of one kind at its start until released.
+    /// Holds every job of one kind (a [`Job`], or a piece of the log's work) at its start
+    /// until released.
     pub(crate) struct Gate {
         pub(crate) started: mpsc::Receiver<()>,
         /// Dropping it releases every job, held or to come.
@@ -939,7 +941,7 @@ pub(crate) mod tests {
         pub(crate) timed_out: Arc<AtomicBool>,
     }
 
-    pub(crate) fn gate(kind: Job) -> (Hook, Gate) {
+    pub(crate) fn gate<T: PartialEq + Send + Sync + 'static>(kind: T) -> (Hook<T>, Gate) {
         let (started_tx, started) = mpsc::channel();
         let (release, release_rx) = mpsc::channel::<()>();
         let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));

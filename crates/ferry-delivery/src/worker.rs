@@ -156,6 +156,16 @@ struct Batch {
     first_attempt_at: String,
 }
 
+/// How long a lease under way when shutdown comes may still take to finish.
+const LEASE_AT_STOP: Duration = Duration::from_millis(250);
+
+/// A batch leased and decoded, and one past its last position.
+struct Taken {
+    lease: Arc<dyn Lease>,
+    batch: Option<Batch>,
+    end: u64,
+}
+
 /// Decode records and route them by `integrations` (when the destination follows it).
 fn decode(records: Vec<Positioned>, name: &str, routed: bool, watched: bool) -> Batch {
     let first_attempt_at = now_iso();
@@ -300,36 +310,50 @@ impl Worker {
             bytes: self.config.batch_bytes,
             linger: self.config.linger,
         };
+        // A batch leased (and decoded) while the one before it was sent, when a full batch
+        // already waited behind that one on a log of this consumer's own.
+        let mut ahead: Option<Taken> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let next = tokio::select! {
-                next = self.consumer.lease(limits) => next,
-                _ = shutdown.changed() => continue,
-            };
-            let Leased { records, missed, lease } = match next {
-                Ok(Some(leased)) => leased,
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::error!(destination = %name, %error, "cannot read the log; trying again in 1 s");
-                    self.status.error(&format!("cannot read the log: {error}"));
-                    sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
-                    continue;
+            let taken = match ahead.take() {
+                Some(taken) => taken,
+                None => {
+                    let take = self.take(limits);
+                    tokio::pin!(take);
+                    let next = tokio::select! {
+                        next = &mut take => next,
+                        _ = shutdown.changed() => {
+                            // A lease under way may have taken records already (a shared
+                            // consumer's stay taken until their lease runs out): let it
+                            // finish a moment, and give back what it got.
+                            if let Ok(Ok(Some(taken))) = tokio::time::timeout(LEASE_AT_STOP, take).await {
+                                let _ = taken.lease.release().await;
+                            }
+                            continue;
+                        }
+                    };
+                    match next {
+                        Ok(Some(taken)) => taken,
+                        Ok(None) => continue,
+                        Err(error) => {
+                            tracing::error!(destination = %name, %error, "cannot read the log; trying again in 1 s");
+                            self.status.error(&format!("cannot read the log: {error}"));
+                            sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
+                            continue;
+                        }
+                    }
                 }
             };
-            let (Some(&(first, _)), Some(&(last, _))) = (records.first(), records.last()) else { continue };
-            if missed > 0 {
-                self.status.deleted.fetch_add(missed, Ordering::Relaxed);
-                tracing::warn!(
-                    destination = %name,
-                    from = first - missed,
-                    to = first,
-                    "log records were deleted before this destination read them"
-                );
-            }
+            let Taken { lease, batch, end } = taken;
             let keep = lease.extend_every().map(|every| tokio::spawn(keep_alive(lease.clone(), every, name.clone())));
-            let finished = match self.decode(records).await {
+            let finished = match batch {
+                Some(batch) if self.look_ahead(end) => {
+                    let (finished, next) = tokio::join!(self.deliver(batch, &mut shutdown), self.take(limits));
+                    ahead = next.ok().flatten();
+                    finished
+                }
                 Some(batch) => self.deliver(batch, &mut shutdown).await,
                 None => Finished::Abandoned,
             };
@@ -344,12 +368,15 @@ impl Worker {
                 Finished::Done(tally) => {
                     self.settle(lease.as_ref(), &mut shutdown).await;
                     stop_keeping();
-                    self.count(&tally, last + 1);
+                    self.count(&tally, end);
                 }
                 Finished::Abandoned => {
                     stop_keeping();
-                    if let Err(error) = lease.release().await {
-                        tracing::warn!(destination = %name, %error, "cannot give a batch back; it comes again after a restart or once its lease runs out");
+                    // This batch and the one leased after it, in that order.
+                    for lease in std::iter::once(lease).chain(ahead.take().map(|a| a.lease)) {
+                        if let Err(error) = lease.release().await {
+                            tracing::warn!(destination = %name, %error, "cannot give a batch back; it comes again after a restart or once its lease runs out");
+                        }
                     }
                     if *shutdown.borrow() {
                         break;
@@ -358,8 +385,39 @@ impl Worker {
                 }
             }
         }
+        if let Some(ahead) = ahead {
+            // Leased while the last batch was sent, never started: given back.
+            let _ = ahead.lease.release().await;
+        }
         tracing::info!(destination = %name, "delivery worker stopped");
         self.destination.close().await;
+    }
+
+    /// Lease the next batch and decode it (`batch` is `None` when decoding failed: the
+    /// batch is to be given back).
+    async fn take(&self, limits: BatchLimits) -> std::io::Result<Option<Taken>> {
+        let Some(Leased { records, missed, lease }) = self.consumer.lease(limits).await? else { return Ok(None) };
+        let (Some(&(first, _)), Some(&(last, _))) = (records.first(), records.last()) else { return Ok(None) };
+        if missed > 0 {
+            self.status.deleted.fetch_add(missed, Ordering::Relaxed);
+            tracing::warn!(
+                destination = %self.config.name,
+                from = first - missed,
+                to = first,
+                "log records were deleted before this destination read them"
+            );
+        }
+        Ok(Some(Taken { lease, batch: self.decode(records).await, end: last + 1 }))
+    }
+
+    /// Whether to lease the batch after the one that ends at `end` while that one is sent:
+    /// only on a log of this consumer's own (a shared consumer's batches are better left
+    /// to other workers), only when a full batch already waits, and never for a destination
+    /// that needs its batches the same after a crash (the batch ahead would move the end
+    /// written down for the one in hand).
+    fn look_ahead(&self, end: u64) -> bool {
+        let waiting = self.consumer.backlog().end.map_or(0, |log_end| log_end.saturating_sub(end));
+        !self.destination.needs_stable_batches() && waiting >= self.config.batch_events.max(1) as u64
     }
 
     /// A settled batch's events in the counters, and the position after it.

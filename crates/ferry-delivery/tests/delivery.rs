@@ -423,6 +423,31 @@ async fn shutdown_during_a_send_finishes_it_and_commits() {
     }
 }
 
+/// With a backlog the next batch is leased and decoded while one is sent (on a log of the
+/// worker's own); a stop then finishes the batch in hand and gives the next one back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_prepared_ahead_is_given_back_at_a_stop() {
+    for backend in BOTH {
+        let s = setup(backend).await;
+        append(s.log.as_ref(), ids("m", 450)).await;
+        let slow = Arc::new(Scripted::accepting().with_delay(Duration::from_millis(400)));
+        let running = start(&s, config("hook"), slow.clone()).await;
+        // A send is counted when it ends: the next one is under way, and (embedded) the
+        // batch after it is prepared.
+        until("the first send", || !slow.batches().is_empty()).await;
+        running.stop().await;
+        let sent = slow.sent_ids();
+        assert!(sent.len() % 100 == 0 && sent.len() < 450, "whole batches, not all: {}", sent.len());
+        assert_eq!(sent, ids("m", sent.len()), "in order, none skipped");
+        assert_eq!(s.settled("hook").await, s.at(sent.len() as u64));
+        let accepting = Arc::new(Scripted::accepting());
+        let running = start(&s, config("hook"), accepting.clone()).await;
+        until("the rest", || count(&running.status) == (450 - sent.len()) as u64).await;
+        running.stop().await;
+        assert_eq!(accepting.sent_ids(), ids("m", 450)[sent.len()..], "the rest, once");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_destination_starts_where_configured() {
     for backend in BOTH {

@@ -133,8 +133,10 @@ pub struct BatchLimits {
 /// One consumer of a log: a destination's worker reads through it.
 pub trait Consumer: Send + Sync {
     /// The next batch. Waits for a first record (`Ok(None)` after a few seconds without
-    /// one, so that the caller can look around), then up to `linger` for more. The caller
-    /// settles or releases a batch before it leases the next.
+    /// one, so that the caller can look around), then up to `linger` for more. A caller may
+    /// lease the next batch before it settles the one in hand (to prepare it meanwhile), but
+    /// settles them in the order it leased them; releasing a batch gives back every batch
+    /// leased after it too, once those are released.
     fn lease(&self, limits: BatchLimits) -> BoxFuture<'_, io::Result<Option<Leased>>>;
 
     /// The consumer's backlog as last known (never waits: for `/metrics`).

@@ -294,9 +294,12 @@ impl Lease for LogLease {
             if let Some(prefetch) = handed.prefetch.take() {
                 prefetch.read.abort();
             }
-            handed.next = self.start;
-            if self.inner.batch_cursor.is_some() {
-                handed.again_until = Some(self.end);
+            // Released in lease order or not, the earliest batch given back comes first.
+            if self.start <= handed.next {
+                handed.next = self.start;
+                if self.inner.batch_cursor.is_some() {
+                    handed.again_until = Some(self.end);
+                }
             }
             Ok(())
         })

@@ -1000,3 +1000,39 @@ fn a_spare_chunk_is_filled_no_faster_than_its_rate() {
     let zeros = std::fs::read(dir.path().join("next.prealloc")).unwrap();
     assert!(zeros.iter().all(|b| *b == 0));
 }
+
+/// A consumer hands out batches ahead of the one in hand; settling commits in order, and
+/// whichever order two batches are given back in, the earlier one comes first again.
+#[test]
+fn a_consumer_leases_ahead_and_gives_back_from_the_earliest_released() {
+    use ferry_log_contract::{BatchLimits, ConsumerOptions, Log as _, Start};
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(config(dir.path())).unwrap();
+    log.append_blocking(ids(0..10)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    runtime.block_on(async {
+        let options = ConsumerOptions { start: Start::Beginning, stable_batches: false };
+        let consumer = log.consumer("hook", options).await.unwrap();
+        let limits = BatchLimits { records: 4, bytes: 1 << 20, linger: Duration::ZERO };
+        let positions = |leased: &ferry_log_contract::Leased| leased.records.iter().map(|r| r.0).collect::<Vec<_>>();
+        let first = consumer.lease(limits).await.unwrap().unwrap();
+        let ahead = consumer.lease(limits).await.unwrap().unwrap();
+        assert_eq!((positions(&first), positions(&ahead)), (vec![0, 1, 2, 3], vec![4, 5, 6, 7]));
+        first.lease.settle().await.unwrap();
+        assert_eq!((log.cursor("delivery.hook"), consumer.backlog().position), (Some(4), 4));
+        ahead.lease.release().await.unwrap();
+        for later_first in [false, true] {
+            let a = consumer.lease(limits).await.unwrap().unwrap();
+            let b = consumer.lease(limits).await.unwrap().unwrap();
+            assert_eq!(positions(&b), [8, 9], "the batch after the one handed out last");
+            let order = if later_first { [b.lease, a.lease] } else { [a.lease, b.lease] };
+            for lease in order {
+                lease.release().await.unwrap();
+            }
+            let again = consumer.lease(limits).await.unwrap().unwrap();
+            assert_eq!(positions(&again), [4, 5, 6, 7], "released later first: {later_first}");
+            again.lease.release().await.unwrap();
+        }
+        assert_eq!(log.cursor("delivery.hook"), Some(4), "nothing given back was committed");
+    });
+}

@@ -437,7 +437,7 @@ async fn a_batch_prepared_ahead_is_given_back_at_a_stop() {
         until("the first send", || !slow.batches().is_empty()).await;
         running.stop().await;
         let sent = slow.sent_ids();
-        assert!(sent.len() % 100 == 0 && sent.len() < 450, "whole batches, not all: {}", sent.len());
+        assert!(sent.len().is_multiple_of(100) && sent.len() < 450, "whole batches, not all: {}", sent.len());
         assert_eq!(sent, ids("m", sent.len()), "in order, none skipped");
         assert_eq!(s.settled("hook").await, s.at(sent.len() as u64));
         let accepting = Arc::new(Scripted::accepting());

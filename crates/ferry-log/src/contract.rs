@@ -93,10 +93,12 @@ impl contract::Log for Log {
 impl Log {
     /// When the record at `offset` was appended (ms since the Unix epoch), if it is held.
     pub fn appended_ms(&self, offset: u64) -> Option<u64> {
+        // Chunks and their frames are in offset order: two binary searches (a consumer's
+        // backlog asks at every batch, and a chunk holds many frames).
         let chunks = self.shared.chunks.read().ok()?;
-        let chunk = chunks.iter().find(|c| c.base_offset <= offset && offset < c.end_offset())?;
-        let frame = chunk.frames.iter().find(|f| f.header.first_offset <= offset && offset < f.header.end_offset())?;
-        Some(frame.header.appended_ms)
+        let chunk = chunks.get(chunks.partition_point(|c| c.end_offset() <= offset))?;
+        let frame = chunk.frames.get(chunk.frames.partition_point(|f| f.header.end_offset() <= offset))?;
+        (frame.header.first_offset <= offset).then_some(frame.header.appended_ms)
     }
 }
 

@@ -596,23 +596,6 @@ impl Log {
         rx.wait_for(|end| *end > offset).await.map(|_| ()).map_err(|_| AppendError::Closed)
     }
 
-    /// A watch of the visible end offset, for followers.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.shared.visible.subscribe()
-    }
-
-    /// The first offset appended at or after `ms` (Unix ms), for time-range replays.
-    pub fn offset_at_time(&self, ms: u64) -> u64 {
-        if let Ok(chunks) = self.shared.chunks.read() {
-            for chunk in chunks.iter() {
-                if let Some(frame) = chunk.frames.iter().find(|f| f.header.appended_ms >= ms) {
-                    return frame.header.first_offset;
-                }
-            }
-        }
-        self.next_offset()
-    }
-
     /// A consumer's durable position: the next offset it will read.
     pub fn cursor(&self, name: &str) -> Option<u64> {
         self.shared.cursors.lock().ok()?.get(name).copied()

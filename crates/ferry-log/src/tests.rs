@@ -1036,3 +1036,20 @@ fn a_consumer_leases_ahead_and_gives_back_from_the_earliest_released() {
         assert_eq!(log.cursor("delivery.hook"), Some(4), "nothing given back was committed");
     });
 }
+
+/// When each record was appended, across chunks and frames, and nothing past the end.
+#[test]
+fn the_append_time_of_each_record_is_found() {
+    let _clock = CLOCK_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(fake_config(dir.path())).unwrap();
+    for round in 0..20u32 {
+        NOW.store(1_000_000 + u64::from(round) * 10, Ordering::SeqCst);
+        log.append_blocking(ids(round * 50..(round + 1) * 50)).unwrap();
+    }
+    assert!(log.shared.chunks.read().unwrap().len() > 2, "the records span chunks");
+    for offset in [0, 49, 50, 499, 999] {
+        assert_eq!(log.appended_ms(offset), Some(1_000_000 + offset / 50 * 10), "offset {offset}");
+    }
+    assert_eq!(log.appended_ms(1000), None);
+}

@@ -28,14 +28,24 @@ pub(crate) struct Handle {
     pub(crate) backoff: Backoff,
 }
 
+/// How far behind a destination is.
+pub(crate) struct Lag {
+    /// Events not yet completed.
+    pub(crate) events: u64,
+    /// The age of the oldest, in seconds.
+    pub(crate) seconds: f64,
+    /// Where the log ends, when the destination reads a log of its own.
+    pub(crate) log_end: Option<u64>,
+}
+
 impl Handle {
-    /// Events not yet completed and the age of the oldest: from the worker's position on a
-    /// log of its own (as its counters count), from the shared consumer otherwise.
-    pub(crate) fn lag(&self) -> (u64, f64) {
+    /// How far behind it is: from the worker's position on a log of its own (as its
+    /// counters count), from the shared consumer otherwise.
+    pub(crate) fn lag(&self) -> Lag {
         let backlog = self.consumer.backlog();
         let position = self.status.position.load(Ordering::Relaxed);
         let events = backlog.end.map_or(backlog.records, |end| end.saturating_sub(position));
-        (events, backlog.oldest.as_secs_f64())
+        Lag { events, seconds: backlog.oldest.as_secs_f64(), log_end: backlog.end }
     }
 }
 
@@ -220,15 +230,15 @@ impl Admin for ProcessAdmin {
                 .map(|h| {
                     let s = &h.status;
                     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-                    let (lag_events, lag_seconds) = h.lag();
+                    let lag = h.lag();
                     let last_error = s.last_error.lock().ok().and_then(|e| e.clone());
                     DestinationState {
                         name: h.name.clone(),
                         kind: h.kind.to_owned(),
                         target: h.target.clone(),
                         position: get(&s.position),
-                        lag_events,
-                        lag_seconds,
+                        lag_events: lag.events,
+                        lag_seconds: lag.seconds,
                         delivered: get(&s.delivered),
                         filtered: get(&s.filtered),
                         skipped: get(&s.skipped),

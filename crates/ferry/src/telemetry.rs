@@ -46,7 +46,6 @@ impl Telemetry {
             let (name, s) = (&handle.name, &handle.status);
             let labels = [("destination", name.as_str())];
             let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            let position = get(&s.position);
             let (delivered, filtered, skipped, dead_lettered, deleted) =
                 (get(&s.delivered), get(&s.filtered), get(&s.skipped), get(&s.dead_lettered), get(&s.deleted));
             for (outcome, value) in [
@@ -65,10 +64,8 @@ impl Telemetry {
             }
             out.counter(DESTINATION_RETRIES, "Sends of an event answered with a retry.", &labels, get(&s.retried));
             out.counter(DESTINATION_BATCHES, "Batches completed (cursor committed).", &labels, get(&s.batches));
-            let backlog = handle.consumer.backlog();
-            // A log of its own counts from the worker's position, as the counters do.
-            let pending = backlog.end.map_or(backlog.records, |end| end.saturating_sub(position));
-            let lag_seconds = backlog.oldest.as_secs_f64();
+            let lag = handle.lag();
+            let (pending, lag_seconds) = (lag.events, lag.seconds);
             out.gauge(
                 DESTINATION_LAG_EVENTS,
                 "Events in the log the destination has not completed.",
@@ -97,7 +94,7 @@ impl Telemetry {
             // Since this process started: every event the log took is delivered, pending,
             // dead-lettered, filtered or skipped (or, never expected, deleted unread). In
             // cluster mode a destination's work is shared by nodes: no node can say this.
-            let Some(end) = backlog.end else { continue };
+            let Some(end) = lag.log_end else { continue };
             let accepted = end.saturating_sub(get(&s.start));
             let accounted = delivered + pending + dead_lettered + filtered + skipped + deleted;
             for (term, value) in [
